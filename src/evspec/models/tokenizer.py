@@ -1,0 +1,73 @@
+"""Tokenizers for the small presets, built offline from code.
+
+The real pair shares the LLaMA SentencePiece vocabulary: ids ``0..31999`` are identical,
+``<unk>`` = 0, ``<s>`` = 1, ``</s>`` = 2, and Video-LLaVA appends ``<image>``, ``<video>``,
+``<pad>`` (its logits are padded to 32064).  The tiny presets keep those roles with a
+byte-level vocabulary: 3 specials + 256 bytes = 259 shared ids; the target appends its three
+tokens after them.  Drafted ids can therefore be passed to the target unchanged.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+BASE_SPECIALS = ("<unk>", "<s>", "</s>")
+TARGET_EXTRA = ("<image>", "<video>", "<pad>")
+
+
+def _byte_vocab() -> dict[str, int]:
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # 256 printable stand-ins for bytes
+    vocab = {tok: i for i, tok in enumerate(BASE_SPECIALS)}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    return vocab
+
+
+@lru_cache(maxsize=4)
+def byte_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with LLaMA's special-token roles (``<s>`` = 1, ``</s>`` = 2).
+
+    ``extra_tokens`` are appended as special tokens (e.g. :data:`TARGET_EXTRA`).
+    """
+    tok = Tokenizer(models.BPE(vocab=_byte_vocab(), merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    if extra_tokens:
+        fast.add_special_tokens({"additional_special_tokens": list(extra_tokens)})
+    if "<pad>" in extra_tokens:
+        fast.pad_token = "<pad>"
+    return fast
+
+
+def shared_vocab_size(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFast) -> int:
+    """Length of the common id prefix on which two tokenizers agree token for token.
+
+    Raises ``ValueError`` when the specials' roles differ (drafts would be meaningless).
+    """
+    va, vb = a.get_vocab(), b.get_vocab()
+    ia = {i: t for t, i in va.items()}
+    ib = {i: t for t, i in vb.items()}
+    n = 0
+    while n in ia and n in ib and ia[n] == ib[n]:
+        n += 1
+    for role in ("bos_token_id", "eos_token_id"):
+        if getattr(a, role) != getattr(b, role):
+            raise ValueError(
+                f"drafter and target tokenizers disagree on {role}: "
+                f"{getattr(a, role)} vs {getattr(b, role)}"
+            )
+    if n < 3:
+        raise ValueError(
+            "drafter and target vocabularies disagree from the start "
+            f"(id {n}: {ia.get(n)!r} vs {ib.get(n)!r}); they must share one base vocabulary"
+        )
+    return n
