@@ -1,0 +1,40 @@
+"""The ``evspec`` command: a table of typed verbs (each is also a Python function).
+
+Each verb group lives in its own module exposing ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="evspec",
+    help="Lossless speculative decoding for Video-LLaVA with event-camera drafters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Verb modules, in help order.  Each defines ``register(app: typer.Typer) -> None``.
+_VERB_MODULES = (
+    "evspec.cli.generate",
+    "evspec.cli.demo",
+    "evspec.cli.data",
+    "evspec.cli.world",
+    "evspec.cli.bench",
+)
+
+for _name in _VERB_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a verb group not built yet
+        if exc.name != _name:
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:
+    app()

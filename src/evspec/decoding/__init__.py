@@ -1,0 +1,1 @@
+"""Speculative decoding: the engine, drafters, and the model-free acceptance rule."""

@@ -1,0 +1,122 @@
+"""Draft with a whole language model that is re-synchronised every round.
+
+The ``eventgpt`` drafter is this class over :class:`evspec.models.eventgpt.EventGPT`
+(prefilled on the event images); any model with ``prefill/score/rollback`` works, the
+target itself included (then everything is accepted: a test).
+
+Re-synchronisation (the research prototype lacked it): the drafter's KV cache always
+holds ``prefix + accepted`` tokens; tokens the drafter has not fed yet wait in
+``pending``.  ``propose(k)`` feeds ``pending``, then its own drafts ``d_1..d_{k-1}``;
+``accept(n, t)`` crops the ``k - 1 - n`` unaccepted drafts (or, when all k pass, queues
+``d_k``) and queues the target's token ``t``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evspec.decoding.drafters.base import DrafterError, empty_draft
+from evspec.decoding.protocols import Draft, Target
+from evspec.decoding.sampling import logits_to_probs
+from evspec.models.causal_lm import timed
+from evspec.models.request import Request
+from evspec.models.state import TargetState
+
+
+class ModelDrafter:
+    """Autoregressive drafting with a model satisfying the ``Target`` protocol."""
+
+    def __init__(self, model: Target, *, name: str = "model", top_p: float = 1.0) -> None:
+        self.model = model
+        self.name = name
+        self.top_p = top_p
+        self.timings: dict[str, float] = {}
+        self._state: TargetState | None = None
+        self._pending: list[int] = []
+        self._proposed: list[int] = []
+        self._shared: int | None = None
+
+    # -- vocabulary --------------------------------------------------------------------
+    def _check_vocab(self, target: Target) -> int:
+        """Ids the drafter may propose: the prefix both tokenizers agree on."""
+        from evspec.models.tokenizer import shared_vocab_size
+
+        t_tok = getattr(target, "tokenizer", None)
+        d_tok = getattr(self.model, "tokenizer", None)
+        if t_tok is None or d_tok is None or t_tok is d_tok:
+            return min(self.model.vocab_size, target.vocab_size)
+        shared = shared_vocab_size(d_tok, t_tok)
+        return min(shared, self.model.vocab_size, target.vocab_size)
+
+    # -- Drafter protocol --------------------------------------------------------------
+    def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
+        if self._shared is None:
+            self._shared = self._check_vocab(target)
+        self.timings = {}
+        try:
+            self._state = self.model.prefill(request)
+        except ValueError as exc:
+            raise DrafterError(f"drafter {self.name!r} cannot prefill this request: {exc}") from exc
+        self.timings["prefill_ms"] = self._state.timings.get("prefill_ms", 0.0)
+        self.timings["vision_ms"] = self._state.timings.get("vision_ms", 0.0)
+        self._pending = [first_token]
+        self._proposed = []
+
+    def _limit(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mask ids outside the shared vocabulary (e.g. EventGPT's added ``<ev_*>``)."""
+        assert self._shared is not None
+        if logits.shape[-1] > self._shared:
+            logits = logits.clone()
+            logits[..., self._shared :] = float("-inf")
+        return logits
+
+    def propose(self, k: int, temperature: float, generator: torch.Generator | None) -> Draft:
+        state = self._state
+        if state is None:
+            raise RuntimeError("propose() before begin()")
+        room = self.model.max_context - state.length - len(self._pending)
+        k = max(0, min(k, room))
+        if k == 0:
+            self._proposed = []
+            return empty_draft(state.last_logits.device)
+        tokens: list[int] = []
+        probs: list[torch.Tensor] = []
+        feed = torch.tensor(self._pending, dtype=torch.long)
+        for i in range(k):
+            logits = self._limit(self.model.score(state, feed).logits[-1])  # [V_q]
+            if temperature == 0:
+                tok = int(torch.argmax(logits).item())
+            else:
+                q = logits_to_probs(logits, temperature, self.top_p)
+                tok = int(torch.multinomial(q, 1, generator=generator).item())
+                probs.append(q)
+            tokens.append(tok)
+            feed = torch.tensor([tok], dtype=torch.long)
+        # KV now holds prefix + pending + d_1..d_{k-1}
+        self._pending = []
+        self._proposed = tokens
+        return Draft(
+            tokens=torch.tensor(tokens, dtype=torch.long),
+            probs=torch.stack(probs) if probs else None,
+        )
+
+    def accept(self, n_accepted: int, next_token: int) -> None:
+        state = self._state
+        assert state is not None
+        k = len(self._proposed)
+        if not 0 <= n_accepted <= k:
+            raise ValueError(f"accepted {n_accepted} of {k} drafts")
+        if k == 0:
+            self._pending.append(next_token)
+            return
+        if n_accepted == k:  # d_k was never fed
+            self._pending = [self._proposed[-1], next_token]
+        else:
+            self.model.rollback(state, k - 1 - n_accepted)
+            self._pending = [next_token]
+        self._proposed = []
+
+    def end(self) -> None:
+        self._state = None
+        self._pending = []
+        self._proposed = []

@@ -1,0 +1,143 @@
+"""The speculative-decoding loop (DESIGN.md §3), written as named phases:
+
+    prefill -> first token -> [propose -> score -> accept/rollback -> record]* -> result
+
+Notation: γ (``gamma``) drafts per round, ``p`` target / ``q`` drafter distributions,
+α = accepted / drafted, τ = tokens per target pass (see ``decoding.sampling``).  With no
+drafter the same loop is the target-only baseline (one token per pass).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from evspec.decoding.protocols import Draft, Drafter, Target
+from evspec.decoding.sampling import select, validate_sampling, verify
+from evspec.decoding.stats import RequestStats, Result, RoundStats
+from evspec.models.causal_lm import timed
+from evspec.models.request import Request
+
+TokenCallback = Callable[[list[int]], None]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def generate(
+    target: Target,
+    request: Request,
+    drafter: Drafter | None = None,
+    *,
+    gamma: int = 4,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    on_token: TokenCallback | None = None,
+) -> Result:
+    """Answer ``request`` with ``target``, drafting ``gamma`` tokens per round.
+
+    Lossless: greedy output equals target-only greedy output token for token; sampled
+    output has the target's distribution.  ``on_token`` receives each round's new ids.
+    """
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, got {gamma}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    validate_sampling(temperature, top_p)
+
+    device = target.device
+    gen = _generator(device, seed) if temperature > 0 else None
+    stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
+    eos = target.eos_token_id
+
+    _sync(device)
+    t_start = time.perf_counter()
+
+    # -- phase 1: prefill the target, take the first token -----------------------------
+    state = target.prefill(request)
+    stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
+    stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
+    first = select(state.last_logits, temperature, top_p, gen)
+    _sync(device)
+    stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
+    tokens = [first]
+    if on_token:
+        on_token([first])
+    stop = "eos" if first == eos else ("max_new_tokens" if max_new_tokens == 1 else "")
+
+    # -- phase 2: prefill the drafter (its own inputs, e.g. the event images) ----------
+    if drafter is not None and not stop:
+        drafter.begin(request, target, state, first)
+        timings = getattr(drafter, "timings", {})
+        stats.draft_vision_ms = timings.get("vision_ms", 0.0)
+        stats.draft_prefill_ms = timings.get("prefill_ms", 0.0)
+
+    pending = first
+    try:
+        while not stop:
+            budget = max_new_tokens - len(tokens)  # this round may add at most k + 1
+            room = target.max_context - state.length  # positions left in the target KV
+            if room < 1:
+                stop = "context"
+                break
+            k = min(gamma, budget - 1, room - 1) if drafter is not None else 0
+            rnd: dict[str, float] = {}
+
+            # -- phase 3: propose ------------------------------------------------------
+            draft = Draft(tokens=torch.zeros(0, dtype=torch.long))
+            if k > 0:
+                with timed(device, rnd, "draft_ms"):
+                    draft = drafter.propose(k, temperature, gen)
+            d = draft.tokens.reshape(-1).long().cpu()  # [k'] (k' <= k)
+            k = int(d.numel())
+
+            # -- phase 4: score pending + drafts in one target pass ---------------------
+            feed = torch.cat([torch.tensor([pending], dtype=torch.long), d])  # [k + 1]
+            with timed(device, rnd, "score_ms"):
+                scored = target.score(state, feed)
+                verdict = verify(
+                    scored.logits, d, draft.probs, temperature=temperature, top_p=top_p, generator=gen
+                )
+            n, nxt = verdict.n_accepted, verdict.next_token
+
+            # -- phase 5: accept, roll back both caches ---------------------------------
+            new = d[:n].tolist() + [nxt]
+            if eos in new:  # an accepted EOS ends the answer there
+                new = new[: new.index(eos) + 1]
+                stop = "eos"
+            target.rollback(state, k - n)  # KV: prefix + pending + d_1..d_n
+            if drafter is not None and not stop:
+                drafter.accept(n, nxt)
+
+            # -- phase 6: record ----------------------------------------------------------
+            tokens.extend(new)
+            pending = nxt
+            if drafter is not None:
+                stats.rounds.append(RoundStats(k, n, rnd.get("draft_ms", 0.0), rnd.get("score_ms", 0.0)))
+            else:
+                stats.rounds.append(RoundStats(0, 0, 0.0, rnd.get("score_ms", 0.0)))
+            if on_token:
+                on_token(new)
+            if not stop and len(tokens) >= max_new_tokens:
+                stop = "max_new_tokens"
+    finally:
+        if drafter is not None:
+            drafter.end()
+
+    _sync(device)
+    stats.total_ms = (time.perf_counter() - t_start) * 1e3
+    stats.new_tokens = len(tokens)
+    stats.stop_reason = stop
+    return Result(tokens=tokens, text=target.decode_text(tokens), stats=stats)
