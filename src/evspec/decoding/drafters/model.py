@@ -81,7 +81,9 @@ class ModelDrafter:
             return empty_draft(state.last_logits.device)
         tokens: list[int] = []
         probs: list[torch.Tensor] = []
-        feed = torch.tensor(self._pending, dtype=torch.long)
+        # target tokens outside the shared vocabulary (e.g. Video-LLaVA's <pad>) reach the
+        # drafter as <unk>: it only guesses, so this cannot change the output
+        feed = torch.tensor([t if t < self._shared else 0 for t in self._pending], dtype=torch.long)
         for i in range(k):
             logits = self._limit(self.model.score(state, feed).logits[-1])  # [V_q]
             if temperature == 0:

@@ -1,0 +1,113 @@
+"""Load models by name or folder and turn files into requests (used by the CLI, the demo
+and the benchmark harness).  A *spec* is a preset name (``tiny-random``, ``world``,
+``7b``) or a local checkpoint folder; nothing is downloaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evspec.models.request import Request
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_target(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """Video-LLaVA from a preset name or a local folder."""
+    from evspec.models.target import VideoLlavaTarget
+
+    return VideoLlavaTarget.load(spec, device=device, dtype=dtype, seed=seed)
+
+
+def load_eventgpt(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """EventGPT from a preset name or a local folder (official release layout)."""
+    from evspec.models.eventgpt import EventGPT
+
+    return EventGPT.load(spec, device=device, dtype=dtype, seed=seed)
+
+
+@dataclass
+class Inputs:
+    """Raw model inputs of one clip: ``video`` ``[T, H, W, 3]``, ``event_images`` ``[n, H, W, 3]``."""
+
+    video: np.ndarray | None
+    event_images: np.ndarray | None
+
+
+def random_images(n: int, size: int, seed: int) -> np.ndarray:
+    """``[n, size, size, 3]`` uint8 noise (for presets with random weights)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def load_inputs(
+    video: str | None,
+    events: str | None,
+    *,
+    num_frames: int,
+    n_event_images: int,
+    image_size: int = 224,
+    event_image_size: int = 336,
+    window_ms: float | None = None,
+    seed: int = 0,
+) -> Inputs:
+    """Read a video (mp4 or frame folder) and an events file into model inputs.
+
+    ``"random"`` gives random images (useful with the random-weight presets).  Events may
+    be a stream file (rendered with EventGPT's rendering into ``n_event_images`` images;
+    ``window_ms`` keeps only the first window of that length) or a folder of already
+    rendered event images.
+    """
+    vid = None
+    if video == "random":
+        vid = random_images(num_frames, image_size, seed)
+    elif video is not None:
+        from evspec.data.video import read_video
+
+        vid = read_video(video, num_frames=num_frames)
+
+    ev = None
+    if events == "random":
+        ev = random_images(n_event_images, event_image_size, seed + 1)
+    elif events is not None:
+        path = Path(events)
+        if path.is_dir():
+            from evspec.data.video import read_video
+
+            ev = read_video(path, num_frames=n_event_images)
+        else:
+            from evspec.data.clipio import load_events
+            from evspec.data.render import render_event_images
+
+            stream = load_events(path)
+            if window_ms is not None:
+                t0 = int(stream.t[0]) if len(stream) else 0
+                stream = stream.window_time(t0, t0 + int(window_ms * 1000))
+            ev = render_event_images(stream, n=n_event_images)
+    return Inputs(video=vid, event_images=ev)
+
+
+def make_request(question: str, inputs: Inputs, *, clip_id: str | None = None, qtype: str | None = None) -> Request:
+    return Request(question=question, video=inputs.video, event_images=inputs.event_images,
+                   clip_id=clip_id, qtype=qtype)
