@@ -1,0 +1,403 @@
+"""The target: Video-LLaVA through transformers ``VideoLlavaForConditionalGeneration``.
+
+The wrapper builds the multimodal prompt itself and leaves decoding to
+:class:`~evspec.models.causal_lm.CausalLMWrapper` (``score``, ``rollback``):
+
+1. prompt ``USER: <video>\\n{question} ASSISTANT:``, BOS once at the start; the single
+   ``<video>`` id is expanded to ``num_frames * tokens_per_frame`` video ids by us;
+2. frames -> ``VideoLlavaImageProcessor`` (resize shortest side, centre crop, CLIP mean/std;
+   no torchvision needed) -> the HF model's own ``get_video_features`` (penultimate CLIP
+   layer, CLS kept: 257 tokens per frame at 224 px) -> scattered into the text embeddings
+   at the video positions;
+3. one decoder pass over the embeddings fills the KV cache.
+
+Nothing goes through ``VideoLlavaForConditionalGeneration.forward`` with pixel arguments,
+so the 5.17 trap of silently ignored ``pixel_values=`` cannot bite; tests check parity with
+that forward (given ``pixel_values_videos``) and that changing the frames changes the logits.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+    VideoLlavaForConditionalGeneration,
+    VideoLlavaImageProcessor,
+)
+
+from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_tokenizer
+from evspec.models.request import Request
+from evspec.models.state import TargetState
+
+PROMPT_TEMPLATE = "USER: <video>\n{question} ASSISTANT:"
+VIDEO_PLACEHOLDER = "<video>"
+
+
+class VideoLlavaTarget(CausalLMWrapper):
+    """Video-LLaVA as a speculative-decoding target (the ``Target`` protocol).
+
+    Attributes: ``model`` (the HF model, eval mode), ``tokenizer``, ``image_processor``,
+    ``config``, ``num_frames`` (frames per video, 8 for 7B), ``tokens_per_frame``
+    (257 for 7B), ``video_token_id``; from the base class: ``decoder`` (the LLaMA base
+    model), ``lm_head``, ``eos_token_id``, ``max_context``, ``vocab_size`` (logits width).
+    """
+
+    def __init__(
+        self,
+        model: VideoLlavaForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: VideoLlavaImageProcessor,
+        *,
+        num_frames: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        text_cfg, vision_cfg = self.config.text_config, self.config.vision_config
+
+        base = model.model  # VideoLlavaModel: video_tower, multi_modal_projector, language_model
+        self._base = base
+        self.decoder = base.language_model  # LlamaModel (transformers 5.x layout)
+        self.lm_head = model.lm_head
+        self.vocab_size = int(self.lm_head.weight.shape[0])
+        self.max_context = int(text_cfg.max_position_embeddings)
+
+        # Video keeps CLS: patches + 1 per frame (5.17 get_video_features never drops it).
+        self.tokens_per_frame = (vision_cfg.image_size // vision_cfg.patch_size) ** 2 + 1
+        if num_frames is None:
+            seq = int(getattr(self.config, "video_seq_length", 0) or 0)
+            num_frames = seq // self.tokens_per_frame if seq % self.tokens_per_frame == 0 else 8
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.num_frames = int(num_frames)
+
+        self.video_token_id = int(self.config.video_token_index)
+        tok_video = tokenizer.convert_tokens_to_ids(VIDEO_PLACEHOLDER)
+        if tok_video != self.video_token_id:
+            raise ValueError(
+                f"tokenizer maps {VIDEO_PLACEHOLDER!r} to {tok_video} but the model config's "
+                f"video_token_index is {self.video_token_id}; tokenizer and weights do not "
+                "belong together"
+            )
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            eos = text_cfg.eos_token_id
+        if isinstance(eos, list):
+            eos = eos[0]
+        self.eos_token_id = int(eos)
+        self.bos_token_id = int(
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else text_cfg.bos_token_id
+        )
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.eos_token_id)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        num_frames: int | None = None,
+    ) -> VideoLlavaTarget:
+        """Load a local folder in the ``LanguageBind/Video-LLaVA-7B-hf`` layout.
+
+        ``num_frames`` defaults to ``video_seq_length / tokens_per_frame`` of the config
+        (8 for the 7B release).
+
+        Raises ``FileNotFoundError`` naming a missing file and ``ValueError`` naming
+        missing or wrongly shaped weights (transformers would otherwise initialise them
+        at random with only a log line).
+        """
+        folder = Path(path)
+        _check_checkpoint_folder(folder)
+        device = torch.device(device)
+        kwargs = {} if device.type == "cpu" else {"device_map": {"": str(device)}}
+        model, info = VideoLlavaForConditionalGeneration.from_pretrained(
+            folder,
+            dtype=dtype,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # we report mismatches ourselves, by name
+            **kwargs,
+        )
+        _raise_on_bad_weights(folder, info)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        image_processor = VideoLlavaImageProcessor.from_pretrained(folder)
+        return cls(model, tokenizer, image_processor, num_frames=num_frames)
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        num_frames: int | None = None,
+    ) -> VideoLlavaTarget:
+        """Random weights in a preset's shapes (``tiny-random``, ``7b``), seeded.
+
+        Weights are created directly on ``device`` in ``dtype`` (7B on a GPU never exists
+        in float32 on the CPU); ``device="meta"`` builds shapes only.  ``num_frames``
+        overrides the preset's frame count.
+        """
+        preset = get_preset(name)
+        if num_frames is not None:
+            preset = preset.with_frames(num_frames)
+        device = torch.device(device)
+        rng_devices: list[int] = []
+        if device.type == "cuda":
+            rng_devices = [torch.cuda.current_device() if device.index is None else device.index]
+        rng = (
+            nullcontext() if device.type == "meta" else torch.random.fork_rng(devices=rng_devices)
+        )
+        with rng, torch.device(device):
+            if device.type != "meta":
+                torch.manual_seed(seed)
+            model = VideoLlavaForConditionalGeneration._from_config(preset.to_config(), dtype=dtype)
+        size = preset.vision.image_size
+        image_processor = VideoLlavaImageProcessor(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+        )
+        return cls(model, preset_tokenizer(preset), image_processor, num_frames=preset.num_frames)
+
+    @classmethod
+    def load(cls, spec: str | Path, **kw) -> VideoLlavaTarget:
+        """``spec`` = a preset name (``from_preset``) or a local checkpoint folder
+        (``from_pretrained``; a ``seed`` keyword is ignored there: nothing is random)."""
+        if str(spec) in TARGET_PRESETS:
+            return cls.from_preset(str(spec), **kw)
+        if Path(spec).is_dir():
+            kw.pop("seed", None)
+            return cls.from_pretrained(spec, **kw)
+        raise ValueError(
+            f"target {str(spec)!r} is neither a preset ({', '.join(sorted(TARGET_PRESETS))}) "
+            "nor an existing folder; download the weights first, e.g. "
+            "`huggingface-cli download LanguageBind/Video-LLaVA-7B-hf --local-dir DIR`, "
+            "and pass DIR"
+        )
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the HF layout: ``config.json``, ``model.safetensors``, tokenizer files,
+        ``preprocessor_config.json`` (loadable by :meth:`from_pretrained` and by HF)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.image_processor.save_pretrained(folder)
+        return folder
+
+    # -- prompt and pixels -------------------------------------------------------------
+    @property
+    def video_tokens(self) -> int:
+        """Video positions in the expanded prompt (2056 for 7B)."""
+        return self.num_frames * self.tokens_per_frame
+
+    def build_prompt_ids(self, question: str) -> torch.Tensor:
+        """``[L]`` int64 ids of ``USER: <video>\\n{question} ASSISTANT:`` with BOS once and
+        the ``<video>`` id repeated ``num_frames * tokens_per_frame`` times."""
+        if VIDEO_PLACEHOLDER in question:
+            raise ValueError(f"the question must not contain {VIDEO_PLACEHOLDER!r}")
+        text = PROMPT_TEMPLATE.format(question=question.strip())
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        while ids and ids[0] == self.bos_token_id:
+            ids.pop(0)
+        at = [i for i, t in enumerate(ids) if t == self.video_token_id]
+        if len(at) != 1:
+            raise ValueError(
+                f"the tokenizer produced {len(at)} {VIDEO_PLACEHOLDER!r} ids for the prompt "
+                "(expected exactly one); is <video> a special token of this tokenizer?"
+            )
+        pos = at[0]
+        video = [self.video_token_id] * self.video_tokens
+        full = [self.bos_token_id, *ids[:pos], *video, *ids[pos + 1 :]]
+        return torch.tensor(full, dtype=torch.long)
+
+    def preprocess_video(self, video: np.ndarray | None) -> torch.Tensor:
+        """``[T, H, W, 3]`` uint8 frames -> ``[T, 3, S, S]`` pixels on the model's device
+        and dtype (S = the vision tower's image size)."""
+        if video is None:
+            raise ValueError(
+                "Video-LLaVA needs Request.video ([T, H, W, 3] uint8 frames); got None"
+            )
+        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+            raise ValueError(
+                f"Request.video must be uint8 [T, H, W, 3]; got {video.dtype} {tuple(video.shape)}"
+            )
+        if video.shape[0] != self.num_frames:
+            raise ValueError(
+                f"Request.video has {video.shape[0]} frames but this Video-LLaVA takes exactly "
+                f"{self.num_frames}; sample {self.num_frames} frames uniformly over the clip"
+            )
+        out = self.image_processor.preprocess(
+            list(video), return_tensors="pt", input_data_format="channels_last"
+        )
+        keys = [k for k in out if k.startswith("pixel_values")]
+        if len(keys) != 1:
+            raise RuntimeError(f"unexpected image-processor output keys {list(out)}")
+        pixels = out[keys[0]]  # [T, 3, S, S] float32
+        size = self.config.vision_config.image_size
+        if tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"preprocessed frames are {tuple(pixels.shape[1:])}, the vision tower expects "
+                f"(3, {size}, {size}); fix preprocessor_config.json (size/crop_size)"
+            )
+        return pixels.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def video_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[T, 3, S, S]`` pixels -> ``[T * tokens_per_frame, H]`` projected video features
+        through the HF model's own ``get_video_features``."""
+        out = self._base.get_video_features(
+            pixel_values_videos=pixels[None],  # [1, T, 3, S, S]
+            vision_feature_layer=self.config.vision_feature_layer,
+            return_dict=True,
+        )
+        feats = out if isinstance(out, torch.Tensor) else out.pooler_output  # [T, P, H]
+        feats = feats.reshape(-1, feats.shape[-1])  # [T * P, H]
+        if feats.shape[0] != self.video_tokens:
+            raise RuntimeError(
+                f"get_video_features returned {feats.shape[0]} tokens, expected "
+                f"{self.num_frames} x {self.tokens_per_frame}; this transformers version selects "
+                "video features differently (see MODELS.md)"
+            )
+        return feats
+
+    @torch.inference_mode()
+    def embed_prompt(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Text embeddings ``[L, H]`` with the video positions replaced by ``features``."""
+        ids = prompt_ids.to(self.device)
+        embeds = self.model.get_input_embeddings()(ids)  # [L, H]
+        mask = ids == self.video_token_id  # [L]
+        embeds[mask] = features.to(embeds.dtype)
+        return embeds
+
+    def _check_fits(self, prompt_ids: torch.Tensor) -> None:
+        if prompt_ids.numel() >= self.max_context:
+            raise ValueError(
+                f"prompt of {prompt_ids.numel()} tokens ({self.video_tokens} of them video) does "
+                f"not fit the context of {self.max_context}; shorten the question"
+            )
+
+    # -- the Target protocol -----------------------------------------------------------
+    def prefill(self, request: Request, *, return_hidden: bool = False) -> TargetState:
+        """Encode the frames, build the prompt embedding, fill the KV cache.
+
+        ``timings``: ``preprocess_ms`` (frames -> pixels on the CPU), ``vision_ms`` (video
+        tower + projector + scatter), ``prefill_ms`` (the decoder pass).
+        """
+        prompt_ids = self.build_prompt_ids(request.question)  # [L]
+        self._check_fits(prompt_ids)
+        timings: dict[str, float] = {}
+        with timed(self.device, timings, "preprocess_ms"):
+            pixels = self.preprocess_video(request.video)  # [T, 3, S, S]
+        with timed(self.device, timings, "vision_ms"):
+            embeds = self.embed_prompt(prompt_ids, self.video_features(pixels))  # [L, H]
+        return self._prefill_embeds(
+            embeds, prompt_ids, return_hidden=return_hidden, timings=timings
+        )
+
+    def decode_text(self, ids: list[int]) -> str:
+        """Text of ``ids``, skipping specials and the padded logits ids the tokenizer lacks."""
+        n = len(self.tokenizer)
+        return self.tokenizer.decode([i for i in ids if 0 <= i < n], skip_special_tokens=True)
+
+    # -- the baseline users run today ----------------------------------------------------
+    def hf_generate(
+        self, request: Request, max_new_tokens: int, *, cache_implementation: str | None = None
+    ) -> tuple[list[int], float]:
+        """Plain greedy ``model.generate`` on the same expanded prompt and pixels.
+
+        Returns the new token ids (EOS included when produced) and the elapsed
+        milliseconds from request to tokens (tokenising, frame preprocessing, vision,
+        prefill and decoding; CUDA-synchronised), the same span as our own path.
+        ``cache_implementation`` is passed through (e.g. ``"static"``).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.eos_token_id,
+            bos_token_id=self.bos_token_id,
+            pad_token_id=self.pad_token_id,
+            cache_implementation=cache_implementation,
+        )
+        timing: dict[str, float] = {}
+        with timed(self.device, timing, "ms"), torch.inference_mode():
+            prompt_ids = self.build_prompt_ids(request.question)  # [L]
+            self._check_fits(prompt_ids)
+            pixels = self.preprocess_video(request.video)  # [T, 3, S, S]
+            input_ids = prompt_ids[None].to(self.device)  # [1, L]
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                pixel_values_videos=pixels[None],  # [1, T, 3, S, S]
+                generation_config=gen_cfg,
+            )
+        new = out[0, input_ids.shape[1] :].tolist()
+        return new, timing["ms"]
+
+
+# -- checkpoint checks -------------------------------------------------------------------
+
+
+def _check_checkpoint_folder(folder: Path) -> None:
+    """Fail early, naming the file, when a checkpoint folder is incomplete."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing (expected the Video-LLaVA-7B-hf layout)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != "video_llava":
+        raise ValueError(f"{config}: model_type is {model_type!r}, expected 'video_llava'")
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        if not shards:
+            raise ValueError(f"{index} has an empty weight_map")
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder}: weight shards listed in {index.name} are missing: {missing}"
+            )
+    elif not single.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no weights (expected model.safetensors or model.safetensors.index.json)"
+        )
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer (expected tokenizer.json or tokenizer.model)"
+        )
+    if not (folder / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder / 'preprocessor_config.json'} is missing (the frame preprocessing settings)"
+        )
+
+
+def _raise_on_bad_weights(folder: Path, info: dict) -> None:
+    """Turn transformers' loading report into an error naming the bad weights."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    problems = []
+    if missing:
+        problems.append(f"missing weights: {', '.join(missing)}")
+    if mismatched:
+        shapes = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched]
+        problems.append(f"wrongly shaped weights: {', '.join(shapes)}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {folder} does not match its config.json: " + "; ".join(problems)
+        )
