@@ -28,6 +28,7 @@ def generate_cmd(
     window_ms: Optional[float] = typer.Option(None, help="Use only the first WINDOW_MS of the event stream."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    ignore_eos: bool = typer.Option(False, help="Generate exactly MAX_NEW_TOKENS (timing random-weight presets)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (tokens, text, stats)."),
 ) -> None:
     """Answer QUESTION about a clip with Video-LLaVA, drafting with the chosen drafter.
@@ -73,7 +74,7 @@ def generate_cmd(
     try:
         result = generate(tgt, request, drafter_obj, gamma=gamma, max_new_tokens=max_new_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
-                          on_token=None if as_json else stream)
+                          on_token=None if as_json else stream, stop_at_eos=not ignore_eos)
     except ValueError as exc:
         typer.echo(f"\nerror: {exc}", err=True)
         raise typer.Exit(2)

@@ -45,11 +45,14 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     on_token: TokenCallback | None = None,
+    stop_at_eos: bool = True,
 ) -> Result:
     """Answer ``request`` with ``target``, drafting ``gamma`` tokens per round.
 
     Lossless: greedy output equals target-only greedy output token for token; sampled
     output has the target's distribution.  ``on_token`` receives each round's new ids.
+    ``stop_at_eos=False`` generates exactly ``max_new_tokens`` (for timing random-weight
+    models, whose EOS position is arbitrary).
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
@@ -60,7 +63,7 @@ def generate(
     device = target.device
     gen = _generator(device, seed) if temperature > 0 else None
     stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
-    eos = target.eos_token_id
+    eos = target.eos_token_id if stop_at_eos else -1
 
     _sync(device)
     t_start = time.perf_counter()
