@@ -68,8 +68,12 @@ def generate(
     _sync(device)
     t_start = time.perf_counter()
 
+    # heads that draft from the target's features (EAGLE-style) get its last hidden states
+    needs_hidden = bool(getattr(drafter, "needs_target_hidden", False))
+
     # -- phase 1: prefill the target, take the first token -----------------------------
-    state = target.prefill(request)
+    state = target.prefill(request, return_hidden=needs_hidden)
+    stats.target_preprocess_ms = state.timings.get("preprocess_ms", 0.0)
     stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
     stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
     first = select(state.last_logits, temperature, top_p, gen)
@@ -84,6 +88,7 @@ def generate(
     if drafter is not None and not stop:
         drafter.begin(request, target, state, first)
         timings = getattr(drafter, "timings", {})
+        stats.draft_preprocess_ms = timings.get("preprocess_ms", 0.0)
         stats.draft_vision_ms = timings.get("vision_ms", 0.0)
         stats.draft_prefill_ms = timings.get("prefill_ms", 0.0)
 
@@ -109,7 +114,7 @@ def generate(
             # -- phase 4: score pending + drafts in one target pass ---------------------
             feed = torch.cat([torch.tensor([pending], dtype=torch.long), d])  # [k + 1]
             with timed(device, rnd, "score_ms"):
-                scored = target.score(state, feed)
+                scored = target.score(state, feed, return_hidden=needs_hidden)
                 verdict = verify(
                     scored.logits, d, draft.probs, temperature=temperature, top_p=top_p, generator=gen
                 )
@@ -122,7 +127,10 @@ def generate(
                 stop = "eos"
             target.rollback(state, k - n)  # KV: prefix + pending + d_1..d_n
             if drafter is not None and not stop:
-                drafter.accept(n, nxt)
+                if needs_hidden:  # hidden states of pending, d_1..d_n: [n + 1, H]
+                    drafter.accept(n, nxt, target_hidden=scored.hidden[: n + 1])
+                else:
+                    drafter.accept(n, nxt)
 
             # -- phase 6: record ----------------------------------------------------------
             tokens.extend(new)

@@ -65,7 +65,13 @@ class Draft:
 @runtime_checkable
 class Drafter(Protocol):
     """A draft strategy.  Invariant after every ``accept``: the drafter's own state holds
-    exactly the accepted prefix plus the target's token (rejected drafts rolled back)."""
+    exactly the accepted prefix plus the target's token (rejected drafts rolled back).
+
+    A drafter that sets ``needs_target_hidden = True`` (EAGLE-style heads) finds the
+    target's last hidden state of the prompt in ``begin``'s ``state.last_hidden`` and
+    receives ``accept(n, t, target_hidden=[n + 1, H])``: the target's hidden states at the
+    pending token and the n accepted drafts (the positions that predicted them and ``t``).
+    """
 
     name: str
 

@@ -30,8 +30,10 @@ class RequestStats:
     gamma: int
     new_tokens: int = 0
     rounds: list[RoundStats] = field(default_factory=list)
-    target_vision_ms: float = 0.0
-    target_prefill_ms: float = 0.0
+    target_preprocess_ms: float = 0.0  # pixels -> tensors on the CPU
+    target_vision_ms: float = 0.0  # vision tower + projector
+    target_prefill_ms: float = 0.0  # LLM prefill
+    draft_preprocess_ms: float = 0.0
     draft_vision_ms: float = 0.0
     draft_prefill_ms: float = 0.0
     ttft_ms: float = 0.0

@@ -12,9 +12,7 @@ made with it must be labelled "acceptance-controlled".
 Synchronisation: the inner drafter is told ``accept(n, t)`` with the engine's n and t, so
 its length (hence its compute per round) follows the real run.  Its *content* holds its
 own proposals at accepted positions, not the reference tokens; that is harmless because
-every proposal it makes is replaced anyway.  For the same reason a target token the inner
-model cannot embed (random 7B weights happily emit the padded ids 32000..32063, which
-EventGPT's 32000-entry vocabulary lacks) is passed to the inner drafter as id 0.
+every proposal it makes is replaced anyway.
 """
 
 from __future__ import annotations
@@ -35,9 +33,7 @@ class ControlledDrafter:
     random right/wrong pattern, so a request replays identically.
     """
 
-    def __init__(
-        self, inner: Drafter, target: Target, alpha: float, seed: int = 0, *, inner_vocab: int | None = None
-    ) -> None:
+    def __init__(self, inner: Drafter, target: Target, alpha: float, seed: int = 0) -> None:
         if not isinstance(alpha, int | float) or not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"ControlledDrafter alpha must be in [0, 1], got {alpha!r}")
         vocab = int(getattr(target, "vocab_size", 0))
@@ -47,9 +43,6 @@ class ControlledDrafter:
         self.alpha = float(alpha)
         self.seed = int(seed)
         self.vocab_size = vocab
-        if inner_vocab is None:  # a model drafter's embedding size, when it has one
-            inner_vocab = getattr(getattr(inner, "model", None), "vocab_size", None)
-        self.inner_vocab = int(inner_vocab) if inner_vocab is not None else None
         self.name = f"{inner.name}@alpha={self.alpha:g}"
         self._reference: list[int] | None = None
         self._rng = np.random.default_rng([self.seed, 0])
@@ -91,11 +84,7 @@ class ControlledDrafter:
             )
         self._position = 0
         self._proposed = 0
-        self.inner.begin(request, target, state, self._for_inner(first_token))
-
-    def _for_inner(self, token: int) -> int:
-        """``token`` if the inner model can embed it, else 0 (its content is irrelevant)."""
-        return token if self.inner_vocab is None or token < self.inner_vocab else 0
+        self.inner.begin(request, target, state, first_token)
 
     def _wrong(self, right: int) -> int:
         """A uniformly random id different from ``right``."""
@@ -123,7 +112,7 @@ class ControlledDrafter:
             raise ValueError(f"accepted {n_accepted} of {self._proposed} drafts")
         self._position += n_accepted + 1
         self._proposed = 0
-        self.inner.accept(n_accepted, self._for_inner(next_token))
+        self.inner.accept(n_accepted, next_token)
 
     def end(self) -> None:
         self._proposed = 0

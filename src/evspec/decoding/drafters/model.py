@@ -57,8 +57,8 @@ class ModelDrafter:
             self._state = self.model.prefill(request)
         except ValueError as exc:
             raise DrafterError(f"drafter {self.name!r} cannot prefill this request: {exc}") from exc
-        self.timings["prefill_ms"] = self._state.timings.get("prefill_ms", 0.0)
-        self.timings["vision_ms"] = self._state.timings.get("vision_ms", 0.0)
+        for key in ("preprocess_ms", "vision_ms", "prefill_ms"):
+            self.timings[key] = self._state.timings.get(key, 0.0)
         self._pending = [first_token]
         self._proposed = []
 
