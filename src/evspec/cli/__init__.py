@@ -24,6 +24,7 @@ _VERB_MODULES = (
     "evspec.cli.data",
     "evspec.cli.world",
     "evspec.cli.bench",
+    "evspec.cli.heads",
 )
 
 for _name in _VERB_MODULES:
