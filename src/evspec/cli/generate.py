@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from evspec.decoding.drafters import DRAFTER_NAMES
+from evspec.decoding.names import DRAFTER_NAMES
 
 
 def generate_cmd(

@@ -9,8 +9,7 @@ from evspec.decoding.drafters.model import ModelDrafter
 from evspec.decoding.drafters.prompt_lookup import PromptLookupDrafter
 from evspec.decoding.protocols import Drafter, Target
 
-#: names accepted by :func:`make_drafter` and the CLI's ``--drafter``
-DRAFTER_NAMES = ("none", "eventgpt", "prompt-lookup", "self")
+from evspec.decoding.names import DRAFTER_NAMES
 
 
 def make_drafter(
