@@ -48,6 +48,49 @@ def byte_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFas
     return fast
 
 
+def _byte_pieces() -> list[str]:
+    """The byte-level pre-tokenizer's stand-in character for each byte 0..255, in byte
+    order (printable Latin-1 maps to itself, every other byte to code points from 256)."""
+    printable = set(range(ord("!"), ord("~") + 1))
+    printable |= set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), ord("ÿ") + 1))
+    pieces, shifted = [], 0
+    for b in range(256):
+        if b in printable:
+            pieces.append(chr(b))
+        else:
+            pieces.append(chr(256 + shifted))
+            shifted += 1
+    return pieces
+
+
+@lru_cache(maxsize=4)
+def llama_standin_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A 32000-entry stand-in for the LLaMA/Vicuna tokenizer of the real 7B pair, offline.
+
+    ``<unk> <s> </s>`` = 0, 1, 2; text is encoded byte by byte at LLaMA's byte-fallback ids
+    (byte b -> id 3 + b); ids 259..31999 are placeholders ``<unused_i>``; ``extra_tokens``
+    follow from 32000 (Video-LLaVA: ``<image>`` 32000, ``<video>`` 32001, ``<pad>`` 32002).
+    Prompts have the right structure and length, but with random weights the generated text
+    means nothing: use real checkpoint folders for text.
+    """
+    vocab = {tok: i for i, tok in enumerate(BASE_SPECIALS)}
+    for b, piece in enumerate(_byte_pieces()):
+        vocab[piece] = len(BASE_SPECIALS) + b
+    for i in range(len(vocab), 32000):
+        vocab[f"<unused_{i}>"] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    if extra_tokens:
+        fast.add_special_tokens({"additional_special_tokens": list(extra_tokens)})
+    if "<pad>" in extra_tokens:
+        fast.pad_token = "<pad>"
+    return fast
+
+
 def shared_vocab_size(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFast) -> int:
     """Length of the common id prefix on which two tokenizers agree token for token.
 

@@ -19,14 +19,13 @@ The tables are data; :meth:`EventGPTPreset.config` maps one to an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
 from evspec.models.eventgpt import CONTEXT_CAP, EventGPTConfig
-from evspec.models.tokenizer import BASE_SPECIALS, byte_tokenizer
+from evspec.models.tokenizer import llama_standin_tokenizer as _standin
+from evspec.models.tokenizer import byte_tokenizer
 
 __all__ = [
     "EVENTGPT_PRESETS",
@@ -186,39 +185,88 @@ def clip_l14_336() -> CLIPVisionConfig:
 # -- the 7B stand-in tokenizer -----------------------------------------------------------------
 
 
-def _byte_pieces() -> list[str]:
-    """The byte-level pre-tokenizer's stand-in character for each byte 0..255, in byte
-    order (printable Latin-1 maps to itself, every other byte to code points from 256)."""
-    printable = set(range(ord("!"), ord("~") + 1))
-    printable |= set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), ord("ÿ") + 1))
-    pieces, shifted = [], 0
-    for b in range(256):
-        if b in printable:
-            pieces.append(chr(b))
-        else:
-            pieces.append(chr(256 + shifted))
-            shifted += 1
-    return pieces
-
-
-@lru_cache(maxsize=1)
 def llama_standin_tokenizer() -> PreTrainedTokenizerFast:
-    """A 32000-entry stand-in for EventGPT-7B's LLaMA tokenizer, built offline.
+    """EventGPT-7B's 32000-id stand-in tokenizer (see :func:`evspec.models.tokenizer.llama_standin_tokenizer`);
+    its ids agree with the Video-LLaVA-7B stand-in's first 32000."""
+    return _standin()
 
-    ``<unk> <s> </s>`` = 0, 1, 2 (BOS 1, EOS 2 as in LLaMA); text is encoded byte by byte
-    at LLaMA's byte-fallback ids (byte b -> 3 + b); ids 259..31999 are placeholders
-    ``<unused_i>``.  Prompts therefore have the right structure and length order, but with
-    random weights the generated text means nothing: use a real release folder for text.
-    The first 32000 ids agree with the Video-LLaVA-7B stand-in of ``presets.target``.
-    """
-    vocab = {tok: i for i, tok in enumerate(BASE_SPECIALS)}
-    for b, piece in enumerate(_byte_pieces()):
-        vocab[piece] = len(BASE_SPECIALS) + b
-    for i in range(len(vocab), 32000):
-        vocab[f"<unused_{i}>"] = i
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+
+# -- world presets (the synthetic world, WORLD.md) ---------------------------------------------
+# Shape tables plus a function taking the world *drafter* tokenizer (its size is the logits
+# width, as EventGPT-7B's 32000); not in ``EVENTGPT_PRESETS``, whose presets build their own
+# tokenizers.
+
+#: name -> (CLIP, LLaMA) shapes; ``LlamaShape.vocab_size`` is replaced by the tokenizer size.
+#: ``world``: CLIP 64 px / patch 8 (65 tokens per event image; n = 5 -> 70 event tokens),
+#: 96 wide, 4 layers; LLaMA 256 wide, 4 layers, 4 heads, MLP 512 (the same decoder size as
+#: the world target, as EventGPT-7B and Video-LLaVA-7B share LLaMA-7B); 512 positions
+#: (3.36 M parameters, 6.7 MB in fp16).
+#: ``world-micro``: 16 px / patch 8 and a 64-wide 2-layer LLaMA, for CPU tests.
+WORLD_EVENTGPT_SHAPES: dict[str, tuple[ClipShape, LlamaShape]] = {
+    "world": (
+        ClipShape(
+            image_size=64, patch_size=8, hidden_size=96, num_layers=4, num_heads=4,
+            intermediate_size=384,
+        ),
+        LlamaShape(
+            hidden_size=256, num_layers=4, num_heads=4, intermediate_size=512, vocab_size=0,
+            max_positions=512,
+        ),
+    ),
+    "world-micro": (
+        ClipShape(
+            image_size=16, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
+            intermediate_size=64,
+        ),
+        LlamaShape(
+            hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, vocab_size=0,
+            max_positions=512,
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WorldEventGPTPreset(EventGPTPreset):
+    """An EventGPT preset on the world tokenizer; build it with :func:`world_eventgpt_preset`."""
+
+    tokenizer_kind: str = "world"  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.tokenizer_kind != "world":
+            raise ValueError(
+                f"WorldEventGPTPreset.tokenizer_kind must be 'world', got {self.tokenizer_kind!r}"
+            )
+        if self.text.vocab_size < 3:
+            raise ValueError("WorldEventGPTPreset: vocab_size must come from the world tokenizer")
+        self.config()  # validates the shapes
+
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        from evspec.data.world.tokenizer import build_world_tokenizers
+
+        return build_world_tokenizers()[0]
+
+
+def world_eventgpt_preset(
+    name: str, tokenizer: PreTrainedTokenizerFast, *, n_event_images: int = 5
+) -> WorldEventGPTPreset:
+    """The world EventGPT preset ``name`` (a key of :data:`WORLD_EVENTGPT_SHAPES`) whose logits
+    width is the size of ``tokenizer`` (the world *drafter* tokenizer)."""
+    from dataclasses import replace
+
+    if name not in WORLD_EVENTGPT_SHAPES:
+        raise ValueError(
+            f"unknown world EventGPT preset {name!r}; choose one of {sorted(WORLD_EVENTGPT_SHAPES)}"
+        )
+    if tokenizer.bos_token_id != 1 or tokenizer.eos_token_id != 2:
+        raise ValueError(
+            "world EventGPT preset: the tokenizer must have LLaMA's roles (<s> = 1, </s> = 2); "
+            f"got bos {tokenizer.bos_token_id}, eos {tokenizer.eos_token_id}"
+        )
+    vision, text = WORLD_EVENTGPT_SHAPES[name]
+    return WorldEventGPTPreset(
+        name=name,
+        vision=vision,
+        text=replace(text, vocab_size=len(tokenizer)),
+        n_event_images=n_event_images,
     )

@@ -16,10 +16,8 @@ The tables are data; :meth:`TargetPreset.to_config` maps one to a transformers
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -27,7 +25,8 @@ from transformers import (
     VideoLlavaConfig,
 )
 
-from evspec.models.tokenizer import BASE_SPECIALS, TARGET_EXTRA, byte_tokenizer
+from evspec.models.tokenizer import llama_standin_tokenizer as _standin
+from evspec.models.tokenizer import TARGET_EXTRA, byte_tokenizer
 
 __all__ = [
     "TARGET_PRESETS",
@@ -263,46 +262,11 @@ def get_preset(name: str) -> TargetPreset:
 # -- tokenizers ------------------------------------------------------------------------
 
 
-def _byte_chars() -> list[str]:
-    """The printable stand-in character of each byte value 0..255 (the byte-level
-    pre-tokenizer's alphabet, in byte order: printable Latin-1 maps to itself, the rest
-    to code points from 256 on)."""
-    printable = set(range(ord("!"), ord("~") + 1))
-    printable |= set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), ord("ÿ") + 1))
-    chars, shifted = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + shifted))
-            shifted += 1
-    return chars
-
-
-@lru_cache(maxsize=1)
 def llama_standin_tokenizer() -> PreTrainedTokenizerFast:
-    """A tokenizer with the real Video-LLaVA-7B special ids, built offline.
-
-    ``<unk> <s> </s>`` = 0, 1, 2; text is encoded byte by byte as LLaMA's byte-fallback
-    pieces (byte b -> id 3 + b, i.e. ``<0x00>`` .. ``<0xFF>``), so prompts have the right
-    structure; ids 259..31999 are placeholders ``<unused_i>``; ``<image>`` 32000,
-    ``<video>`` 32001, ``<pad>`` 32002.  With random weights the generated text means
-    nothing; use a real checkpoint folder for real text.
-    """
-    vocab = {tok: i for i, tok in enumerate(BASE_SPECIALS)}
-    for b, ch in enumerate(_byte_chars()):
-        vocab[ch] = len(BASE_SPECIALS) + b
-    for i in range(len(vocab), 32000):
-        vocab[f"<unused_{i}>"] = i
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": list(TARGET_EXTRA)})
-    fast.pad_token = "<pad>"
-    return fast
+    """Video-LLaVA-7B's stand-in tokenizer: the shared 32000-id LLaMA stand-in plus
+    ``<image>`` 32000, ``<video>`` 32001, ``<pad>`` 32002 (see
+    :func:`evspec.models.tokenizer.llama_standin_tokenizer`)."""
+    return _standin(TARGET_EXTRA)
 
 
 def preset_tokenizer(preset: TargetPreset) -> PreTrainedTokenizerFast:
@@ -318,3 +282,95 @@ def preset_tokenizer(preset: TargetPreset) -> PreTrainedTokenizerFast:
             f"{dict(zip(TARGET_EXTRA, want))} / {preset.bos_token_id} / {preset.eos_token_id}"
         )
     return tok
+
+
+# -- world presets (the synthetic world, WORLD.md) ------------------------------------------
+# The world models use the world tokenizer (``evspec.data.world.tokenizer``), whose special
+# ids are only known once it is built, so these are shape tables plus a function that takes
+# the tokenizer; they are not in ``TARGET_PRESETS`` (``from_preset`` builds preset
+# tokenizers itself).  Logits are padded past the tokenizer, like the real 32003 -> 32064.
+
+#: name -> (vision tower, LLaMA) shapes.  ``world``: CLIP 64 px / patch 8 (64 patches + CLS
+#: = 65 tokens per frame, 8 frames -> 520 video tokens), 96 wide, 4 layers; LLaMA 256 wide,
+#: 4 layers, 4 heads x 64, MLP 512, logits 256, 1024 positions (3.79 M parameters, VideoLlava's
+#: unused image tower included: 7.6 MB in fp16).  ``world-micro``: 16 px / patch 8 (5 tokens per frame) and a 64-wide
+#: 2-layer LLaMA, for CPU tests of the training code.
+WORLD_TARGET_SHAPES: dict[str, tuple[VisionShape, TextShape]] = {
+    "world": (
+        VisionShape(
+            image_size=64, patch_size=8, hidden_size=96, num_layers=4, num_heads=4,
+            intermediate_size=384,
+        ),
+        TextShape(
+            hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=512,
+            vocab_size=256, max_positions=1024,
+        ),
+    ),
+    "world-micro": (
+        VisionShape(
+            image_size=16, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
+            intermediate_size=64,
+        ),
+        TextShape(
+            hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=128,
+            vocab_size=256, max_positions=512,
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WorldTargetPreset(TargetPreset):
+    """A target preset on the world tokenizer (``tokenizer = "world"``); build it with
+    :func:`world_target_preset`, which reads the special ids from the tokenizer."""
+
+    tokenizer: str = "world"  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"WorldTargetPreset.num_frames must be >= 1, got {self.num_frames}")
+        ids = ("image_token_id", "video_token_id", "pad_token_id", "bos_token_id", "eos_token_id")
+        for name in ids:
+            value = getattr(self, name)
+            if not 0 <= value < self.text.vocab_size:
+                raise ValueError(
+                    f"WorldTargetPreset {self.name!r}: {name} = {value} is outside the logits "
+                    f"width {self.text.vocab_size}; raise TextShape.vocab_size"
+                )
+        if self.tokenizer != "world":
+            raise ValueError(f"WorldTargetPreset.tokenizer must be 'world', got {self.tokenizer!r}")
+
+
+def world_target_preset(
+    name: str, tokenizer: PreTrainedTokenizerFast, *, num_frames: int = 8
+) -> WorldTargetPreset:
+    """The world target preset ``name`` (a key of :data:`WORLD_TARGET_SHAPES`) for the world
+    *target* tokenizer (the shared vocabulary + ``<image> <video> <pad>``)."""
+    if name not in WORLD_TARGET_SHAPES:
+        raise ValueError(
+            f"unknown world target preset {name!r}; choose one of {sorted(WORLD_TARGET_SHAPES)}"
+        )
+    vision, text = WORLD_TARGET_SHAPES[name]
+    if len(tokenizer) > text.vocab_size:
+        raise ValueError(
+            f"world target preset {name!r}: the tokenizer has {len(tokenizer)} ids but the "
+            f"logits are {text.vocab_size} wide; raise vocab_size in WORLD_TARGET_SHAPES"
+        )
+    unk = tokenizer.unk_token_id
+    image, video, pad = tokenizer.convert_tokens_to_ids(list(TARGET_EXTRA))
+    if unk in (image, video, pad) or tokenizer.pad_token_id != pad:
+        raise ValueError(
+            f"world target preset {name!r}: the tokenizer lacks {TARGET_EXTRA} (use the world "
+            "*target* tokenizer, not the drafter's)"
+        )
+    return WorldTargetPreset(
+        name=name,
+        vision=vision,
+        text=text,
+        num_frames=num_frames,
+        image_token_id=image,
+        video_token_id=video,
+        pad_token_id=pad,
+        bos_token_id=int(tokenizer.bos_token_id),
+        eos_token_id=int(tokenizer.eos_token_id),
+    )

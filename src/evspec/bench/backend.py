@@ -1,0 +1,158 @@
+"""What the harness runs requests on: a small protocol, and its implementation over the
+real engine (``evspec.decoding.engine``) and a target wrapper.
+
+Tests drive the harness with fake backends; the CLI uses :class:`EngineBackend`.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from evspec.decoding.stats import Result
+from evspec.models.request import Request
+
+if TYPE_CHECKING:  # torch-free import: the harness runs (and is tested) without loading torch
+    from evspec.decoding.protocols import Drafter, Target
+
+
+@runtime_checkable
+class BenchBackend(Protocol):
+    """The calls the harness makes.  ``target`` is used by the acceptance-controlled mode
+    (its ``vocab_size``)."""
+
+    target: Target
+
+    def make_drafter(self, name: str) -> Drafter | None:
+        """The drafter called ``name`` (None for ``none``); raises if it cannot be built."""
+        ...
+
+    def generate(
+        self,
+        request: Request,
+        drafter: Drafter | None,
+        *,
+        gamma: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> Result:
+        """One evspec ``generate`` call (target-only when ``drafter`` is None)."""
+        ...
+
+    def hf_generate(self, request: Request, max_new_tokens: int) -> tuple[list[int], float]:
+        """transformers ``generate`` on the target, greedy: (answer ids, milliseconds)."""
+        ...
+
+    def decode_text(self, ids: list[int]) -> str: ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (so wall-clock timings are honest)."""
+        ...
+
+    def recover(self) -> None:
+        """Free memory after a failed request (e.g. CUDA out of memory)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts a resumed run must share (model, dtype, device type)."""
+        ...
+
+
+class EngineBackend:
+    """The real thing: evspec's engine over a target wrapper (and an optional draft model
+    for model drafters such as ``eventgpt``).
+
+    ``drafter_options`` are passed to ``make_drafter`` per drafter name; ``hf_cache`` is
+    the ``cache_implementation`` of the HF baseline (None = transformers' default dynamic
+    cache, what users get today; ``"static"`` = the compiled variant).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        draft_model: Target | None = None,
+        *,
+        drafter_options: dict[str, dict[str, Any]] | None = None,
+        info: dict[str, Any] | None = None,
+        hf_cache: str | None = None,
+    ) -> None:
+        self.target = target
+        self.hf_cache = hf_cache
+        self.draft_model = draft_model
+        self.drafter_options = drafter_options or {}
+        self.info = info or {}
+
+    def make_drafter(self, name: str) -> Drafter | None:
+        from evspec.decoding.drafters import make_drafter
+
+        return make_drafter(
+            name, target=self.target, draft_model=self.draft_model, **self.drafter_options.get(name, {})
+        )
+
+    def generate(
+        self,
+        request: Request,
+        drafter: Drafter | None,
+        *,
+        gamma: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> Result:
+        from evspec.decoding.engine import generate
+
+        return generate(
+            self.target,
+            request,
+            drafter,
+            gamma=max(1, gamma),  # the engine wants gamma >= 1 even without a drafter
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+
+    def hf_generate(self, request: Request, max_new_tokens: int) -> tuple[list[int], float]:
+        fn = getattr(self.target, "hf_generate", None)
+        if fn is None:
+            raise NotImplementedError(
+                f"{type(self.target).__name__} has no hf_generate; run with --no-hf-baseline"
+            )
+        extra = {"cache_implementation": self.hf_cache} if self.hf_cache else {}
+        tokens, ms = fn(request, max_new_tokens, **extra)
+        return [int(t) for t in tokens], float(ms)
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.target.decode_text(ids)
+
+    def _device(self) -> Any:
+        return getattr(self.target, "device", None)
+
+    def synchronize(self) -> None:
+        import torch
+
+        dev = self._device()
+        if dev is not None and torch.device(dev).type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def recover(self) -> None:
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def describe(self) -> dict[str, Any]:
+        dev = self._device()
+        out: dict[str, Any] = {
+            "target": type(self.target).__name__,
+            "draft_model": type(self.draft_model).__name__ if self.draft_model is not None else None,
+            "dtype": str(getattr(self.target, "dtype", None)),
+            "device_type": str(getattr(dev, "type", dev)),
+            "hf_cache": self.hf_cache,
+        }
+        out.update(self.info)
+        return out

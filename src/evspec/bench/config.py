@@ -1,0 +1,126 @@
+"""What a benchmark run measures: the typed configuration and the unit of work."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from evspec.models.request import Request
+
+#: Pseudo-drafter names of the two baselines (DESIGN.md §5).
+TARGET_ONLY = "none"  # evspec's engine with no drafter (the lossless reference)
+HF_GENERATE = "hf-generate"  # transformers ``generate`` on the target: what users do today
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run.
+
+    ``drafters``: drafter names (``make_drafter`` names; ``none`` is the target-only
+    baseline, which always runs because it is the reference for the lossless check).
+    ``gammas``: draft lengths γ tried for every drafter.  ``warmup``: requests run untimed
+    and unrecorded for every configuration before measuring.  ``hf_baseline``: also time
+    transformers ``generate``.  ``controlled_alpha``: acceptance-controlled mode (greedy
+    only): drafts are replaced by the target's own continuation with this probability per
+    token.  ``retry_failed``: re-run measurements recorded as failed.  ``dataset``: the
+    dataset spec, recorded so that a resumed run cannot silently switch datasets.
+    """
+
+    drafters: tuple[str, ...] = (TARGET_ONLY,)
+    gammas: tuple[int, ...] = (4,)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    warmup: int = 1
+    hf_baseline: bool = True
+    controlled_alpha: float | None = None
+    retry_failed: bool = False
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.drafters:
+            raise ValueError("BenchConfig.drafters is empty: pass e.g. --drafters none,prompt-lookup")
+        for name in self.drafters:
+            if not name or "|" in name or name != name.strip() or name == HF_GENERATE:
+                raise ValueError(
+                    f"BenchConfig.drafters: bad drafter name {name!r} (names are non-empty, "
+                    f"without '|' or spaces; {HF_GENERATE!r} is set by --hf-baseline)"
+                )
+        if len(set(self.drafters)) != len(self.drafters):
+            raise ValueError(f"BenchConfig.drafters lists a name twice: {self.drafters}")
+        if not self.gammas or any(
+            isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in self.gammas
+        ):
+            raise ValueError(f"BenchConfig.gammas must be integers >= 1, e.g. 1,2,4,8; got {self.gammas}")
+        if len(set(self.gammas)) != len(self.gammas):
+            raise ValueError(f"BenchConfig.gammas lists a value twice: {self.gammas}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"BenchConfig.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"BenchConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"BenchConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.warmup < 0:
+            raise ValueError(f"BenchConfig.warmup must be >= 0 requests, got {self.warmup}")
+        if self.controlled_alpha is not None:
+            a = self.controlled_alpha
+            if not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
+                raise ValueError(f"BenchConfig.controlled_alpha must be in [0, 1], got {a}")
+            if self.temperature != 0:
+                raise ValueError(
+                    "BenchConfig.controlled_alpha needs greedy decoding (temperature 0): the "
+                    "drafts are replaced by the target's greedy continuation"
+                )
+
+    @property
+    def label(self) -> str:
+        """``acceptance-controlled`` or ``measured``: printed on every report."""
+        return "acceptance-controlled" if self.controlled_alpha is not None else "measured"
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share with the original one (others, like the
+        drafter and γ lists, may grow between sessions)."""
+        return {
+            k: getattr(self, k)
+            for k in ("temperature", "top_p", "max_new_tokens", "seed", "controlled_alpha", "dataset")
+        }
+
+    def plan(self) -> list[tuple[str, int]]:
+        """The measurements made for every request, in order: target-only first (it is the
+        reference the others are checked against), then HF generate, then each drafter × γ.
+        Baselines have γ = 0."""
+        runs: list[tuple[str, int]] = [(TARGET_ONLY, 0)]
+        if self.hf_baseline:
+            runs.append((HF_GENERATE, 0))
+        runs += [(d, g) for d in self.drafters if d != TARGET_ONLY for g in self.gammas]
+        return runs
+
+
+@dataclass
+class BenchItem:
+    """One request of the benchmark, loaded lazily so that a bad clip fails inside the run
+    (recorded as failed) instead of before it.
+
+    ``request_id`` is stable across runs (it keys resume); ``clip_id``, ``qtype`` and
+    ``question`` are recorded even when loading fails.
+    """
+
+    request_id: str
+    load: Callable[[], Request]
+    clip_id: str | None = None
+    qtype: str | None = None
+    question: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.request_id or "|" in self.request_id:
+            raise ValueError(f"BenchItem.request_id must be non-empty without '|': {self.request_id!r}")

@@ -1,0 +1,277 @@
+"""The benchmark harness: run every (request, drafter, γ), record one JSON line each.
+
+Phases of :func:`run_bench`:
+
+1. open the run folder: repair a torn last record, check that a resumed run keeps its
+   settings, start a new *session* with the environment captured once (``run.json``);
+2. plan: per request, target-only (the lossless reference), HF ``generate``, then every
+   drafter × γ; skip what ``records.jsonl`` already holds (resume);
+3. warm up every configuration on the first request(s), untimed and unrecorded;
+4. measure, appending each record durably as soon as it exists.  A failing request
+   (bad clip, out of memory) is recorded as failed with its error and the run goes on;
+   Ctrl-C stops after the records already written (nothing is lost) and the same command
+   resumes.
+
+The harness returns counts; tables and plots are made from the records by ``report``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from evspec.bench.backend import BenchBackend
+from evspec.bench.config import TARGET_ONLY, BenchConfig, BenchItem
+from evspec.bench.env import capture_environment
+from evspec.bench.measure import base_record, compare, failed_record, measure
+from evspec.bench.records import RUN_FILE, RecordLog, read_json, record_key, write_json_atomic
+from evspec.models.request import Request
+
+if TYPE_CHECKING:
+    from evspec.decoding.protocols import Drafter
+
+RUN_SCHEMA = 1
+
+
+@dataclass
+class BenchOutcome:
+    """What a call of :func:`run_bench` did.  ``skipped``: measurements already recorded by
+    an earlier session; ``interrupted``: stopped by Ctrl-C (rerun to resume)."""
+
+    run_dir: Path
+    session: int
+    written: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def request_seed(config: BenchConfig, request_id: str) -> int:
+    """The sampling seed of a request: the same for every configuration (common random
+    numbers), different between requests."""
+    return (config.seed + zlib.crc32(request_id.encode())) % 2**31
+
+
+def _open_run(run_dir: Path, config: BenchConfig, backend: BenchBackend) -> dict[str, Any]:
+    """Load ``run.json`` (checking that a resume keeps the settings) or start one."""
+    path = run_dir / RUN_FILE
+    identity, describe = config.identity(), backend.describe()
+    if not path.exists():
+        return {
+            "schema": RUN_SCHEMA,
+            "label": config.label,
+            "identity": identity,
+            "backend": describe,
+            "sessions": [],
+        }
+    run = read_json(path)
+    for name, want, have in (("settings", identity, run.get("identity")), ("models", describe, run.get("backend"))):
+        if have != want:
+            diff = {k: (have.get(k) if isinstance(have, dict) else None, v) for k, v in want.items()
+                    if not isinstance(have, dict) or have.get(k) != v}
+            raise ValueError(
+                f"{path}: this run folder was made with other {name} "
+                f"(recorded vs requested: {diff}); resume with the same settings or use another --out"
+            )
+    return run
+
+
+class _Drafters:
+    """Drafters built once per name (a build error is remembered and re-raised)."""
+
+    def __init__(self, backend: BenchBackend, config: BenchConfig) -> None:
+        self.backend, self.config = backend, config
+        self._made: dict[str, Drafter | None | Exception] = {}
+
+    def get(self, name: str) -> Drafter | None:
+        if name not in self._made:
+            try:
+                inner = self.backend.make_drafter(name)
+                if inner is not None and self.config.controlled_alpha is not None:
+                    from evspec.decoding.drafters.controlled import ControlledDrafter
+
+                    inner = ControlledDrafter(
+                        inner, self.backend.target, self.config.controlled_alpha, seed=self.config.seed
+                    )
+                self._made[name] = inner
+            except Exception as exc:  # recorded per measurement by the caller
+                self._made[name] = exc
+        made = self._made[name]
+        if isinstance(made, Exception):
+            raise made
+        return made
+
+
+def _run_one(
+    backend: BenchBackend,
+    drafters: _Drafters,
+    request: Request,
+    name: str,
+    gamma: int,
+    config: BenchConfig,
+    seed: int,
+    reference: list[int] | None,
+    stream: int,
+) -> tuple[dict[str, Any], list[int]]:
+    drafter = None
+    if name != TARGET_ONLY and gamma > 0:
+        drafter = drafters.get(name)
+        if hasattr(drafter, "set_reference"):  # acceptance-controlled (ControlledDrafter)
+            if reference is None:
+                raise RuntimeError(
+                    "acceptance-controlled run has no reference: the target-only run of this "
+                    "request failed"
+                )
+            drafter.set_reference(reference, stream=stream)
+    return measure(backend, request, name, drafter, gamma, config, seed)
+
+
+def _warm_up(
+    backend: BenchBackend,
+    drafters: _Drafters,
+    config: BenchConfig,
+    todo: list[tuple[int, BenchItem, list[tuple[str, int]]]],
+    bar: tqdm,
+) -> None:
+    """Run every pending configuration on the first ``config.warmup`` loadable requests."""
+    runs = list(dict.fromkeys(run for _, _, pending in todo for run in pending))
+    if TARGET_ONLY not in {name for name, _ in runs}:
+        runs.insert(0, (TARGET_ONLY, 0))  # the controlled mode needs its reference
+    warmed = 0
+    for index, item, _ in todo:
+        if warmed >= config.warmup:
+            break
+        try:
+            request = item.load()
+        except Exception:
+            continue  # the real run records the failure
+        warmed += 1
+        reference = None
+        seed = request_seed(config, item.request_id)
+        for name, gamma in runs:
+            bar.set_postfix_str(f"warm-up {name} γ={gamma}")
+            try:
+                _, tokens = _run_one(backend, drafters, request, name, gamma, config, seed, reference, index)
+            except Exception as exc:
+                bar.write(f"warm-up of {name} γ={gamma} failed: {type(exc).__name__}: {exc}")
+                backend.recover()
+                continue
+            if name == TARGET_ONLY:
+                reference = tokens
+
+
+def run_bench(
+    config: BenchConfig,
+    items: Sequence[BenchItem],
+    backend: BenchBackend,
+    out_dir: Path,
+    *,
+    argv: list[str] | None = None,
+    env_extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> BenchOutcome:
+    """Measure every item under ``config`` into ``out_dir`` (resuming what is there)."""
+    run_dir = Path(out_dir)
+    if not items:
+        raise ValueError("the benchmark has no requests (empty dataset, or --limit 0)")
+    ids = [item.request_id for item in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise ValueError(f"request ids must be unique; repeated: {dup}")
+
+    # -- phase 1: open the run folder -------------------------------------------------
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = _open_run(run_dir, config, backend)
+    session = {
+        "index": len(run["sessions"]),
+        "started": _now(),
+        "ended": None,
+        "status": "running",
+        "config": config.to_dict(),
+        "env": capture_environment(argv, extra={"backend": backend.describe(), **(env_extra or {})}),
+    }
+    run["sessions"].append(session)
+    write_json_atomic(run_dir / RUN_FILE, run)
+    outcome = BenchOutcome(run_dir=run_dir, session=session["index"])
+
+    with RecordLog.open(run_dir) as log:
+        if log.repaired_bytes:
+            session["repaired_bytes"] = log.repaired_bytes
+
+        # -- phase 2: plan ------------------------------------------------------------
+        plan = config.plan()
+        todo: list[tuple[int, BenchItem, list[tuple[str, int]]]] = []
+        for index, item in enumerate(items):
+            pending = [
+                run_ for run_ in plan
+                if not log.done(record_key(item.request_id, *run_), retry_failed=config.retry_failed)
+            ]
+            outcome.skipped += len(plan) - len(pending)
+            if pending:
+                todo.append((index, item, pending))
+        total = sum(len(p) for _, _, p in todo)
+
+        drafters = _Drafters(backend, config)
+        bar = tqdm(total=total, desc=f"bench ({config.label})", unit="run", disable=not progress)
+        try:
+            # -- phase 3: warm up -----------------------------------------------------
+            if todo and config.warmup:
+                _warm_up(backend, drafters, config, todo, bar)
+
+            # -- phase 4: measure -----------------------------------------------------
+            for index, item, pending in todo:
+                seed = request_seed(config, item.request_id)
+                try:
+                    request = item.load()
+                except Exception as exc:  # a bad clip: every measurement of it fails
+                    for name, gamma in pending:
+                        log.append(failed_record(base_record(item, name, gamma, config, session["index"]), exc))
+                        outcome.written += 1
+                        outcome.failed += 1
+                        bar.update(1)
+                    continue
+                ref_rec = log.get(record_key(item.request_id, TARGET_ONLY, 0))
+                reference = ref_rec.get("tokens") if ref_rec and ref_rec.get("status") == "ok" else None
+                for name, gamma in pending:
+                    bar.set_postfix_str(f"{item.request_id} {name} γ={gamma}")
+                    base = base_record(item, name, gamma, config, session["index"])
+                    try:
+                        fields, tokens = _run_one(
+                            backend, drafters, request, name, gamma, config, seed, reference, index
+                        )
+                    except Exception as exc:  # out of memory, bad input, drafter error ...
+                        record = failed_record(base, exc)
+                        backend.recover()
+                    else:
+                        ref = None if name == TARGET_ONLY else reference
+                        record = {**base, **fields, **compare(tokens, ref)}
+                        if name == TARGET_ONLY:
+                            reference = tokens
+                    log.append(record)
+                    outcome.written += 1
+                    outcome.failed += record["status"] == "failed"
+                    bar.update(1)
+            session["status"] = "complete"
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            session["status"] = "interrupted"
+        except BaseException:
+            session["status"] = "crashed"
+            raise
+        finally:
+            bar.close()
+            session["ended"] = _now()
+            session["written"] = outcome.written
+            session["failed"] = outcome.failed
+            write_json_atomic(run_dir / RUN_FILE, run)
+    return outcome

@@ -1,0 +1,218 @@
+"""``evspec report DIR``: markdown tables (and plots) from a recorded benchmark run.
+
+Writes ``report.md``, ``summary.json`` and ``plots/*.png`` into the run folder.  Every
+measured speedup is printed beside the one the cost model predicts from the measured α and
+c, so a gap between theory and measurement is visible.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from evspec.bench.records import RUN_FILE, read_json, read_records, write_json_atomic
+from evspec.bench.summary import STAGES, ConfigSummary, Speedup, summarize
+
+REPORT_FILE = "report.md"
+SUMMARY_FILE = "summary.json"
+
+
+def _f(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _sp(sp: Speedup | None) -> str:
+    if sp is None:
+        return "–"
+    return f"{sp.ratio_of_means:.2f}× [{sp.ci95[0]:.2f}, {sp.ci95[1]:.2f}]"
+
+
+def _mor(sp: Speedup | None) -> str:
+    return "–" if sp is None else f"{sp.mean_of_ratios:.2f} ± {sp.std_of_ratios:.2f}"
+
+
+def _name(s: ConfigSummary) -> str:
+    return {"target": "evspec target-only", "hf": "HF generate"}.get(s.kind, s.drafter)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines + [""]
+
+
+def _lossless(s: ConfigSummary, greedy: bool) -> str:
+    if s.kind == "target":
+        return "reference"
+    if s.match_rate is None:
+        return "–"
+    text = f"{s.match_rate:.0%} identical"
+    if not greedy:
+        text += " (sampled: n/a)"
+    return text
+
+
+def _environment(run: dict) -> list[str]:
+    sessions = run.get("sessions", [])
+    if not sessions:
+        return ["(no session recorded)", ""]
+    env = sessions[-1].get("env", {})
+    dev = env.get("device", {})
+    gpus = ", ".join(g["name"] for g in dev.get("gpus", [])) or "none (CPU)"
+    libs = env.get("libraries", {})
+    git = env.get("git", {})
+    backend = run.get("backend", {})
+    rev = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        rev += " (uncommitted changes)"
+    lines = [
+        f"* GPU: {gpus}; dtype: {backend.get('dtype', '?')}; models: {backend.get('target', '?')}"
+        + (f" + {backend['draft_model']}" if backend.get("draft_model") else "")
+        + (f"; preset: {backend['preset']}" if backend.get("preset") else ""),
+        f"* torch {libs.get('torch')}, transformers {libs.get('transformers')}, "
+        f"evspec {libs.get('evspec')}, Python {env.get('python')}",
+        f"* git revision: {rev}",
+        f"* command: `{' '.join(env.get('command', []))}`",
+    ]
+    if len(sessions) > 1:
+        lines.append(f"* {len(sessions)} sessions (resumed); statuses: "
+                     + ", ".join(s.get("status", "?") for s in sessions))
+    return lines + [""]
+
+
+def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummary], plots: list[str]) -> str:
+    """The report text (pure: no files touched)."""
+    ident = run.get("identity", {})
+    label = run.get("label", "measured")
+    greedy = ident.get("temperature", 0) == 0
+    n_req = len({r["request_id"] for r in records})
+    n_fail = sum(r.get("status") != "ok" for r in records)
+    out = [f"# evspec benchmark ({label})", ""]
+    if label == "acceptance-controlled":
+        out += [
+            f"> **Acceptance-controlled** (α = {ident.get('controlled_alpha')}): the drafters' real "
+            "compute ran, but each drafted token was replaced by the target's own greedy "
+            "continuation with probability α, else by a wrong token. Timings are real; "
+            "acceptance is set, not measured.",
+            "",
+        ]
+    out += [
+        f"{n_req} requests, {len(records)} measurements ({n_fail} failed); dataset "
+        f"`{ident.get('dataset')}`, temperature {ident.get('temperature')}, "
+        f"max new tokens {ident.get('max_new_tokens')}, seed {ident.get('seed')}.",
+        "",
+        "## Environment",
+        "",
+        *_environment(run),
+        "## Speedup: measured and predicted",
+        "",
+        "End to end = total time per answer including prefill, paired per request: ratio of "
+        "means [bootstrap 95 % interval] and mean of ratios ± sd. Decode = time per token "
+        "after the first, which is what the cost model predicts: τ(α, γ) / (γ·c + 1) "
+        "(Leviathan et al.; rounds that drafted k < γ tokens count with their k), and with "
+        "the measured verification cost v in place of 1.",
+        "",
+    ]
+    rows = []
+    for s in summaries:
+        rows.append([
+            _name(s), str(s.gamma) if s.kind == "spec" else "–", f"{s.n_ok}/{s.n_ok + s.n_failed}",
+            _f(s.mean_total_ms, ".1f"), _f(s.ms_per_token, ".2f"),
+            _sp(s.vs_target), _mor(s.vs_target), _sp(s.vs_hf),
+            _f(s.decode_speedup, ".2f", "×"), _f(s.predicted, ".2f", "×"), _f(s.predicted_v, ".2f", "×"),
+        ])
+    out += _table(
+        ["drafter", "γ", "ok", "ms/answer", "ms/token", "vs target-only", "mean of ratios",
+         "vs HF generate", "decode (measured)", "predicted", "predicted (v)"], rows)
+
+    out += ["## Acceptance and cost", "",
+            "α = accepted / drafted; α model = the cost model's per-token acceptance "
+            "(maximum likelihood from the rounds); τ = tokens per target pass; γ̄ = tokens "
+            "drafted per round; c = draft ms per token / score ms per pass; v = score ms per "
+            "pass / target-only ms per step.", ""]
+    rows = [
+        [_name(s), str(s.gamma), _f(s.alpha, ".3f"), _f(s.alpha_model, ".3f"), _f(s.tau, ".2f"),
+         _f(s.mean_drafted, ".2f"), _f(s.c, ".3f"), _f(s.verify_cost, ".2f"), _f(s.best_gamma, "d"),
+         _lossless(s, greedy)]
+        for s in summaries if s.kind == "spec"
+    ]
+    lossless_base = [[_name(s), _lossless(s, greedy)] for s in summaries if s.kind == "hf"]
+    if rows:
+        out += _table(["drafter", "γ", "α", "α model", "τ", "γ̄", "c", "v", "best γ (theory)", "lossless check"], rows)
+    if lossless_base:
+        out += [f"HF generate vs evspec target-only: {lossless_base[0][1]}.", ""]
+
+    out += ["## Time per stage (mean ms per answer)", ""]
+    stage_rows = []
+    for s in summaries:
+        if not s.n_ok:
+            continue
+        if s.kind == "hf":
+            stage_rows.append([_name(s), "–", *["–"] * (len(STAGES) + 1), _f(s.mean_total_ms, ".1f")])
+            continue
+        st = s.stages
+        stage_rows.append([
+            _name(s), str(s.gamma) if s.kind == "spec" else "–",
+            *[_f(st.get(k), ".1f") for k in (*STAGES, "other_ms")],
+            _f(s.mean_total_ms, ".1f"),
+        ])
+    out += _table(["drafter", "γ", "target preprocess", "target vision", "target prefill", "draft preprocess",
+                   "draft vision", "draft prefill", "drafting", "scoring", "other", "total"], stage_rows)
+
+    qtypes = sorted({r.get("qtype") for r in records if r.get("qtype")})
+    spec = [s for s in summaries if s.kind == "spec" and s.n_ok]
+    if len(qtypes) > 1 and spec:
+        per_type = {q: {(x.drafter, x.gamma): x for x in summarize([r for r in records if r.get("qtype") == q])}
+                    for q in qtypes}
+        header = ["question type", *[f"{s.drafter} γ={s.gamma}" for s in spec]]
+        rows = []
+        for q in qtypes:
+            cells = []
+            for s in spec:
+                x = per_type[q].get((s.drafter, s.gamma))
+                cells.append("–" if x is None else f"α {_f(x.alpha_model, '.2f')}, {_sp(x.vs_target).split(' [')[0]}")
+            rows.append([q, *cells])
+        out += ["## By question type (α model, speedup vs target-only)", "", *_table(header, rows)]
+
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        counts = Counter((r.get("drafter"), r.get("error_type"), r.get("error")) for r in failed)
+        rows = [[str(d), str(t), str(e).replace("|", "/").replace("\n", " ")[:160], str(n)]
+                for (d, t, e), n in counts.most_common(20)]
+        out += ["## Failures", "", *_table(["drafter", "error", "message", "count"], rows)]
+
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+def build_report(run_dir: Path, *, plots: bool = True) -> Path:
+    """Write ``report.md``, ``summary.json`` (and plots) into ``run_dir``; returns the report path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: not a benchmark run folder (no {RUN_FILE}); run `evspec bench` first")
+    run = read_json(run_dir / RUN_FILE)
+    records = read_records(run_dir)
+    if not records:
+        raise ValueError(f"{run_dir}: the run has no records yet")
+    summaries = summarize(records)
+    plot_paths: list[str] = []
+    if plots:
+        from evspec.bench.plots import make_plots
+
+        made = make_plots(summaries, run_dir / "plots", run.get("label", "measured"))
+        plot_paths = [str(p.relative_to(run_dir)) for p in made]
+    summary: dict[str, Any] = {
+        "label": run.get("label"),
+        "identity": run.get("identity"),
+        "configs": [asdict(s) for s in summaries],
+    }
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    path = run_dir / REPORT_FILE
+    text = render_markdown(run, records, summaries, plot_paths)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

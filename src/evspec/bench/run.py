@@ -1,0 +1,130 @@
+"""``evspec bench`` as a Python function: load the models, pick the requests, run the
+harness, write the report.  The CLI module only parses arguments into these types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evspec.bench.backend import EngineBackend
+from evspec.bench.config import TARGET_ONLY, BenchConfig
+from evspec.bench.datasets import dataset_items
+from evspec.bench.harness import BenchOutcome, run_bench
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: drafters that run a second model (the EventGPT side) and so need ``draft_model``
+MODEL_DRAFTERS = ("eventgpt",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which models to benchmark.
+
+    ``target``: a Video-LLaVA preset (``tiny-random``, ``7b``) or a local checkpoint folder.
+    ``draft_model``: an EventGPT preset or release folder; defaults to the target's preset
+    name when the target is a preset and a drafter needs a draft model.  ``dtype``: ``auto``
+    = bfloat16 on CUDA, float32 on CPU.  ``device``: ``auto`` = CUDA when available.
+    ``seed``: of random preset weights.  ``hf_cache``: ``cache_implementation`` of the HF
+    generate baseline (None = the default dynamic cache; ``static`` = compiled).
+    """
+
+    target: str = "tiny-random"
+    draft_model: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    hf_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+
+
+def resolve_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu)")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: Any) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
+    """Load the target (and the draft model when a drafter needs one)."""
+    from evspec.models.presets.target import TARGET_PRESETS
+    from evspec.models.target import VideoLlavaTarget
+
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    preset_kw = {"seed": spec.seed} if spec.target in TARGET_PRESETS else {}
+    target = VideoLlavaTarget.load(spec.target, dtype=dtype, device=device, **preset_kw)
+    draft_name = spec.draft_model
+    if draft_name is None and spec.target in TARGET_PRESETS and any(d in MODEL_DRAFTERS for d in drafters):
+        draft_name = spec.target
+    draft = None
+    if draft_name is not None:
+        from evspec.models.eventgpt import EventGPT
+
+        draft = EventGPT.load(draft_name, dtype=dtype, device=device, seed=spec.seed + 1)
+    info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch.")}
+    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache)
+
+
+def _shapes(backend: EngineBackend) -> dict[str, Any]:
+    """Request shapes the models expect (used by the random dataset and clip loading)."""
+    target, draft = backend.target, backend.draft_model
+    size = int(getattr(getattr(getattr(target, "config", None), "vision_config", None), "image_size", 224))
+    shapes: dict[str, Any] = {"num_frames": int(getattr(target, "num_frames", 8)), "frame_size": size}
+    if draft is not None:
+        shapes["n_event_images"] = int(getattr(draft, "n_event_images", 5))
+        s = int(draft.config.image_size)
+        shapes["event_size"] = (s, s)
+    return shapes
+
+
+def bench(
+    config: BenchConfig,
+    out: Path,
+    models: ModelSpec,
+    *,
+    limit: int | None = None,
+    split: str | None = "test",
+    report: bool = True,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    backend: EngineBackend | None = None,
+) -> BenchOutcome:
+    """Run the benchmark described by ``config`` on ``models`` into ``out``; resumable.
+
+    ``backend`` skips model loading (tests, notebooks).  ``report`` builds ``report.md``
+    (and plots when matplotlib is installed) at the end, also after an interrupt.
+    """
+    backend = backend or load_backend(models, config.drafters)
+    for name in config.drafters:  # fail fast on a drafter that cannot exist at all
+        if name != TARGET_ONLY:
+            backend.make_drafter(name)
+    shapes = _shapes(backend)
+    items = dataset_items(config.dataset, limit=limit, seed=config.seed, split=split, **shapes)
+    outcome = run_bench(config, items, backend, out, argv=argv, progress=progress)
+    if report and (outcome.written or outcome.skipped):
+        from evspec.bench.report import build_report
+
+        try:
+            import matplotlib  # noqa: F401
+
+            plots = True
+        except ImportError:
+            plots = False
+        build_report(out, plots=plots)
+    return outcome
