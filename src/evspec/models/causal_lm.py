@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 
 from evspec.models import kv
+from evspec.models.fast.config import FastConfig
+from evspec.models.fast.prefix_cache import PrefixCache, PrefixEntry, PrefixKey
+from evspec.models.fast.runtime import FastRuntime
+from evspec.models.fast.static_cache import StaticKVCache
 from evspec.models.state import ScoreOutput, TargetState
+
+#: builds the prompt prefix: (timings to fill) -> (prefix embeddings [P, H], extras)
+PrefixBuilder = Callable[[dict[str, float]], tuple[torch.Tensor, dict[str, Any]]]
 
 
 @contextmanager
@@ -36,13 +43,28 @@ def timed(device: torch.device, out: dict[str, float], key: str) -> Iterator[Non
 class CausalLMWrapper:
     """Subclasses set ``self.decoder`` (a transformers base decoder such as ``LlamaModel``
     returning ``last_hidden_state``), ``self.lm_head``, ``self.tokenizer``,
-    ``self.eos_token_id``, ``self.max_context`` and ``self.vocab_size``."""
+    ``self.eos_token_id``, ``self.max_context`` and ``self.vocab_size``.
+
+    Two opt-in switches (never on at construction):
+
+    * :meth:`enable_fast`: prefill/score/rollback run :class:`~evspec.models.fast.llama.FastLlama`
+      over a static KV cache (O(1) rollback), with the fixed-size steps replayed as CUDA
+      graphs on CUDA.  ``TargetState.cache`` then holds a
+      :class:`~evspec.models.fast.static_cache.StaticKVCache`.
+    * :meth:`enable_prefix_cache`: subclasses whose prompt is ``prefix (media) + suffix
+      (question)`` compute the prefix once per ``Request.clip_id``
+      (:meth:`_prefill_prefixed`).
+    """
 
     decoder: nn.Module
     lm_head: nn.Module
     eos_token_id: int
     max_context: int
     vocab_size: int
+
+    _fast: FastRuntime | None = None
+    _prefix_cache: PrefixCache | None = None
+    _dynamic_max_context: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -51,6 +73,88 @@ class CausalLMWrapper:
     @property
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
+
+    # -- switches ----------------------------------------------------------------------
+    def enable_fast(
+        self,
+        max_len: int | None = None,
+        *,
+        cuda_graphs: bool | None = None,
+        compile: bool = False,
+        max_score_tokens: int = 16,
+        buckets: tuple[int, ...] | None = None,
+        kv_granularity: int = 256,
+        max_slots: int = 2,
+        compile_mode: str | None = None,
+        attention: str = "sdpa",
+    ) -> FastRuntime:
+        """Run prefill/score/rollback on the fast path (see :class:`FastConfig` for the
+        options).  ``max_len`` defaults to ``max_context`` and becomes the new
+        ``max_context`` while enabled; ``cuda_graphs`` defaults to "on when on CUDA".
+        Graphs are captured lazily, at the first step of each shape (see
+        ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
+        """
+        if self._fast is not None:
+            self.disable_fast()
+        base = self.max_context
+        if max_len is None:
+            max_len = base
+        if max_len > base:
+            raise ValueError(
+                f"enable_fast(max_len={max_len}) exceeds the model's context of {base}"
+            )
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        config = FastConfig(
+            max_len=int(max_len),
+            cuda_graphs=bool(cuda_graphs),
+            compile=compile,
+            compile_mode=compile_mode,
+            max_score_tokens=max_score_tokens,
+            buckets=buckets,
+            kv_granularity=kv_granularity,
+            max_slots=max_slots,
+            attention=attention,
+        )
+        self._fast = FastRuntime(self.decoder, self.lm_head, config)
+        self._dynamic_max_context, self.max_context = base, int(max_len)
+        if self._prefix_cache is not None:
+            self._prefix_cache.clear()
+        return self._fast
+
+    def disable_fast(self) -> None:
+        """Back to the default dynamic-cache path (frees the static caches and graphs)."""
+        if self._fast is None:
+            return
+        self._fast = None
+        if self._dynamic_max_context is not None:
+            self.max_context, self._dynamic_max_context = self._dynamic_max_context, None
+        if self._prefix_cache is not None:
+            self._prefix_cache.clear()
+
+    @property
+    def fast(self) -> FastRuntime | None:
+        """The fast runtime when enabled (its ``stats``: slots, graphs, capture ms)."""
+        return self._fast
+
+    def enable_prefix_cache(self, max_clips: int = 1) -> PrefixCache:
+        """Reuse the prompt prefix (media features + their KV) across questions on the
+        same ``Request.clip_id`` (None = never cached), keeping ``max_clips`` clips (LRU)."""
+        self._prefix_cache = PrefixCache(max_clips)
+        return self._prefix_cache
+
+    def disable_prefix_cache(self) -> None:
+        self._prefix_cache = None
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        return self._prefix_cache
+
+    def release(self, state: TargetState) -> None:
+        """Hand a fast-path state's static cache back now (otherwise it is free once the
+        state is garbage-collected).  No-op on the dynamic path."""
+        if self._fast is not None and isinstance(state.cache, StaticKVCache):
+            self._fast.release(state.cache)
 
     # -- core passes -------------------------------------------------------------------
     @torch.inference_mode()
@@ -77,6 +181,18 @@ class CausalLMWrapper:
         logits = self.lm_head(hidden).float()  # [T', V]
         return logits, (hidden if return_hidden else None)
 
+    def _check_prompt_fits(self, length: int) -> None:
+        if length >= self.max_context:
+            raise ValueError(
+                f"prompt of {length} tokens does not fit the model's context of "
+                f"{self.max_context}; shorten the question or use fewer frames/images"
+            )
+
+    @torch.inference_mode()
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[T, H]`` -> float32 logits ``[T, V]``."""
+        return self.lm_head(hidden).float()
+
     def _prefill_embeds(
         self,
         inputs_embeds: torch.Tensor,  # [L, H]
@@ -86,11 +202,26 @@ class CausalLMWrapper:
         timings: dict[str, float],
     ) -> TargetState:
         length = int(inputs_embeds.shape[0])
-        if length >= self.max_context:
-            raise ValueError(
-                f"prompt of {length} tokens does not fit the model's context of "
-                f"{self.max_context}; shorten the question or use fewer frames/images"
-            )
+        self._check_prompt_fits(length)
+        if self._fast is not None:
+            cache = self._fast.acquire()
+            try:
+                with timed(self.device, timings, "prefill_ms"):
+                    last = self._fast.prefill(cache, inputs_embeds)[-1:]  # [1, H]
+                    logits = self._head(last)  # [1, V]
+                state = TargetState(
+                    cache=cache,
+                    length=length,
+                    last_logits=logits[0],
+                    prompt_ids=prompt_ids.cpu(),
+                    last_hidden=last[0] if return_hidden else None,
+                    timings=timings,
+                )
+            except BaseException:
+                self._fast.release(cache)
+                raise
+            self._fast.bind(cache, state)
+            return state
         cache = DynamicCache()
         with timed(self.device, timings, "prefill_ms"):
             logits, hidden = self._run(
@@ -105,6 +236,113 @@ class CausalLMWrapper:
             timings=timings,
         )
 
+    def _prefill_prefixed(
+        self,
+        key: PrefixKey,
+        prompt_ids: torch.Tensor,  # [L] (placeholders expanded)
+        split: int,
+        build_prefix: PrefixBuilder,
+        suffix_embeds: Callable[[], torch.Tensor],
+        *,
+        return_hidden: bool,
+        timings: dict[str, float],
+    ) -> TargetState:
+        """Prefill ``prompt_ids[:split]`` (the media prefix) from the prefix cache when
+        ``key`` is there, else build it (``build_prefix`` records its own timings, e.g.
+        ``vision_ms``) and store it; then the suffix ``prompt_ids[split:]`` (embedded by
+        ``suffix_embeds`` -> ``[L - split, H]``) in one more pass.
+
+        Hit or miss, the computation is the same two passes, so the output does not
+        depend on the cache.  ``timings['prefill_ms']`` covers the decoder work done
+        (the suffix only on a hit) and ``timings['prefix_hit']`` says which; ``extra``
+        receives the prefix builder's extras (e.g. media features).
+        """
+        store = self._prefix_cache
+        if store is None:
+            raise RuntimeError("_prefill_prefixed needs enable_prefix_cache()")
+        length = int(prompt_ids.numel())
+        if not 0 < split <= length:
+            raise ValueError(f"prefix split {split} outside (0, {length}]")
+        self._check_prompt_fits(length)
+        fast = self._fast
+        entry = store.get(key, "static" if fast is not None else "dynamic")
+        hit = entry is not None
+        cache: Any = fast.acquire(prefer=key) if fast is not None else DynamicCache()
+        try:
+            if entry is None:
+                prefix, extra = build_prefix(timings)  # [split, H]
+                if int(prefix.shape[0]) != split:
+                    raise RuntimeError(
+                        f"prefix builder returned {prefix.shape[0]} embeddings, expected {split}"
+                    )
+                with timed(self.device, timings, "prefill_ms"):
+                    entry = self._store_prefix(key, cache, prefix, extra)
+                store.put(entry)
+            else:
+                with timed(self.device, timings, "prefill_ms"):
+                    self._restore_prefix(entry, cache)
+            last_logits, last_hidden = entry.last_logits, entry.last_hidden
+            if split < length:
+                with timed(self.device, timings, "prefill_ms"):
+                    with torch.inference_mode():
+                        suffix = suffix_embeds()  # [L - split, H]
+                    if fast is not None:
+                        last = fast.prefill(cache, suffix)[-1:]  # [1, H]
+                        logits = self._head(last)
+                    else:
+                        logits, last = self._run(cache, inputs_embeds=suffix, last_only=True, return_hidden=True)
+                last_logits, last_hidden = logits[0], last[0]
+            timings["prefix_hit"] = hit
+            state = TargetState(
+                cache=cache,
+                length=length,
+                last_logits=last_logits,
+                prompt_ids=prompt_ids.cpu(),
+                last_hidden=last_hidden if return_hidden else None,
+                timings=timings,
+                extra={**entry.extra, "prefix_hit": hit, "prefix_len": split},
+            )
+        except BaseException:
+            if fast is not None:
+                fast.release(cache)
+            raise
+        if fast is not None:
+            fast.bind(cache, state)
+        return state
+
+    @torch.inference_mode()
+    def _store_prefix(
+        self, key: PrefixKey, cache: Any, prefix: torch.Tensor, extra: dict[str, Any]
+    ) -> PrefixEntry:
+        """Run the prefix ``[P, H]`` into an empty ``cache`` and keep its KV."""
+        n = int(prefix.shape[0])
+        if isinstance(cache, StaticKVCache):
+            assert self._fast is not None
+            last = self._fast.prefill(cache, prefix)[-1:]  # [1, H]
+            logits = self._head(last)
+            cache.prefix_key, cache.prefix_len = key, n
+            kv_data: Any = cache.export_prefix(n)
+            kind = "static"
+        else:
+            logits, last = self._run(cache, inputs_embeds=prefix, last_only=True, return_hidden=True)
+            # DynamicLayer never writes its tensors in place (it concatenates): keep them
+            kv_data = [(layer.keys, layer.values) for layer in cache.layers]
+            kind = "dynamic"
+        return PrefixEntry(key, n, kind, kv_data, logits[0], last[0], dict(extra))
+
+    @torch.inference_mode()
+    def _restore_prefix(self, entry: PrefixEntry, cache: Any) -> None:
+        """Put ``entry``'s KV into a fresh ``cache`` (in place when it is still there)."""
+        if isinstance(cache, StaticKVCache):
+            if cache.prefix_key == entry.key and cache.prefix_len == entry.length:
+                cache.restore(entry.length)
+            else:
+                cache.import_prefix(*entry.kv)
+                cache.prefix_key, cache.prefix_len = entry.key, entry.length
+            return
+        for i, (k, v) in enumerate(entry.kv):  # each [1, kv_heads, P, head_dim]
+            cache.update(k, v, i)
+
     # -- the Target protocol -----------------------------------------------------------
     def score(
         self, state: TargetState, tokens: torch.Tensor, *, return_hidden: bool = False
@@ -117,15 +355,35 @@ class CausalLMWrapper:
             raise ValueError(
                 f"context full: {state.length} + {k1} tokens exceed {self.max_context}"
             )
-        logits, hidden = self._run(
-            state.cache, input_ids=tokens.reshape(-1).long(), return_hidden=return_hidden
-        )
+        if isinstance(state.cache, StaticKVCache):
+            fast = self._check_static(state)
+            logits, hidden = fast.step(
+                state.cache, tokens.reshape(-1).long(), return_hidden=return_hidden
+            )
+        else:
+            logits, hidden = self._run(
+                state.cache, input_ids=tokens.reshape(-1).long(), return_hidden=return_hidden
+            )
         state.length += k1
         return ScoreOutput(logits=logits, hidden=hidden)
 
     def rollback(self, state: TargetState, n: int) -> None:
+        """Drop the last ``n`` positions (O(1) on the static cache: a pointer move)."""
+        if isinstance(state.cache, StaticKVCache):
+            self._check_static(state)
         kv.rollback(state.cache, n)
         state.length -= n
+
+    def _check_static(self, state: TargetState) -> FastRuntime:
+        """The fast runtime, after checking that ``state`` still owns its static cache."""
+        if self._fast is None:
+            raise RuntimeError("this state was prefilled on the fast path, which has been disabled since")
+        if not self._fast.owned_by(state.cache, state) or state.cache.length != state.length:
+            raise RuntimeError(
+                "this state's static cache was handed to a newer request (after release(), "
+                "or enable_fast was called again); prefill again"
+            )
+        return self._fast
 
     def decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

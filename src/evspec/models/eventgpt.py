@@ -43,6 +43,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
 from evspec.models.request import Request
 from evspec.models.state import TargetState
 
@@ -445,6 +446,7 @@ class EventGPT(CausalLMWrapper):
         projector, adaptor, pooling, splice), ``prefill_ms`` (decoder pass).
         ``extra``: ``event_embeds`` ``[n + P, H]`` and ``event_span`` ``(start, end)``, the
         event positions in the prompt.  ``prompt_ids`` holds -200 at those positions.
+        With the prefix cache on and a ``clip_id``, see :meth:`_prefill_clip`.
         """
         if request.event_images is None:
             raise ValueError("EventGPT needs Request.event_images ([n, H, W, 3] uint8); got None")
@@ -458,6 +460,8 @@ class EventGPT(CausalLMWrapper):
                 "question or use fewer event images"
             )
         timings: dict[str, float] = {}
+        if self.prefix_cache is not None and request.clip_id is not None:
+            return self._prefill_clip(request, prompt_ids, return_hidden=return_hidden, timings=timings)
         with timed(self.device, timings, "preprocess_ms"):
             pixels = self.preprocess(request.event_images)  # [n, 3, S, S]
         with timed(self.device, timings, "vision_ms"), torch.inference_mode():
@@ -469,6 +473,52 @@ class EventGPT(CausalLMWrapper):
         expanded = torch.cat([prompt_ids[:start], fill, prompt_ids[start + 1 :]])  # [L - 1 + n + P]
         state = self._prefill_embeds(embeds, expanded, return_hidden=return_hidden, timings=timings)
         state.extra.update(event_embeds=event_embeds, event_span=span)
+        return state
+
+    def _prefill_clip(
+        self,
+        request: Request,
+        prompt_ids: torch.Tensor,  # [L] with one -200
+        *,
+        return_hidden: bool,
+        timings: dict[str, float],
+    ) -> TargetState:
+        """Prefill through the per-clip prefix cache.
+
+        Prefix = BOS, system text, ``USER: `` (and ``<ev_start>``), the ``n + P`` event
+        embeddings; suffix = the ids after the placeholder (``\n{question} ASSISTANT:``,
+        with ``<ev_end>`` first when configured), split from the very ids
+        :meth:`build_prompt_ids` produced, so the tokenisation is the uncached one.  On a
+        hit the event images are neither preprocessed nor encoded and only the suffix is
+        prefilled (``timings['prefix_hit']``).  ``extra`` as in :meth:`prefill`.
+        """
+        assert request.event_images is not None
+        start = int((prompt_ids == EVENT_TOKEN_INDEX).nonzero()[0, 0])
+        n_event = int(request.event_images.shape[0]) + self.config.tokens_per_image
+        span = (start, start + n_event)
+        fill = torch.full((n_event,), EVENT_TOKEN_INDEX)
+        expanded = torch.cat([prompt_ids[:start], fill, prompt_ids[start + 1 :]])  # [L - 1 + n + P]
+        key = PrefixKey(
+            request.clip_id, media_fingerprint(request.event_images), tuple(expanded[: span[1]].tolist())
+        )
+
+        def build_prefix(t: dict[str, float]) -> tuple[torch.Tensor, dict]:
+            with timed(self.device, t, "preprocess_ms"):
+                pixels = self.preprocess(request.event_images)  # [n, 3, S, S]
+            with timed(self.device, t, "vision_ms"), torch.inference_mode():
+                event_embeds = self.model.encode_events(pixels)  # [n + P, H]
+                embeds = self.model.embed_prompt(prompt_ids[: start + 1], event_embeds)  # [start + n + P, H]
+            return embeds, {"event_embeds": event_embeds}
+
+        def suffix_embeds() -> torch.Tensor:
+            ids = prompt_ids[start + 1 :].to(self.device)
+            return self.model.model.embed_tokens(ids)  # [L - 1 - start, H]
+
+        state = self._prefill_prefixed(
+            key, expanded, span[1], build_prefix, suffix_embeds,
+            return_hidden=return_hidden, timings=timings,
+        )
+        state.extra["event_span"] = span
         return state
 
     def decode_text(self, ids: list[int]) -> str:

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
 from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_tokenizer
 from evspec.models.request import Request
 from evspec.models.state import TargetState
@@ -294,17 +295,58 @@ class VideoLlavaTarget(CausalLMWrapper):
         """Encode the frames, build the prompt embedding, fill the KV cache.
 
         ``timings``: ``preprocess_ms`` (frames -> pixels on the CPU), ``vision_ms`` (video
-        tower + projector + scatter), ``prefill_ms`` (the decoder pass).
+        tower + projector + scatter), ``prefill_ms`` (the decoder pass).  With the prefix
+        cache on and a ``clip_id``, see :meth:`_prefill_clip`.
         """
         prompt_ids = self.build_prompt_ids(request.question)  # [L]
         self._check_fits(prompt_ids)
         timings: dict[str, float] = {}
+        if self.prefix_cache is not None and request.clip_id is not None:
+            return self._prefill_clip(request, prompt_ids, return_hidden=return_hidden, timings=timings)
         with timed(self.device, timings, "preprocess_ms"):
             pixels = self.preprocess_video(request.video)  # [T, 3, S, S]
         with timed(self.device, timings, "vision_ms"):
             embeds = self.embed_prompt(prompt_ids, self.video_features(pixels))  # [L, H]
         return self._prefill_embeds(
             embeds, prompt_ids, return_hidden=return_hidden, timings=timings
+        )
+
+    def _prefill_clip(
+        self,
+        request: Request,
+        prompt_ids: torch.Tensor,  # [L]
+        *,
+        return_hidden: bool,
+        timings: dict[str, float],
+    ) -> TargetState:
+        """Prefill through the per-clip prefix cache.
+
+        Prefix = ``<s>USER: `` + the video positions (ids up to the last video id, split
+        from the very ids :meth:`build_prompt_ids` produced, so the tokenisation is the
+        one the uncached path uses); suffix = ``\n{question} ASSISTANT:``.  On a hit the
+        frames are neither preprocessed nor encoded and only the suffix is prefilled
+        (``timings['prefix_hit']``); ``extra['video_features']`` holds the
+        ``[T * tokens_per_frame, H]`` features either way.
+        """
+        video_at = (prompt_ids == self.video_token_id).nonzero().flatten()  # [N]
+        split = int(video_at[-1]) + 1
+        prefix_ids = prompt_ids[:split]
+        key = PrefixKey(request.clip_id, media_fingerprint(request.video), tuple(prefix_ids.tolist()))
+
+        def build_prefix(t: dict[str, float]) -> tuple[torch.Tensor, dict]:
+            with timed(self.device, t, "preprocess_ms"):
+                pixels = self.preprocess_video(request.video)  # [T, 3, S, S]
+            with timed(self.device, t, "vision_ms"):
+                features = self.video_features(pixels)  # [T * P, H]
+                embeds = self.embed_prompt(prefix_ids, features)  # [split, H]
+            return embeds, {"video_features": features}
+
+        def suffix_embeds() -> torch.Tensor:
+            return self.model.get_input_embeddings()(prompt_ids[split:].to(self.device))
+
+        return self._prefill_prefixed(
+            key, prompt_ids, split, build_prefix, suffix_embeds,
+            return_hidden=return_hidden, timings=timings,
         )
 
     def decode_text(self, ids: list[int]) -> str:

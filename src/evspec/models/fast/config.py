@@ -1,0 +1,78 @@
+"""Options of the fast engine (``CausalLMWrapper.enable_fast``), validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from evspec.models.fast.llama import ATTENTION_KINDS
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """How a wrapper runs its decoder on the fast path.
+
+    ``max_len``: positions one static KV cache holds (prompt + answer);
+    ``cuda_graphs``: capture/replay the fixed-size steps (CUDA only);
+    ``compile``: ``torch.compile`` the step before capture (``compile_mode`` passed
+    through, e.g. ``"max-autotune-no-cudagraphs"``);
+    ``max_score_tokens``: the most tokens one score/decode step feeds (γ_max + 1);
+    ``buckets``: step sizes steps are padded up to (ascending, ending at
+    ``max_score_tokens``); ``None`` = every size ``1..max_score_tokens`` (no padding);
+    ``kv_granularity``: attended cache rows are rounded up to a multiple of this (each
+    multiple is one more captured shape; smaller = less wasted attention);
+    ``max_slots``: static caches (each with its own graphs) that may be live at once,
+    e.g. 2 when a model drafts for itself;
+    ``attention``: the step attention kernel, ``"sdpa"`` or ``"matmul"``
+    (see ``evspec.models.fast.llama.ATTENTION_KINDS``).
+    """
+
+    max_len: int
+    cuda_graphs: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+    max_score_tokens: int = 16
+    buckets: tuple[int, ...] | None = None
+    kv_granularity: int = 256
+    max_slots: int = 2
+    attention: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.max_len < 2:
+            raise ValueError(f"FastConfig.max_len must be >= 2 (prompt + answer), got {self.max_len}")
+        if self.max_score_tokens < 1:
+            raise ValueError(
+                f"FastConfig.max_score_tokens must be >= 1 (gamma_max + 1), got {self.max_score_tokens}"
+            )
+        if self.buckets is not None:
+            b = tuple(int(x) for x in self.buckets)
+            if not b or list(b) != sorted(set(b)) or b[0] < 1:
+                raise ValueError(
+                    f"FastConfig.buckets must be distinct positive sizes in ascending order, got {self.buckets}"
+                )
+            if b[-1] != self.max_score_tokens:
+                raise ValueError(
+                    f"FastConfig.buckets must end at max_score_tokens = {self.max_score_tokens} "
+                    f"(got {b[-1]}); add it or change max_score_tokens"
+                )
+            object.__setattr__(self, "buckets", b)
+        if self.kv_granularity < 1:
+            raise ValueError(f"FastConfig.kv_granularity must be >= 1, got {self.kv_granularity}")
+        if self.max_slots < 1:
+            raise ValueError(f"FastConfig.max_slots must be >= 1, got {self.max_slots}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"FastConfig.attention must be one of {', '.join(ATTENTION_KINDS)}, got {self.attention!r}"
+            )
+        if self.compile_mode is not None and not self.compile:
+            raise ValueError("FastConfig.compile_mode is set but compile is False; set compile=True")
+
+    @property
+    def step_buckets(self) -> tuple[int, ...]:
+        """The step sizes in use."""
+        return self.buckets or tuple(range(1, self.max_score_tokens + 1))
+
+    @property
+    def slack(self) -> int:
+        """Scratch rows after ``max_len`` for padded steps: the largest bucket rounded up
+        to 16 (aligned cache rows for the fused attention kernels)."""
+        return -(-self.step_buckets[-1] // 16) * 16

@@ -1,0 +1,170 @@
+"""The fast path of one model wrapper: a :class:`FastLlama`, its static caches (slots)
+and their step runners.
+
+A request's ``TargetState.cache`` is one slot's :class:`StaticKVCache`.  Graphs are bound
+to a cache's buffers, so caches are allocated once and reused: a slot is free again when
+the ``TargetState`` that acquired it has been garbage-collected (a weak reference), or
+after :meth:`FastRuntime.release`.  Several live states per model (a model drafting for
+itself: the target's and the drafter's) take several slots, up to ``max_slots``.
+
+Which slot a prefill takes: a free one already holding the requested prompt prefix in
+place (prefix cache), else one holding no prefix, else the least recently used free one,
+else a new one (memory and graph captures are spent only when all are in use).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import torch
+from torch import nn
+
+from evspec.models.fast.config import FastConfig
+from evspec.models.fast.graphs import StepRunner, kv_rows_for
+from evspec.models.fast.llama import FastLlama
+from evspec.models.fast.static_cache import StaticKVCache
+
+_clock = count()
+
+
+@dataclass(eq=False)
+class _Slot:
+    cache: StaticKVCache
+    runner: StepRunner
+    owner: weakref.ReferenceType | None = None
+    busy: bool = False  # acquired, owner not bound yet
+    used: int = field(default_factory=lambda: next(_clock))
+
+    def free(self) -> bool:
+        return not self.busy and (self.owner is None or self.owner() is None)
+
+
+class FastRuntime:
+    """Static caches and step runners for one decoder (see the module docstring)."""
+
+    def __init__(self, decoder: nn.Module, head: nn.Module, config: FastConfig) -> None:
+        self.model = FastLlama(decoder, head, attention=config.attention)
+        self.config = config
+        if config.cuda_graphs and self.model.device.type != "cuda":
+            raise ValueError(
+                f"enable_fast(cuda_graphs=True) needs the model on CUDA; it is on {self.model.device}"
+            )
+        self._slots: list[_Slot] = []
+
+    # -- slots ------------------------------------------------------------------------------
+    def _new_slot(self) -> _Slot:
+        cfg = self.config
+        with torch.inference_mode():
+            cache = self.model.new_cache(cfg.max_len, slack=cfg.slack)
+        runner = StepRunner(
+            self.model,
+            cache,
+            buckets=cfg.step_buckets,
+            kv_granularity=cfg.kv_granularity,
+            cuda_graphs=cfg.cuda_graphs,
+            compile=cfg.compile,
+            compile_mode=cfg.compile_mode,
+        )
+        slot = _Slot(cache, runner)
+        self._slots.append(slot)
+        return slot
+
+    def acquire(self, prefer: Hashable | None = None) -> StaticKVCache:
+        """A free cache (length 0 unless the caller restores a prefix); bind it to its
+        state with :meth:`bind`.  ``prefer``: a prefix key to find in place."""
+        free = [s for s in self._slots if s.free()]
+        pick = None
+        if prefer is not None:
+            pick = next((s for s in free if s.cache.prefix_key == prefer), None)
+        if pick is None:
+            pick = next((s for s in free if s.cache.prefix_key is None), None)
+        if pick is None and free:  # evict the least recently used in-place prefix
+            pick = min(free, key=lambda s: s.used)
+        if pick is None and len(self._slots) < self.config.max_slots:
+            pick = self._new_slot()
+        if pick is None:
+            raise RuntimeError(
+                f"all {len(self._slots)} static KV caches are held by live TargetStates; "
+                "drop old states (or call release(state)), or enable_fast(max_slots=...) higher"
+            )
+        pick.busy, pick.owner, pick.used = True, None, next(_clock)
+        pick.cache.reset()
+        return pick.cache
+
+    def _slot(self, cache: StaticKVCache) -> _Slot:
+        for slot in self._slots:
+            if slot.cache is cache:
+                return slot
+        raise ValueError("this static cache does not belong to this model's fast runtime")
+
+    def bind(self, cache: StaticKVCache, owner: Any) -> None:
+        """Tie ``cache`` to ``owner`` (a ``TargetState``): free again once it is gone."""
+        slot = self._slot(cache)
+        slot.owner, slot.busy = weakref.ref(owner), False
+
+    def owned_by(self, cache: StaticKVCache, state: Any) -> bool:
+        """Whether ``cache`` is still bound to ``state`` (not handed to a newer request)."""
+        slot = next((s for s in self._slots if s.cache is cache), None)
+        return slot is not None and slot.owner is not None and slot.owner() is state
+
+    def release(self, cache: StaticKVCache) -> None:
+        """Free ``cache`` now (its prefix, if any, stays in place for reuse)."""
+        slot = self._slot(cache)
+        slot.owner, slot.busy = None, False
+
+    # -- passes -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, cache: StaticKVCache, embeds: torch.Tensor) -> torch.Tensor:
+        """Append ``embeds`` ``[T, H]`` at ``cache.length`` eagerly: from position 0 with
+        plain causal (flash) attention; later (a question after a cached prefix) over
+        cache rows rounded up to a multiple of 16 (aligned masks for the fused kernels).
+        Returns hidden ``[T, H]``."""
+        start, t = cache.length, int(embeds.shape[0])
+        cache.check_fits(start, t)
+        cache.invalidate_prefix_from(start)
+        kv_len = start + t if start == 0 else kv_rows_for(start + t, 16, cache.capacity)
+        hidden = self.model.forward(cache, start, embeds=embeds.to(self.model.dtype), kv_len=kv_len)
+        cache.advance(t)
+        return hidden
+
+    @torch.inference_mode()
+    def step(
+        self, cache: StaticKVCache, tokens: torch.Tensor, *, return_hidden: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Append ``tokens`` ``[T]``: ``(logits [T, V] float32, hidden [T, H] or None)``.
+        Up to ``max_score_tokens`` through the bucketed (graph) runner; longer steps run
+        eagerly with exact shapes."""
+        slot = self._slot(cache)
+        t = int(tokens.numel())
+        if t > self.config.step_buckets[-1]:
+            embeds = self.model.decoder.embed_tokens(tokens.to(self.model.device))  # [T, H]
+            hidden = self.prefill(cache, embeds)
+            return self.model.logits(hidden), (hidden if return_hidden else None)
+        start = cache.length
+        cache.invalidate_prefix_from(start)
+        logits, hidden = slot.runner.run(tokens, start, return_hidden=return_hidden)
+        cache.advance(t)
+        return logits, hidden
+
+    # -- reporting --------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Slots, cache memory, graphs captured, capture/compile ms, replays, eager steps."""
+        runs = [s.runner.stats for s in self._slots]
+        return {
+            "slots": len(self._slots),
+            "cache_mb": sum(s.cache.nbytes for s in self._slots) / 2**20,
+            "graphs": sum(r.graphs for r in runs),
+            "capture_ms": sum(r.capture_ms for r in runs),
+            "compile_ms": sum(r.compile_ms for r in runs),
+            "replays": sum(r.replays for r in runs),
+            "eager_steps": sum(r.eager_steps for r in runs),
+            "cuda_graphs": self.config.cuda_graphs,
+            "compile": self.config.compile,
+            "max_len": self.config.max_len,
+            "attention": self.config.attention,
+        }
