@@ -28,6 +28,7 @@ def generate_cmd(
     window_ms: Optional[float] = typer.Option(None, help="Use only the first WINDOW_MS of the event stream."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    fast: bool = typer.Option(False, help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use)."),
     ignore_eos: bool = typer.Option(False, help="Generate exactly MAX_NEW_TOKENS (timing random-weight presets)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (tokens, text, stats)."),
 ) -> None:
@@ -54,6 +55,10 @@ def generate_cmd(
             window_ms=window_ms,
             seed=seed,
         )
+        if fast:
+            for model in (tgt, dm):
+                if model is not None:
+                    model.enable_fast()
         request = make_request(question, inputs)
         drafter_obj = make_drafter(drafter, target=tgt, draft_model=dm)
     except (ValueError, FileNotFoundError, KeyError) as exc:

@@ -79,28 +79,26 @@ class ModelDrafter:
         if k == 0:
             self._proposed = []
             return empty_draft(state.last_logits.device)
-        tokens: list[int] = []
+        drafted: list[torch.Tensor] = []  # each [1], kept on the device: no host sync per token
         probs: list[torch.Tensor] = []
         # target tokens outside the shared vocabulary (e.g. Video-LLaVA's <pad>) reach the
         # drafter as <unk>: it only guesses, so this cannot change the output
         feed = torch.tensor([t if t < self._shared else 0 for t in self._pending], dtype=torch.long)
-        for i in range(k):
+        for _ in range(k):
             logits = self._limit(self.model.score(state, feed).logits[-1])  # [V_q]
             if temperature == 0:
-                tok = int(torch.argmax(logits).item())
+                tok = torch.argmax(logits, dim=-1, keepdim=True)  # [1]
             else:
                 q = logits_to_probs(logits, temperature, self.top_p)
-                tok = int(torch.multinomial(q, 1, generator=generator).item())
+                tok = torch.multinomial(q, 1, generator=generator)  # [1]
                 probs.append(q)
-            tokens.append(tok)
-            feed = torch.tensor([tok], dtype=torch.long)
+            drafted.append(tok)
+            feed = tok
         # KV now holds prefix + pending + d_1..d_{k-1}
+        tokens = torch.cat(drafted).cpu()  # [k], the round's one host sync
         self._pending = []
-        self._proposed = tokens
-        return Draft(
-            tokens=torch.tensor(tokens, dtype=torch.long),
-            probs=torch.stack(probs) if probs else None,
-        )
+        self._proposed = tokens.tolist()
+        return Draft(tokens=tokens, probs=torch.stack(probs) if probs else None)
 
     def accept(self, n_accepted: int, next_token: int) -> None:
         state = self._state
