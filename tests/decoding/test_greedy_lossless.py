@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from conftest import EOS, TinyTextLM
+from engine_doubles import EOS, TinyTextLM
 from evspec.decoding.drafters import ModelDrafter, PromptLookupDrafter
 from evspec.decoding.engine import generate
 from evspec.decoding.protocols import Draft
@@ -131,3 +131,18 @@ def test_context_limit_stops_cleanly(request_factory):
     res = generate(target, req, ModelDrafter(target, name="self"), gamma=6, max_new_tokens=100)
     assert res.tokens == ref.tokens
     assert ref.stats.stop_reason in ("context", "eos")
+
+
+def test_forced_reference_drives_acceptance(request_factory):
+    """Acceptance-controlled timing mode: the reference replaces the argmax, so an oracle
+    that is right with probability a is accepted at about that rate, and the output is the
+    reference even where the model itself would have chosen otherwise."""
+    target = TinyTextLM(seed=2)
+    reference = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20] * 4  # not the model's
+    drafter = OracleDrafter(reference, 0.8, target.vocab_size, seed=1)
+    res = generate(target, request_factory("abc"), drafter, gamma=4, max_new_tokens=64,
+                   stop_at_eos=False, forced_reference=reference)
+    assert res.tokens == reference
+    assert 0.4 < res.stats.alpha < 0.95
+    with pytest.raises(ValueError):
+        generate(target, request_factory("abc"), None, temperature=1.0, forced_reference=reference)

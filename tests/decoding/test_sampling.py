@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FixedDrafter, FixedTarget, TinyTextLM
+from engine_doubles import FixedDrafter, FixedTarget, TinyTextLM
 from evspec.decoding.drafters import ModelDrafter
 from evspec.decoding.engine import generate
 from evspec.decoding.sampling import logits_to_probs, verify

@@ -109,6 +109,8 @@ class EngineBackend:
             request,
             drafter,
             gamma=max(1, gamma),  # the engine wants gamma >= 1 even without a drafter
+            # acceptance-controlled: verify against the target-only answer (see engine)
+            forced_reference=getattr(drafter, "forced_reference", None),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,

@@ -179,10 +179,18 @@ def run_bench(
     argv: list[str] | None = None,
     env_extra: dict[str, Any] | None = None,
     progress: bool = True,
+    allow_empty: bool = False,
+    tag: str | None = None,
 ) -> BenchOutcome:
-    """Measure every item under ``config`` into ``out_dir`` (resuming what is there)."""
+    """Measure every item under ``config`` into ``out_dir`` (resuming what is there).
+
+    ``allow_empty``: accept no items (a shard the partition gave nothing) and just record
+    the session.  ``tag`` prefixes the progress bar (e.g. the shard).  An item's
+    ``meta["position"]`` (its index in the whole, unsharded run) seeds the acceptance-
+    controlled pattern, so a sharded run measures exactly what one process would.
+    """
     run_dir = Path(out_dir)
-    if not items:
+    if not items and not allow_empty:
         raise ValueError("the benchmark has no requests (empty dataset, or --limit 0)")
     ids = [item.request_id for item in items]
     if len(set(ids)) != len(ids):
@@ -211,7 +219,8 @@ def run_bench(
         # -- phase 2: plan ------------------------------------------------------------
         plan = config.plan()
         todo: list[tuple[int, BenchItem, list[tuple[str, int]]]] = []
-        for index, item in enumerate(items):
+        for i, item in enumerate(items):
+            index = int(item.meta.get("position", i))  # the request's stream (see docstring)
             pending = [
                 run_ for run_ in plan
                 if not log.done(record_key(item.request_id, *run_), retry_failed=config.retry_failed)
@@ -222,7 +231,8 @@ def run_bench(
         total = sum(len(p) for _, _, p in todo)
 
         drafters = _Drafters(backend, config)
-        bar = tqdm(total=total, desc=f"bench ({config.label})", unit="run", disable=not progress)
+        desc = f"bench {tag} ({config.label})" if tag else f"bench ({config.label})"
+        bar = tqdm(total=total, desc=desc, unit="run", disable=not progress)
         try:
             # -- phase 3: warm up -----------------------------------------------------
             if todo and config.warmup:

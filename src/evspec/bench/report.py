@@ -76,7 +76,16 @@ def _environment(run: dict) -> list[str]:
         f"* git revision: {rev}",
         f"* command: `{' '.join(env.get('command', []))}`",
     ]
-    if len(sessions) > 1:
+    merged = run.get("merged")
+    if merged:
+        hosts = sorted({s.get("env", {}).get("hostname") or "?" for s in sessions})
+        kinds = sorted({g.get("name", "?") for s in sessions
+                        for g in s.get("env", {}).get("device", {}).get("gpus", [])}) or ["CPU"]
+        lines.append(f"* merged from {merged.get('shards')} shards ({len(sessions)} sessions) on "
+                     f"{len(hosts)} host(s): {', '.join(hosts[:8])}; devices: {', '.join(kinds)}"
+                     + (" (mixed: compare absolute times with care)" if len(kinds) > 1 else "")
+                     + "; environment above: the last session")
+    elif len(sessions) > 1:
         lines.append(f"* {len(sessions)} sessions (resumed); statuses: "
                      + ", ".join(s.get("status", "?") for s in sessions))
     return lines + [""]
@@ -192,6 +201,13 @@ def build_report(run_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``summary.json`` (and plots) into ``run_dir``; returns the report path."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
+        from evspec.bench.shard import shard_dirs
+
+        if shard_dirs(run_dir):
+            raise FileNotFoundError(
+                f"{run_dir} holds the shards of a split run: `evspec merge {run_dir}` first, then "
+                f"report the merged folder"
+            )
         raise FileNotFoundError(f"{run_dir}: not a benchmark run folder (no {RUN_FILE}); run `evspec bench` first")
     run = read_json(run_dir / RUN_FILE)
     records = read_records(run_dir)

@@ -3,7 +3,7 @@ harness, write the report.  The CLI module only parses arguments into these type
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ from evspec.bench.backend import EngineBackend
 from evspec.bench.config import TARGET_ONLY, BenchConfig
 from evspec.bench.datasets import dataset_items
 from evspec.bench.harness import BenchOutcome, run_bench
+from evspec.bench.shard import Shard, partition, select_device
+from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: drafters that run a second model (the EventGPT side) and so need ``draft_model``
@@ -27,6 +29,8 @@ class ModelSpec:
     = bfloat16 on CUDA, float32 on CPU.  ``device``: ``auto`` = CUDA when available.
     ``seed``: of random preset weights.  ``hf_cache``: ``cache_implementation`` of the HF
     generate baseline (None = the default dynamic cache; ``static`` = compiled).
+    ``fast``: both models on evspec's fast engine (static KV cache, CUDA graphs on GPU).
+    ``prefix_cache``: reuse each clip's video/event prefix across its questions.
     """
 
     target: str = "tiny-random"
@@ -35,6 +39,8 @@ class ModelSpec:
     device: str = "auto"
     seed: int = 0
     hf_cache: str | None = None
+    fast: bool = False
+    prefix_cache: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -77,13 +83,19 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
         from evspec.models.eventgpt import EventGPT
 
         draft = EventGPT.load(draft_name, dtype=dtype, device=device, seed=spec.seed + 1)
-    info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch.")}
+    for model in (target, draft):
+        if model is not None and spec.fast:
+            model.enable_fast()
+        if model is not None and spec.prefix_cache:
+            model.enable_prefix_cache()
+    info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
+            "fast": spec.fast, "prefix_cache": spec.prefix_cache}
     return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache)
 
 
 def _shapes(backend: EngineBackend) -> dict[str, Any]:
     """Request shapes the models expect (used by the random dataset and clip loading)."""
-    target, draft = backend.target, backend.draft_model
+    target, draft = backend.target, getattr(backend, "draft_model", None)
     size = int(getattr(getattr(getattr(target, "config", None), "vision_config", None), "image_size", 224))
     shapes: dict[str, Any] = {"num_frames": int(getattr(target, "num_frames", 8)), "frame_size": size}
     if draft is not None:
@@ -91,6 +103,15 @@ def _shapes(backend: EngineBackend) -> dict[str, Any]:
         s = int(draft.config.image_size)
         shapes["event_size"] = (s, s)
     return shapes
+
+
+def _use_device(device: str) -> None:
+    """Make ``cuda:N`` the process's current CUDA device (kernels launched without an
+    explicit device, and libraries that assume the current one, go there too)."""
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(resolve_device(device))
 
 
 def bench(
@@ -104,20 +125,43 @@ def bench(
     progress: bool = True,
     argv: list[str] | None = None,
     backend: EngineBackend | None = None,
+    shard: Shard | None = None,
 ) -> BenchOutcome:
     """Run the benchmark described by ``config`` on ``models`` into ``out``; resumable.
 
     ``backend`` skips model loading (tests, notebooks).  ``report`` builds ``report.md``
     (and plots when matplotlib is installed) at the end, also after an interrupt.
+
+    ``shard`` (see :mod:`evspec.bench.shard`): measure only this shard's requests into
+    ``out/shard-{i:05d}-of-{n:05d}``, after writing the shard's plan there; no report is
+    built (``evspec merge out`` combines the shards, then reports).  ``models.device ==
+    "auto"`` becomes ``cuda:{LOCAL_RANK}`` under torchrun.
     """
-    backend = backend or load_backend(models, config.drafters)
+    shard = shard or Shard()
+    run_dir = shard_run_dir(out, shard)
+    if backend is None:
+        models = replace(models, device=select_device(models.device, shard))
+        _use_device(models.device)
+        backend = load_backend(models, config.drafters)
     for name in config.drafters:  # fail fast on a drafter that cannot exist at all
         if name != TARGET_ONLY:
             backend.make_drafter(name)
     shapes = _shapes(backend)
     items = dataset_items(config.dataset, limit=limit, seed=config.seed, split=split, **shapes)
-    outcome = run_bench(config, items, backend, out, argv=argv, progress=progress)
-    if report and (outcome.written or outcome.skipped):
+    env_extra = None
+    if shard.sharded:
+        # positions in the whole run keep per-request random streams identical to one process
+        items = [replace(it, meta={**it.meta, "position": i}) for i, it in enumerate(items)]
+        mine = partition(items, shard)
+        identity = {"settings": config.identity(), "backend": backend.describe(), "label": config.label}
+        write_bench_plan(run_dir, shard, [it.request_id for it in items], [it.request_id for it in mine],
+                         identity, config.plan())
+        items, env_extra = mine, {"shard": shard.describe()}
+    outcome = run_bench(
+        config, items, backend, run_dir, argv=argv, progress=progress, env_extra=env_extra,
+        allow_empty=shard.sharded, tag=f"{shard.index + 1}/{shard.count}" if shard.sharded else None,
+    )
+    if report and not shard.sharded and (outcome.written or outcome.skipped):
         from evspec.bench.report import build_report
 
         try:
@@ -126,5 +170,5 @@ def bench(
             plots = True
         except ImportError:
             plots = False
-        build_report(out, plots=plots)
+        build_report(run_dir, plots=plots)
     return outcome

@@ -62,20 +62,31 @@ def bench(
         str | None,
         typer.Option(help="cache_implementation of the HF baseline (default dynamic; 'static')."),
     ] = None,
+    fast: Annotated[bool, typer.Option(help="evspec's fast engine (static KV cache; CUDA graphs on GPU).")] = False,
+    prefix_cache: Annotated[bool, typer.Option(help="Reuse each clip's prefix KV across its questions.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run measurements recorded as failed.")] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed and random-weight seed.")] = 0,
     report: Annotated[bool, typer.Option(help="Write report.md (and plots) at the end.")] = True,
+    num_chunks: Annotated[
+        int | None,
+        typer.Option(help="Split the requests into N chunks (with --chunk-idx; e.g. a SLURM array)."),
+    ] = None,
+    chunk_idx: Annotated[int | None, typer.Option(help="This process's chunk, 0..N-1.")] = None,
 ) -> None:
     """Time every (request, drafter, γ) plus the baselines; one JSON line per measurement.
 
     Rerunning the same command resumes: finished measurements are kept, nothing is
-    repeated.  Ctrl-C stops cleanly after the last finished measurement.
+    repeated.  Ctrl-C stops cleanly after the last finished measurement.  Under torchrun
+    (RANK, WORLD_SIZE, LOCAL_RANK) or with --num-chunks/--chunk-idx each process measures
+    its shard into OUT/shard-IIIII-of-NNNNN; `evspec merge OUT` then combines them.
     """
     from evspec.bench.config import BenchConfig
     from evspec.bench.run import ModelSpec
     from evspec.bench.run import bench as run
+    from evspec.bench.shard import shard_from_env_or_args
 
     try:
+        shard = shard_from_env_or_args(num_chunks, chunk_idx)
         config = BenchConfig(
             drafters=_names(drafters, "drafters"),
             gammas=_ints(gamma, "gamma"),
@@ -90,23 +101,28 @@ def bench(
             dataset=dataset,
         )
         models = ModelSpec(
-            target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache
+            target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
+            fast=fast, prefix_cache=prefix_cache,
         )
         outcome = run(
             config, out, models, limit=limit, split=None if split == "all" else split,
-            report=report, argv=["evspec", *sys.argv[1:]],
+            report=report, argv=["evspec", *sys.argv[1:]], shard=shard,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(f"bench: {exc}")
         return
     summary = (
         f"{outcome.written} measurements written ({outcome.failed} failed), "
-        f"{outcome.skipped} already done, in {out}"
+        f"{outcome.skipped} already done, in {outcome.run_dir}"
     )
+    if shard.sharded:
+        summary = f"shard {shard.index} of {shard.count}: {summary}"
     if outcome.interrupted:
         _fail(f"interrupted: {summary}; run the same command again to resume", code=130)
     typer.echo(summary)
-    if report:
+    if shard.sharded:
+        typer.echo(f"when every shard is done: evspec merge {out}")
+    elif report:
         typer.echo(f"report: {out / 'report.md'}")
 
 
@@ -126,7 +142,56 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+def merge(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Folder holding the shards (bench OUT, or a collect data folder).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Merged bench run folder (default RUN_DIR/merged).")
+    ] = None,
+    report: Annotated[bool, typer.Option(help="Write the merged run's report.md (bench).")] = True,
+    plots: Annotated[bool, typer.Option(help="Draw the report's plots (needs matplotlib).")] = True,
+) -> None:
+    """Combine the shards of a split `bench` into one run folder that `evspec report`
+    reads, or verify the shards of a split `collect` in place.  Refuses missing,
+    unfinished, overlapping or mismatched shards, naming them."""
+    from evspec.bench.merge import MergeError, merge_runs
+    from evspec.bench.merge_collect import is_collect_folder, verify_collect
+    from evspec.bench.shard import shard_dirs
+
+    try:
+        if not shard_dirs(run_dir) and is_collect_folder(run_dir):
+            if out is not None:
+                _fail("merge: collect shards share one data folder and are verified in place; omit --out")
+            verified = verify_collect(run_dir)
+            for split, n in verified.splits.items():
+                typer.echo(f"{split}: {n['examples']} examples from {n['shards']} shards, all planned present")
+            typer.echo(f"verified {run_dir} (merged.json)")
+            return
+        summary = merge_runs(run_dir, out)
+        typer.echo(
+            f"merged {summary.shards} shards: {summary.requests} requests, {summary.records} records "
+            f"({summary.failed} failed) into {summary.out}"
+        )
+        if report:
+            from evspec.bench.report import build_report
+
+            path = build_report(summary.out, plots=plots and _have_matplotlib())
+            typer.echo(f"report: {path}")
+    except (MergeError, ValueError, FileNotFoundError) as exc:
+        _fail(f"merge: {exc}")
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def register(app: typer.Typer) -> None:
-    """Add the top-level ``bench`` and ``report`` verbs."""
+    """Add the top-level ``bench``, ``report`` and ``merge`` verbs."""
     app.command("bench")(bench)
     app.command("report")(report)
+    app.command("merge")(merge)

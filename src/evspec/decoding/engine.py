@@ -46,6 +46,7 @@ def generate(
     seed: int = 0,
     on_token: TokenCallback | None = None,
     stop_at_eos: bool = True,
+    forced_reference: list[int] | None = None,
 ) -> Result:
     """Answer ``request`` with ``target``, drafting ``gamma`` tokens per round.
 
@@ -53,12 +54,25 @@ def generate(
     output has the target's distribution.  ``on_token`` receives each round's new ids.
     ``stop_at_eos=False`` generates exactly ``max_new_tokens`` (for timing random-weight
     models, whose EOS position is arbitrary).
+
+    ``forced_reference`` (acceptance-controlled benchmarks only, greedy): every model pass
+    runs as usual, but the target's choice at each position is taken from this token list
+    (its own target-only greedy answer) instead of the argmax of the logits just computed.
+    On random-weight models in bf16 the batched score and the one-token step round
+    differently and flip near-tied argmaxes; forcing the reference keeps the set α
+    meaningful.  Output then equals the reference by construction: not a lossless run.
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     validate_sampling(temperature, top_p)
+    if forced_reference is not None:
+        if temperature != 0:
+            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
+        if not forced_reference:
+            raise ValueError("forced_reference is empty")
+        max_new_tokens = min(max_new_tokens, len(forced_reference))
 
     device = target.device
     gen = _generator(device, seed) if temperature > 0 else None
@@ -77,6 +91,8 @@ def generate(
     stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
     stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
     first = select(state.last_logits, temperature, top_p, gen)
+    if forced_reference is not None:
+        first = forced_reference[0]
     _sync(device)
     stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
     tokens = [first]
@@ -119,6 +135,12 @@ def generate(
                     scored.logits, d, draft.probs, temperature=temperature, top_p=top_p, generator=gen
                 )
             n, nxt = verdict.n_accepted, verdict.next_token
+            if forced_reference is not None:  # the reference stands in for the argmax
+                pos = len(tokens)  # index of d_1 in the answer
+                n = 0
+                while n < k and int(d[n]) == forced_reference[pos + n]:
+                    n += 1
+                nxt = forced_reference[pos + n]
 
             # -- phase 5: accept, roll back both caches ---------------------------------
             new = d[:n].tolist() + [nxt]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from evspec.decoding.drafters.base import DrafterError
@@ -9,7 +10,36 @@ from evspec.decoding.drafters.model import ModelDrafter
 from evspec.decoding.drafters.prompt_lookup import PromptLookupDrafter
 from evspec.decoding.protocols import Drafter, Target
 
-from evspec.decoding.names import DRAFTER_NAMES
+#: names accepted by :func:`make_drafter` and the CLI's ``--drafter``
+DRAFTER_NAMES = (
+    "none", "eventgpt", "prompt-lookup", "self",
+    "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head",
+)
+
+#: trained modules shipped with the world checkpoints: drafter name -> folder
+SHIPPED_MODULES = Path(__file__).resolve().parents[2] / "assets" / "world" / "heads"
+
+#: drafters that load a trained module, and the option that names its checkpoint folder
+_TRAINED = {
+    "eventgpt-adapter": "adapter_path",
+    "eventgpt-lora": "lora_path",
+    "event-head": "head_path",
+    "target-head": "head_path",
+}
+
+
+def _checkpoint(base: str, options: dict[str, Any]) -> Path:
+    key = _TRAINED[base]
+    path = options.pop(key, None)
+    if path is None:
+        shipped = SHIPPED_MODULES / base
+        if (shipped / "config.json").is_file():
+            return shipped
+        raise DrafterError(
+            f"drafter {base!r} needs a trained checkpoint: pass {key}=FOLDER (train one with "
+            f"`evspec collect` + `evspec train`); none is shipped at {shipped}"
+        )
+    return Path(path)
 
 
 def make_drafter(
@@ -19,18 +49,48 @@ def make_drafter(
 
     ``eventgpt`` needs ``draft_model`` (an :class:`evspec.models.eventgpt.EventGPT`);
     ``self`` drafts with the target itself (a correctness check: everything is accepted).
+    Trained drafters take their checkpoint folder as an option, defaulting to the module
+    shipped with the world checkpoints (``assets/world/heads/<name>``):
+    ``eventgpt-adapter`` (``adapter_path``, needs ``draft_model``), ``eventgpt-lora``
+    (``lora_path``, needs ``draft_model``; ``copy_model=False`` merges in place),
+    ``event-head`` (``head_path``, needs ``draft_model`` for its event memory),
+    ``target-head`` (``head_path``).
+
+    ``name`` may carry a label after ``@`` (``event-head@seed1``): the part before picks
+    the drafter, the whole name is reported (several checkpoints in one benchmark).
     """
-    if name == "none":
+    base, _, label = name.partition("@")
+    if label and (not label.strip() or "|" in label):
+        raise DrafterError(f"drafter label in {name!r} must be non-empty and without '|'")
+    options = dict(options)
+    if base == "none":
         return None
-    if name == "eventgpt":
-        if draft_model is None:
-            raise DrafterError("drafter 'eventgpt' needs a draft model (--draft-model PATH|PRESET)")
-        return ModelDrafter(draft_model, name="eventgpt", **options)
-    if name == "self":
-        return ModelDrafter(target, name="self", **options)
-    if name == "prompt-lookup":
+    if base in ("eventgpt", "eventgpt-adapter", "eventgpt-lora") and draft_model is None:
+        raise DrafterError(f"drafter {base!r} needs a draft model (--draft-model PATH|PRESET)")
+    if base == "eventgpt":
+        return ModelDrafter(draft_model, name=name, **options)
+    if base == "self":
+        return ModelDrafter(target, name=name, **options)
+    if base == "prompt-lookup":
         return PromptLookupDrafter(**options)
-    raise DrafterError(f"unknown drafter {name!r}; choose one of {', '.join(DRAFTER_NAMES)}")
+    if base == "eventgpt-adapter":
+        from evspec.decoding.drafters.adapter import make_adapter_drafter
+
+        path = _checkpoint(base, options)
+        return make_adapter_drafter(target, draft_model, path, name=name, **options)
+    if base == "eventgpt-lora":
+        from evspec.decoding.drafters.lora import make_lora_drafter
+
+        path = _checkpoint(base, options)
+        return make_lora_drafter(target, draft_model, path, name=name, **options)
+    if base in ("event-head", "target-head"):
+        from evspec.decoding.drafters.head import make_head_drafter
+
+        path = _checkpoint(base, options)
+        if base == "event-head" and draft_model is None:
+            raise DrafterError("drafter 'event-head' needs a draft model for its event memory (--draft-model)")
+        return make_head_drafter(base, target, draft_model, path, label=name, **options)
+    raise DrafterError(f"unknown drafter {base!r}; choose one of {', '.join(DRAFTER_NAMES)}")
 
 
 __all__ = ["DRAFTER_NAMES", "DrafterError", "ModelDrafter", "PromptLookupDrafter", "make_drafter"]

@@ -69,6 +69,11 @@ class ControlledDrafter:
         self._reference = ref
         self._rng = np.random.default_rng([self.seed, int(stream)])
 
+    @property
+    def forced_reference(self) -> list[int] | None:
+        """The reference the engine verifies against in acceptance-controlled runs."""
+        return self._reference
+
     # -- Drafter protocol --------------------------------------------------------------
     def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
         if self._reference is None:
