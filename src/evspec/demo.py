@@ -1,13 +1,15 @@
 """The embedded-default demo: answer a few questions with and without drafting and show
 that drafting changed nothing but the time.
 
-Uses the shipped world checkpoints and sample clips (``evspec/assets/world``) when they
-are present; otherwise the random-weight ``tiny-random`` presets on random clips (the
-answers are then gibberish, but the losslessness and the statistics are real).
+Uses the shipped world checkpoints and sample clips (``evspec/assets/world``, or
+``$EVSPEC_ASSETS/world`` when that variable names another assets folder) when they are
+present; otherwise the random-weight ``tiny-random`` presets on random clips (the answers
+are then gibberish, but the losslessness and the statistics are real).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +22,7 @@ from evspec.decoding.stats import Result
 from evspec.models.request import Request
 
 ASSETS = Path(__file__).parent / "assets" / "world"
+ASSETS_ENV = "EVSPEC_ASSETS"  # an assets folder holding world/ (tests point it elsewhere)
 
 
 @dataclass
@@ -39,8 +42,76 @@ class DemoRow:
         return self.baseline.tokens == self.speculative.tokens
 
 
-def world_available() -> bool:
-    return (ASSETS / "manifest.json").is_file() and (ASSETS / "target").is_dir()
+def world_assets(assets: str | Path | None = None) -> Path:
+    """The world asset folder: ``assets`` (a folder holding ``world/``), else
+    ``$EVSPEC_ASSETS/world``, else the package's own ``evspec/assets/world``."""
+    if assets is None and os.environ.get(ASSETS_ENV):
+        assets = os.environ[ASSETS_ENV]
+    return ASSETS if assets is None else Path(assets) / "world"
+
+
+def world_available(assets: str | Path | None = None) -> bool:
+    """Whether the shipped world models and clips are there."""
+    root = world_assets(assets)
+    return all(
+        p.is_file()
+        for p in (root / "manifest.json", root / "target" / "config.json", root / "drafter" / "config.json")
+    )
+
+
+def load_world_models(assets: str | Path | None = None):
+    """``(target, drafter_model)``: the shipped world checkpoints (fp16 on disk), loaded in
+    float32 on the CPU, where the demo runs (float32 keeps greedy SD exactly lossless)."""
+    from evspec.models.eventgpt import EventGPT
+    from evspec.models.target import VideoLlavaTarget
+
+    root = world_assets(assets)
+    if not world_available(assets):
+        raise FileNotFoundError(
+            f"{root}: no shipped world models (expected manifest.json, target/, drafter/); "
+            "run benchmarks/ship_world.sh or point EVSPEC_ASSETS at an assets folder"
+        )
+    target = VideoLlavaTarget.from_pretrained(root / "target", dtype=torch.float32, device="cpu")
+    drafter = EventGPT.from_pretrained(root / "drafter", dtype=torch.float32, device="cpu")
+    return target, drafter
+
+
+def load_world_cases(
+    target, drafter_model, limit: int = 6, assets: str | Path | None = None
+) -> list[DemoCase]:
+    """Up to ``limit`` questions about the shipped clips, one question type after another
+    (so a short demo still shows colour, motion, counting, ...), with their references."""
+    from evspec.data.loading import load_clip_inputs
+    from evspec.data.manifest import load_manifest
+
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    root = world_assets(assets)
+    manifest = load_manifest(root / "manifest.json")
+    pending = [(e, q) for e in manifest.clips for q in e.questions]
+    chosen: list[tuple] = []
+    seen: set[str | None] = set()
+    while pending and len(chosen) < limit:  # round-robin over question types
+        fresh = [(e, q) for e, q in pending if q.qtype not in seen]
+        if not fresh:
+            seen.clear()
+            continue
+        pick = fresh[0]
+        chosen.append(pick)
+        pending.remove(pick)
+        seen.add(pick[1].qtype)
+    inputs: dict[str, tuple] = {}
+    cases = []
+    for entry, qa in chosen:
+        if entry.id not in inputs:
+            inputs[entry.id] = load_clip_inputs(
+                entry, root, n_event_images=drafter_model.n_event_images,
+                num_frames=target.num_frames, canvas="sensor", warn_window=False,
+            )
+        video, events = inputs[entry.id]
+        request = Request(qa.question, video=video, event_images=events, clip_id=entry.id, qtype=qa.qtype)
+        cases.append(DemoCase(request, qa.answer))
+    return cases
 
 
 def tiny_cases(target, drafter_model, n: int = 3, seed: int = 0) -> list[DemoCase]:
@@ -88,11 +159,16 @@ def format_rounds(result: Result, target) -> list[str]:
     for i, r in enumerate(result.stats.rounds):
         acc = toks[pos : pos + r.accepted]
         nxt = toks[pos + r.accepted : pos + r.accepted + 1]
-        shown = "".join(f"[{target.decode_text([t])}]✓" for t in acc)
-        tail = f" + target [{target.decode_text(nxt)}]" if nxt else ""
+        shown = "".join(f"[{_token_text(target, t)}]✓" for t in acc)
+        tail = f" + target [{_token_text(target, nxt[0])}]" if nxt else ""
         lines.append(f"  round {i + 1:2d}: {r.accepted}/{r.drafted} accepted {shown}{tail}")
         pos += r.accepted + 1
     return lines
+
+
+def _token_text(target, token: int) -> str:
+    """One token as text; EOS shown as ``</s>`` (decoding skips special tokens)."""
+    return "</s>" if token == target.eos_token_id else target.decode_text([token])
 
 
 def set_cpu_threads() -> None:

@@ -39,7 +39,7 @@ def demo_cmd(
     def show(row: demo.DemoRow) -> None:
         b, s = row.baseline, row.speculative
         typer.echo(f"Q: {row.case.request.question}")
-        typer.echo(f"A: {b.text!r}")
+        typer.echo(f"A: {b.text.strip()!r}")
         if row.case.reference is not None:
             typer.echo(f"   reference: {row.case.reference!r}")
         typer.echo(f"   drafting changed nothing: {'yes' if row.identical else 'NO — tokens differ!'}"

@@ -1,7 +1,7 @@
 """``evspec world ...``: the synthetic world (WORLD.md).
 
-Thin wrappers; each verb is a function in ``evspec.data.world`` (``train`` will join
-``generate`` here once the small models exist).
+Thin wrappers; ``generate`` is a function in ``evspec.data.world``; ``train``, ``eval`` and
+``pack`` (functions in ``evspec.training``) come from :mod:`evspec.cli.world_train`.
 """
 
 from __future__ import annotations
@@ -75,4 +75,7 @@ def generate(
 
 def register(app: typer.Typer) -> None:
     """Add the ``world`` verb group to the ``evspec`` command."""
+    from evspec.cli.world_train import register_into
+
+    register_into(world_app)
     app.add_typer(world_app, name="world")

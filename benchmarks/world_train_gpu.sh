@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Generate the synthetic world, train the world target and drafter (concurrently, one GPU),
+# pack fp16 checkpoints + tokenizer + sample test clips, and evaluate on the test split:
+# one device call of about 8 minutes (docs/world_training.md).
+#
+#   PYTHONPATH=src HF_HUB_OFFLINE=1 OUT=/some/dir bash benchmarks/world_train_gpu.sh
+#
+# Writes to $OUT (7 files): world_assets.tar.gz (unpack with benchmarks/ship_world.sh),
+# eval.md, eval.json, train_logs.json, phases.log, train_target.log, train_drafter.log.
+# EVSPEC_MICRO=1 runs the same phases at CPU size (a 24-clip 16-px world, micro presets,
+# a few steps) to prove the script end to end.  Knobs: CLIPS, TOTAL_S (wall-time goal),
+# EVAL_RESERVE_S, ACCEPT_PER_TYPE, SHIP_CLIPS, WORK (scratch folder).
+set -euo pipefail
+
+OUT=${OUT:?set OUT to the output folder}
+MICRO=${EVSPEC_MICRO:-0}
+mkdir -p "$OUT"
+WORK=${WORK:-$(mktemp -d /tmp/evspec_world.XXXXXX)}
+mkdir -p "$WORK"
+PY=${PYTHON:-python3}
+CORES=$(nproc)
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}  # progress bars every 10 s in the logs
+export PYTHONUNBUFFERED=1
+
+if [[ "$MICRO" == "1" ]]; then
+  CLIPS=${CLIPS:-24}; GEN_ARGS="--resolution 16 --render-hz 100"
+  PRESET=world-micro; DEVICE=cpu; BATCH=8; MAX_STEPS=${MAX_STEPS:-40}; WARMUP=5
+  EVAL_INTERVAL=20; VAL_GEN=8; TOTAL_S=${TOTAL_S:-600}; EVAL_RESERVE_S=${EVAL_RESERVE_S:-60}
+  ACCEPT_PER_TYPE=${ACCEPT_PER_TYPE:-1}; GAMMAS=${GAMMAS:-1,2,4}; SHIP_CLIPS=${SHIP_CLIPS:-2}
+  EVAL_LIMIT=${EVAL_LIMIT:-0}; ACCURACY_S=30
+else
+  CLIPS=${CLIPS:-8000}; GEN_ARGS=""
+  PRESET=world; DEVICE=cuda; BATCH=64; MAX_STEPS=${MAX_STEPS:-20000}; WARMUP=100
+  EVAL_INTERVAL=1000; VAL_GEN=128; TOTAL_S=${TOTAL_S:-450}; EVAL_RESERVE_S=${EVAL_RESERVE_S:-120}
+  ACCEPT_PER_TYPE=${ACCEPT_PER_TYPE:-30}; GAMMAS=${GAMMAS:-1,2,3,4,5,6,7,8}; SHIP_CLIPS=${SHIP_CLIPS:-8}
+  EVAL_LIMIT=${EVAL_LIMIT:-0}; ACCURACY_S=${ACCURACY_S:-40}
+fi
+HALF=$(( CORES / 2 > 1 ? CORES / 2 : 1 ))
+
+log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$OUT/phases.log"; }
+fail() { log "FAILED: $*"; exit 1; }
+trap 'log "stopped at line $LINENO (exit $?)"' ERR
+
+log "evspec world training: micro=$MICRO clips=$CLIPS preset=$PRESET device=$DEVICE cores=$CORES work=$WORK"
+$PY -c "import torch, transformers, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | tee -a "$OUT/phases.log"
+git rev-parse HEAD 2>/dev/null | sed 's/^/git /' | tee -a "$OUT/phases.log" || true
+
+# -- 1. the world ------------------------------------------------------------------------------
+T0=$SECONDS
+log "phase 1/4: generate $CLIPS clips (seed 0, $CORES workers)"
+# shellcheck disable=SC2086
+$PY -m evspec world generate --out "$WORK/data" --clips "$CLIPS" --seed 0 --workers "$CORES" $GEN_ARGS \
+  >>"$OUT/phases.log" 2>&1 || fail "world generate (see phases.log)"
+log "phase 1 done in $(( SECONDS - T0 )) s"
+
+# -- 2. train both models at once on the one GPU -------------------------------------------------
+T0=$SECONDS
+BUDGET=$(( TOTAL_S - SECONDS - EVAL_RESERVE_S ))
+(( BUDGET >= 60 )) || BUDGET=60
+log "phase 2/4: train target (seed 0) and drafter (seed 1) concurrently, time budget $BUDGET s each"
+COMMON=(--data "$WORK/data" --preset "$PRESET" --steps "$MAX_STEPS" --batch-size "$BATCH"
+        --warmup-steps "$WARMUP" --eval-interval "$EVAL_INTERVAL" --val-generate "$VAL_GEN"
+        --checkpoint-interval 100000 --device "$DEVICE" --workers "$HALF" --time-budget-s "$BUDGET")
+$PY -m evspec world train --role target --out "$WORK/run_target" --seed 0 "${COMMON[@]}" \
+  >"$OUT/train_target.log" 2>&1 &
+PID_T=$!
+$PY -m evspec world train --role drafter --out "$WORK/run_drafter" --seed 1 "${COMMON[@]}" \
+  >"$OUT/train_drafter.log" 2>&1 &
+PID_D=$!
+STATUS=0
+wait "$PID_T" || { STATUS=1; log "target training failed:"; tail -n 30 "$OUT/train_target.log" | tee -a "$OUT/phases.log"; }
+wait "$PID_D" || { STATUS=1; log "drafter training failed:"; tail -n 30 "$OUT/train_drafter.log" | tee -a "$OUT/phases.log"; }
+(( STATUS == 0 )) || fail "training"
+tail -n 1 "$OUT/train_target.log" | tee -a "$OUT/phases.log"
+tail -n 1 "$OUT/train_drafter.log" | tee -a "$OUT/phases.log"
+$PY - "$WORK" "$OUT/train_logs.json" <<'EOF'
+import json, sys
+from pathlib import Path
+work, dest = Path(sys.argv[1]), Path(sys.argv[2])
+logs = {role: json.loads((work / f"run_{role}" / "train_log.json").read_text()) for role in ("target", "drafter")}
+dest.write_text(json.dumps(logs, indent=1) + "\n")
+for role, lg in logs.items():
+    val = lg["val"][-1] if lg["val"] else {}
+    print(f"{role}: {lg['planned_steps']} steps, {lg.get('step_seconds', float('nan')) * 1e3:.1f} ms/step, "
+          f"val loss {val.get('loss', float('nan')):.4f}, exact {val.get('exact', float('nan')):.3f}")
+EOF
+log "phase 2 done in $(( SECONDS - T0 )) s"
+
+# -- 3. pack what ships (fp16) -----------------------------------------------------------------
+T0=$SECONDS
+log "phase 3/4: pack fp16 checkpoints, tokenizer and $SHIP_CLIPS test clips"
+$PY -m evspec world pack --data "$WORK/data" --target "$WORK/run_target" --drafter "$WORK/run_drafter" \
+  --out "$WORK/assets" --clips "$SHIP_CLIPS" >>"$OUT/phases.log" 2>&1 || fail "world pack"
+log "phase 3 done in $(( SECONDS - T0 )) s"
+
+# -- 4. evaluate the shipped (fp16) models on the held-out test split ------------------------------
+T0=$SECONDS
+ENGINE_BUDGET=$(( TOTAL_S + 60 - SECONDS - ACCURACY_S ))  # end well inside the 10-minute call
+(( ENGINE_BUDGET >= 20 )) || ENGINE_BUDGET=20
+log "phase 4/4: evaluate on the test split (accuracy on $DEVICE; engine sweep on $CORES CPU processes, at most $ENGINE_BUDGET s)"
+$PY -m evspec world eval --target "$WORK/assets/target" --drafter "$WORK/assets/drafter" \
+  --data "$WORK/data" --split test --limit "$EVAL_LIMIT" --acceptance-per-type "$ACCEPT_PER_TYPE" \
+  --gammas "$GAMMAS" --device "$DEVICE" --workers "$CORES" --engine-time-budget-s "$ENGINE_BUDGET" \
+  --out "$WORK/eval" \
+  >>"$OUT/phases.log" 2>&1 || fail "world eval"
+cp "$WORK/eval/eval.md" "$WORK/eval/eval.json" "$OUT/"
+cp "$WORK/eval/eval.md" "$WORK/assets/EVAL.md"
+log "phase 4 done in $(( SECONDS - T0 )) s"
+
+tar czf "$OUT/world_assets.tar.gz" -C "$WORK/assets" .
+SIZE=$(stat -c %s "$OUT/world_assets.tar.gz")
+log "world_assets.tar.gz: $(( SIZE / 1024 )) KiB"
+(( SIZE <= 16 * 1024 * 1024 )) || log "WARNING: the tarball exceeds 16 MiB and will not come back from the device"
+log "all phases done in $SECONDS s"

@@ -1,0 +1,18 @@
+"""Training whole models: the small world target (Video-LLaVA architecture) and drafter
+(EventGPT architecture) on a generated world (WORLD.md), their evaluation, and packing the
+shipped assets.
+
+Modules (one concept each):
+
+* ``config``       -- ``WorldTrainConfig``: role, preset, steps, optimiser, schedule, AMP.
+* ``world_models`` -- build fresh world models from the presets, load and export checkpoints.
+* ``dataset``      -- manifest -> tokenised examples; clips pre-decoded once to uint8 arrays.
+* ``batching``     -- deterministic batch order, padding, labels, pixel normalisation.
+* ``forward``      -- batched training forward of both architectures, loss, batched greedy.
+* ``checkpoint``   -- model folder + ``train_state.pt`` (optimiser, schedule, step, RNG).
+* ``loop``         -- ``train_world_model``: the training loop with validation and resume.
+* ``scoring``      -- world answers -> structured fields; exact and field-level match.
+* ``evaluate``     -- ``evaluate_world``: accuracy per question type and naive acceptance.
+* ``report``       -- the evaluation as markdown.
+* ``assets``       -- ``pack_world_assets``: checkpoints, tokenizer and sample clips to ship.
+"""
