@@ -94,7 +94,9 @@ def llama_standin_tokenizer(extra_tokens: tuple[str, ...] = ()) -> PreTrainedTok
 def shared_vocab_size(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFast) -> int:
     """Length of the common id prefix on which two tokenizers agree token for token.
 
-    Raises ``ValueError`` when the specials' roles differ (drafts would be meaningless).
+    Raises ``ValueError`` when the specials' roles differ or the prefix does not cover the
+    smaller base vocabulary (added tokens such as ``<video>`` or ``<ev_start>`` may differ):
+    drafts would then be meaningless.
     """
     va, vb = a.get_vocab(), b.get_vocab()
     ia = {i: t for t, i in va.items()}
@@ -108,9 +110,10 @@ def shared_vocab_size(a: PreTrainedTokenizerFast, b: PreTrainedTokenizerFast) ->
                 f"drafter and target tokenizers disagree on {role}: "
                 f"{getattr(a, role)} vs {getattr(b, role)}"
             )
-    if n < 3:
+    base = min(a.vocab_size, b.vocab_size)  # vocab_size excludes added tokens
+    if n < base:
         raise ValueError(
-            "drafter and target vocabularies disagree from the start "
-            f"(id {n}: {ia.get(n)!r} vs {ib.get(n)!r}); they must share one base vocabulary"
+            f"drafter and target vocabularies disagree at id {n} ({ia.get(n)!r} vs "
+            f"{ib.get(n)!r}); they must share one base vocabulary of {base} ids"
         )
     return n

@@ -48,6 +48,11 @@ class ModelDrafter:
         shared = shared_vocab_size(d_tok, t_tok)
         return min(shared, self.model.vocab_size, target.vocab_size)
 
+    def check_compatible(self, target: Target) -> None:
+        """Fail early (before any work) when the drafter's vocabulary disagrees with the
+        target's; remember the shared id range."""
+        self._shared = self._check_vocab(target)
+
     # -- Drafter protocol --------------------------------------------------------------
     def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
         if self._shared is None:
