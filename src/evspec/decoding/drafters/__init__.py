@@ -68,7 +68,9 @@ def make_drafter(
     if base in ("eventgpt", "eventgpt-adapter", "eventgpt-lora") and draft_model is None:
         raise DrafterError(f"drafter {base!r} needs a draft model (--draft-model PATH|PRESET)")
     if base == "eventgpt":
-        return ModelDrafter(draft_model, name=name, **options)
+        drafter = ModelDrafter(draft_model, name=name, **options)
+        drafter.check_compatible(target)  # vocabularies must agree: fail before any work
+        return drafter
     if base == "self":
         return ModelDrafter(target, name=name, **options)
     if base == "prompt-lookup":

@@ -107,22 +107,23 @@ class HeadDrafter:
         f = self.head.extend(cache, hidden, self._emb([x for _, x in self._pending]))[-1]  # [H]
         self._committed = cache.length
         self._pending = []
-        tokens: list[int] = []
+        tokens: list[torch.Tensor] = []  # 0-d device tensors: no host sync until the end
         probs: list[torch.Tensor] = []
         for i in range(k):
             logits = self._logits(f)  # [V]
             if temperature == 0:
-                tok = int(torch.argmax(logits))
+                tok = torch.argmax(logits)
             else:
                 q = logits_to_probs(logits, temperature, self.top_p)
-                tok = int(torch.multinomial(q, 1, generator=generator))
+                tok = torch.multinomial(q, 1, generator=generator)[0]
                 probs.append(q)
             tokens.append(tok)
             if i < k - 1:  # the head's own feature stands in for the unknown target state
-                f = self.head.extend(cache, f[None], self._emb([tok]))[0]
-        self._proposed = tokens
-        return Draft(tokens=torch.tensor(tokens, dtype=torch.long),
-                     probs=torch.stack(probs) if probs else None)
+                emb = self.embed(tok.reshape(1).to(self.embed.weight.device))  # [1, H]
+                f = self.head.extend(cache, f[None], emb)[0]
+        ids = torch.stack(tokens).cpu()  # [k], one sync per round
+        self._proposed = ids.tolist()
+        return Draft(tokens=ids, probs=torch.stack(probs) if probs else None)
 
     def accept(self, n_accepted: int, next_token: int, target_hidden: torch.Tensor | None = None) -> None:
         if self._cache is None:

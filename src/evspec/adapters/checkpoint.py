@@ -1,0 +1,165 @@
+"""Trained-module checkpoints: a folder with ``config.json`` (kind, module config, the
+dims and target fingerprint it was trained against, training settings and history) and
+``module.safetensors`` (the trainable weights only: heads reuse the target's frozen
+``lm_head``/embedding, LoRA stores only its adapters).
+
+The table of module kinds lives here: kind -> config class, network class, and the
+drafter that decodes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from evspec.adapters.adapter_base import HiddenAdapter
+from evspec.adapters.aligner import AlignerConfig, CrossModalAligner
+from evspec.adapters.attention_adapter import AttentionAdapter, AttentionAdapterConfig
+from evspec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
+from evspec.adapters.head import DraftHead, HeadConfig
+from evspec.adapters.lora import LoraSpec
+from evspec.adapters.note_adapter import NoteAdapter, NoteAdapterConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "module.safetensors"
+CHECKPOINT_FORMAT = "evspec-module"
+
+ADAPTER_KINDS: dict[str, tuple[type, type[HiddenAdapter]]] = {
+    "note-adapter": (NoteAdapterConfig, NoteAdapter),
+    "bottleneck": (BottleneckConfig, BottleneckAdapter),
+    "attention": (AttentionAdapterConfig, AttentionAdapter),
+    "aligner": (AlignerConfig, CrossModalAligner),
+}
+HEAD_KINDS: tuple[str, ...] = ("event-head", "target-head")
+MODULE_KINDS: tuple[str, ...] = (*ADAPTER_KINDS, "lora", *HEAD_KINDS)
+
+
+def drafter_for(kind: str) -> str:
+    """The ``make_drafter`` name that decodes with a module of ``kind``."""
+    if kind in ADAPTER_KINDS:
+        return "eventgpt-adapter"
+    if kind == "lora":
+        return "eventgpt-lora"
+    if kind in HEAD_KINDS:
+        return kind
+    raise ValueError(f"unknown module kind {kind!r}; choose one of {', '.join(MODULE_KINDS)}")
+
+
+def build_module(kind: str, config: dict[str, Any]) -> torch.nn.Module | LoraSpec:
+    """A fresh network of ``kind`` from its config dict (LoRA: the :class:`LoraSpec`)."""
+    if kind in ADAPTER_KINDS:
+        cfg_cls, net_cls = ADAPTER_KINDS[kind]
+        return net_cls(cfg_cls(**config))
+    if kind in HEAD_KINDS:
+        return DraftHead(HeadConfig(**config))
+    if kind == "lora":
+        return LoraSpec.from_dict(config)
+    raise ValueError(f"unknown module kind {kind!r}; choose one of {', '.join(MODULE_KINDS)}")
+
+
+# -- fingerprints: does a checkpoint belong to this target? ----------------------------------
+
+
+def fingerprint(weight: torch.Tensor) -> list[float]:
+    """A dtype-robust summary of a weight matrix: shape, mean, std, and a few row sums."""
+    w = weight.detach().float()
+    rows = w[: min(4, w.shape[0])].sum(dim=1).tolist()
+    return [float(s) for s in w.shape] + [float(w.mean()), float(w.std())] + [float(r) for r in rows]
+
+
+def same_fingerprint(a: list[float], b: list[float], rtol: float = 2e-2) -> bool:
+    if len(a) != len(b):
+        return False
+    scale = max(1e-6, max(abs(x) for x in a))
+    return all(abs(x - y) <= rtol * max(abs(x), abs(y)) + 1e-4 * scale for x, y in zip(a, b))
+
+
+# -- the folder --------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.  ``meta``: dims, fingerprint, training settings, history."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drafter(self) -> str:
+        return drafter_for(self.kind)
+
+    def build(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+        """The network with its weights, in eval mode (not for LoRA: see ``adapters.lora``)."""
+        net = build_module(self.kind, self.config)
+        if not isinstance(net, torch.nn.Module):
+            raise TypeError(f"{self.path}: a {self.kind} checkpoint holds adapters for EventGPT; "
+                            "load it with evspec.adapters.lora.distilled_eventgpt")
+        missing, unexpected = net.load_state_dict(self.state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{self.path / WEIGHTS_FILE}: weights do not match the {self.kind} config "
+                f"(missing {missing[:4]}, unexpected {unexpected[:4]})"
+            )
+        return net.to(device=device, dtype=dtype).eval()
+
+    def check_target(self, lm_head_weight: torch.Tensor) -> None:
+        """Raise when the target's ``lm_head`` is not the one this module was trained on."""
+        saved = self.meta.get("target_fingerprint")
+        if saved is None:
+            return
+        if not same_fingerprint(saved, fingerprint(lm_head_weight)):
+            raise ValueError(
+                f"{self.path}: this {self.kind} was trained against another target (its lm_head "
+                "fingerprint differs); train one for this target with `evspec collect` + `evspec train`"
+            )
+
+
+def save_checkpoint(
+    folder: str | Path, kind: str, config: dict[str, Any], state: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write ``folder/config.json`` and ``folder/module.safetensors`` (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    drafter_for(kind)  # validates the kind
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".module.", suffix=".tmp")
+    os.close(fd)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    body = {"format": CHECKPOINT_FORMAT, "kind": kind, "drafter": drafter_for(kind), "config": config, **meta}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(body, fh, indent=1)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, folder / CONFIG_FILE)
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    """Read a checkpoint folder; errors name the file and what is wrong."""
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise FileNotFoundError(
+            f"{folder}: not a module checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
+            "train one with `evspec train`)"
+        )
+    body = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if body.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{cfg_path}: format {body.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    kind = body.get("kind")
+    if kind not in MODULE_KINDS:
+        raise ValueError(f"{cfg_path}: kind {kind!r}; expected one of {', '.join(MODULE_KINDS)}")
+    meta = {k: v for k, v in body.items() if k not in ("format", "kind", "drafter", "config")}
+    return Checkpoint(folder, kind, dict(body["config"]), load_file(str(w_path)), meta)

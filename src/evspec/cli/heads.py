@@ -1,0 +1,193 @@
+"""``evspec collect | train | eval``: data for, training of, and evaluation of the trained
+drafters (adapters, LoRA-distilled EventGPT, event/target heads).  Thin wrappers over
+:mod:`evspec.adapters` (``collect``, ``train``, ``eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code=1)
+
+
+def _models(target: str, draft_model: str | None, device: str, dtype: str, seed: int, *, draft_dtype: str | None = None):
+    from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    tgt = load_target(target, device=dev, dtype=resolve_dtype(dtype, dev), seed=seed)
+    dm = None
+    if draft_model is not None:
+        dm = load_eventgpt(draft_model, device=dev, dtype=resolve_dtype(draft_dtype or dtype, dev), seed=seed + 1)
+    return tgt, dm, dev
+
+
+TargetOpt = Annotated[str, typer.Option(help="Video-LLaVA: preset (tiny-random, 7b) or checkpoint folder.")]
+DraftOpt = Annotated[str, typer.Option(help="EventGPT: preset (tiny-random, 7b) or checkpoint folder.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")]
+
+
+def collect_cmd(
+    dataset: Annotated[Path, typer.Option(help="Dataset manifest (e.g. a world's manifest.json).")],
+    out: Annotated[Path, typer.Option(help="Data folder (chunked safetensors + index); reused to resume.")],
+    split: Annotated[str, typer.Option(help="Manifest split: train, val or test.")] = "train",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N questions of the split.")] = None,
+    target: TargetOpt = "tiny-random",
+    draft_model: DraftOpt = "tiny-random",
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
+    topk: Annotated[int, typer.Option(help="Target log-probabilities kept per position.")] = 20,
+    chunk_size: Annotated[int, typer.Option(help="Examples per safetensors chunk.")] = 256,
+    memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
+    video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
+    store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
+    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    shard: Annotated[int, typer.Option(help="This process's shard (0-based).")] = 0,
+    num_shards: Annotated[int, typer.Option(help="Shards the questions are split into.")] = 1,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop cleanly after this many seconds.")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of random-weight presets.")] = 0,
+) -> None:
+    """For each (clip, question): the target's greedy answer, then both models
+    teacher-forced on that same answer; hidden states, top-K log-probs and event memory
+    into chunked safetensors (resumable)."""
+    from evspec.adapters.collect import CollectConfig, collect
+
+    if memory not in ("events", "prefill"):
+        _fail(f"collect: --memory {memory!r}: use events or prefill")
+    try:
+        cfg = CollectConfig(
+            split=split, limit=limit, max_new_tokens=max_new_tokens, topk=topk, chunk_size=chunk_size,
+            prefill_memory=memory == "prefill", video_features=video_features, store_dtype=store_dtype,
+            canvas=canvas, shard=shard, num_shards=num_shards, time_budget_s=time_budget,  # type: ignore[arg-type]
+        )
+        tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+        report = collect(cfg, tgt, dm, dataset, out, models={"target": target, "draft": draft_model})
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"collect: {exc}")
+        return
+    note = " (stopped at the time budget)" if report.stopped_early else ""
+    typer.echo(
+        f"collected {report.written} new examples ({report.skipped} already there, {report.total} in shard "
+        f"{shard}) into {report.out} in {report.seconds:.1f} s{note}; teacher-forced argmax differed from "
+        f"the greedy token at {report.teacher_mismatch} positions"
+    )
+
+
+def train_cmd(
+    module: Annotated[str, typer.Option(help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head.")],
+    data: Annotated[Path, typer.Option(help="Folder written by `evspec collect` (train, optionally val).")],
+    out: Annotated[Path, typer.Option(help="Run folder: best/, last/, history.jsonl, loss.png.")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Questions per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (0 = 1e-3, LoRA 2e-4).")] = 0.0,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 50,
+    eval_every: Annotated[int, typer.Option(help="Offline validation every N steps (best/ kept).")] = 200,
+    save_every: Annotated[int, typer.Option(help="Save last/ every N steps.")] = 500,
+    depth: Annotated[int, typer.Option(help="Heads: training-time-test steps (draft depth trained).")] = 3,
+    layers: Annotated[int, typer.Option(help="Blocks (heads, attention adapter) / bottleneck blocks.")] = 1,
+    heads: Annotated[int, typer.Option(help="Attention heads (0 = width / 64).")] = 0,
+    rank: Annotated[int, typer.Option(help="Bottleneck width or LoRA rank (0 = default).")] = 0,
+    expand: Annotated[int, typer.Option(help="Note adapter: token-expander slots.")] = 4,
+    memory_source: Annotated[str, typer.Option(help="event-head memory: events or prefill.")] = "events",
+    kl: Annotated[Optional[float], typer.Option(help="Weight of KL(target || drafter).")] = None,
+    ce: Annotated[Optional[float], typer.Option(help="Weight of cross-entropy on the target's tokens.")] = None,
+    feature: Annotated[Optional[float], typer.Option(help="Auxiliary smooth-L1 to the target state.")] = None,
+    cosine: Annotated[Optional[float], typer.Option(help="Auxiliary 1 - cosine to the target state.")] = None,
+    draft_model: Annotated[Optional[str], typer.Option(help="LoRA: the EventGPT the data was collected with.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and batch order.")] = 0,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop (and save) after this many seconds.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last when present.")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train one module with acceptance objectives (KL to the target, CE on its tokens),
+    periodic evaluation, checkpoints with config, resume and a loss plot."""
+    from dataclasses import replace
+
+    from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
+    from evspec.session import load_eventgpt, resolve_device
+
+    try:
+        base = default_weights(module) if module else None
+        weights = None
+        if base is not None and any(w is not None for w in (kl, ce, feature, cosine)):
+            weights = replace(base, **{k: v for k, v in (("kl", kl), ("ce", ce), ("feature", feature),
+                                                        ("cosine", cosine)) if v is not None})
+        cfg = TrainConfig(
+            kind=module, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+            eval_every=eval_every, save_every=save_every, depth=depth, seed=seed, weights=weights,
+            time_budget_s=time_budget,
+            options=ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
+                                  memory_source=memory_source),
+        )
+        dev = resolve_device(device)
+        dm = None
+        if module == "lora":
+            if draft_model is None:
+                _fail("train: --module lora needs --draft-model (the EventGPT to distil)")
+            import torch
+
+            dm = load_eventgpt(draft_model, device=dev, dtype=torch.float32, seed=seed + 1)
+        result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"train: {exc}")
+        return
+    best = result.best
+    note = " (stopped at the time budget)" if result.stopped_early else ""
+    typer.echo(
+        f"{module}: {result.steps} steps in {result.seconds:.0f} s{note}; best val top-1 "
+        f"{best.get('top1', float('nan')):.3f} at step {best.get('step')}; checkpoints in {out}/best and {out}/last"
+    )
+
+
+def eval_cmd(
+    dataset: Annotated[Path, typer.Option(help="Dataset manifest with held-out clips.")],
+    out: Annotated[Path, typer.Option(help="Folder: engine/ (bench records), eval.json, eval.md.")],
+    drafter: Annotated[list[str], typer.Option(
+        help="Repeatable: eventgpt, prompt-lookup, or LABEL=CHECKPOINT (labels a.b group seeds).")],
+    target: TargetOpt = "tiny-random",
+    draft_model: DraftOpt = "tiny-random",
+    gammas: Annotated[str, typer.Option(help="Draft lengths γ, comma-separated.")] = "1,2,4,6",
+    report_gamma: Annotated[int, typer.Option(help="γ of the main table.")] = 6,
+    limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
+    split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
+    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
+    time_budget: Annotated[Optional[float], typer.Option(
+        help="Start no new chunk of requests after this many seconds (the report covers finished ones).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of random-weight presets.")] = 0,
+) -> None:
+    """Measure each drafter in the engine (α, τ per γ, per position, per question type, c,
+    speedup over target-only, lossless check) beside its offline top-1 agreement."""
+    from evspec.adapters.eval import EvalConfig, evaluate, parse_drafter
+
+    try:
+        specs = [parse_drafter(d) for d in drafter]
+        gam = tuple(int(x) for x in gammas.split(",") if x.strip())
+        cfg = EvalConfig(gammas=gam, report_gamma=report_gamma, limit=limit, split=split,
+                         max_new_tokens=max_new_tokens, canvas=canvas, warmup=warmup, seed=seed,
+                         time_budget_s=time_budget)
+        tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+        import sys
+
+        evaluate(cfg, tgt, dm, dataset, specs, out, offline_data=offline_data, argv=sys.argv)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"eval: {exc}")
+        return
+    typer.echo((out / "eval.md").read_text(encoding="utf-8"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``collect``, ``train`` and ``eval`` to the ``evspec`` command."""
+    app.command("collect")(collect_cmd)
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
