@@ -16,7 +16,8 @@ from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: drafters that run a second model (the EventGPT side) and so need ``draft_model``
-MODEL_DRAFTERS = ("eventgpt",)
+#: drafters that need the EventGPT draft model (names may carry an "@label")
+MODEL_DRAFTERS = ("eventgpt", "eventgpt-adapter", "eventgpt-lora", "event-head", "cascade")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
     preset_kw = {"seed": spec.seed} if spec.target in TARGET_PRESETS else {}
     target = VideoLlavaTarget.load(spec.target, dtype=dtype, device=device, **preset_kw)
     draft_name = spec.draft_model
-    if draft_name is None and spec.target in TARGET_PRESETS and any(d in MODEL_DRAFTERS for d in drafters):
+    if draft_name is None and spec.target in TARGET_PRESETS and any(d.partition("@")[0] in MODEL_DRAFTERS for d in drafters):
         draft_name = spec.target
     draft = None
     if draft_name is not None:
