@@ -13,7 +13,7 @@ For each (clip, question):
 
 So position ``j`` of both models conditions on the same tokens ``x_0..x_{j-1}`` (the
 research paired positions of two *different* texts).  Output: chunked safetensors
-(``adapters.store``); resumable (finished chunks are skipped); ``--shard i --num-shards n``
+(``adapters.store``); resumable (finished chunks are skipped); shards by ``--num-chunks N --chunk-idx I`` or torchrun
 splits the work across processes or GPUs into the same folder.
 """
 
@@ -199,7 +199,6 @@ def collect(
     items = manifest_requests(
         dataset, (config.split,), num_frames=int(target.num_frames),
         n_event_images=int(draft.n_event_images), canvas=config.canvas, limit=config.limit,
-        shard=config.shard, num_shards=config.num_shards,
     )
     shared = shared_vocab(target, draft)
     dims = {
@@ -216,6 +215,11 @@ def collect(
         "prefill_memory": config.prefill_memory, "video_features": config.video_features,
         "canvas": config.canvas, "dataset": str(Path(dataset).resolve()), "models": models or {},
     }
+    # this shard's questions (partitioned by clip) and its plan, for `evspec merge`
+    from evspec.bench.shard import Shard
+    from evspec.bench.shard_plan import plan_collect_shard
+
+    items = plan_collect_shard(out, config.split, items, Shard(config.shard, config.num_shards), header)
     writer = ChunkWriter(out, config.split, config.shard, header, config.chunk_size)
     write_frozen(out, {
         "lm_head.weight": target.lm_head.weight.float(),

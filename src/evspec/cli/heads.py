@@ -46,8 +46,10 @@ def collect_cmd(
     video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
     store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
     canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
-    shard: Annotated[int, typer.Option(help="This process's shard (0-based).")] = 0,
-    num_shards: Annotated[int, typer.Option(help="Shards the questions are split into.")] = 1,
+    num_chunks: Annotated[
+        Optional[int], typer.Option(help="Split the questions into N chunks (with --chunk-idx; e.g. a SLURM array).")
+    ] = None,
+    chunk_idx: Annotated[Optional[int], typer.Option(help="This process's chunk, 0..N-1.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop cleanly after this many seconds.")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -57,10 +59,14 @@ def collect_cmd(
     teacher-forced on that same answer; hidden states, top-K log-probs and event memory
     into chunked safetensors (resumable)."""
     from evspec.adapters.collect import CollectConfig, collect
+    from evspec.bench.shard import select_device, shard_from_env_or_args
 
     if memory not in ("events", "prefill"):
         _fail(f"collect: --memory {memory!r}: use events or prefill")
     try:
+        sh = shard_from_env_or_args(num_chunks, chunk_idx)  # + torchrun's RANK/WORLD_SIZE/LOCAL_RANK
+        device = select_device(device, sh)  # cuda:LOCAL_RANK under torchrun
+        shard, num_shards = sh.index, sh.count
         cfg = CollectConfig(
             split=split, limit=limit, max_new_tokens=max_new_tokens, topk=topk, chunk_size=chunk_size,
             prefill_memory=memory == "prefill", video_features=video_features, store_dtype=store_dtype,
