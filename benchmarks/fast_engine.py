@@ -1,14 +1,18 @@
 """Fast-engine benchmark (issue 6): HF eager / HF static / our dynamic path / fast path
-(eager, CUDA graphs, compiled) at real 7B shapes, prefix cache, end-to-end, overlap.
+(eager, CUDA graphs, fused, compiled) at real 7B shapes, prefix cache, end-to-end, overlap.
 
 Run on one GPU (the lead runs it on an H200)::
 
     PYTHONPATH=src python3 benchmarks/fast_engine.py                       # 7b, bf16, cuda
-    PYTHONPATH=src python3 benchmarks/fast_engine.py --skip hf_static,compile
+    PYTHONPATH=src python3 benchmarks/fast_engine.py --skip hf_static --variants unfused,fused
     PYTHONPATH=src python3 benchmarks/fast_engine.py --preset tiny-random --device cpu --dtype float32
 
 Weights are random (the presets' exact shapes): timing does not depend on weight values,
 but the text is meaningless.  Sections (``--sections`` / ``--skip``, comma lists):
+
+``fast_*`` below run ``enable_fast`` defaults: on CUDA fused q/k/v and gate/up weights,
+graphs, padded question prefill after a cached prefix; ``unfused`` is the first
+measurement's configuration (HF modules per layer, eager question prefill).
 
 ``correctness``  greedy tokens of the fast path (graphs) vs the dynamic path, target-only
                  and self-drafting, and prefix-cache hit vs none: token match rates
@@ -21,15 +25,20 @@ but the text is meaningless.  Sections (``--sections`` / ``--skip``, comma lists
 ``fast_eager``   the fast path without CUDA graphs: decode step
 ``fast_graphs``  the fast path with CUDA graphs: decode step and score steps of
                  γ + 1 = 2, 3, 5, 9 tokens (ratio to one decode step)
-``eventgpt``     EventGPT-7B decode step, dynamic and fast (graphs)
+``eventgpt``     EventGPT-7B decode step, dynamic, unfused and fast (graphs)
 ``prefill``      target prefill of the ~2091-token prompt: dynamic, fast, and with the
                  prefix cache: first question on a clip (miss) and a second one (hit)
 ``e2e``          128 new tokens target-only through the engine (fast + graphs) vs HF
                  eager ``generate``: total ms and speedup; also with a prefix hit
 ``overlap``      EventGPT prefill on a second CUDA stream concurrently with the target's
                  prefill vs one after the other
-``compile``      the fast path with ``torch.compile`` before capture: compile time and
-                 decode step
+``variants``     side by side, graphs on: ``unfused`` / ``fused`` / ``compiled`` (fused +
+                 the per-layer functions compiled for steps and prefills,
+                 ``--compile-mode``; ``compiled_steps``: prefills eager); each is first
+                 checked against ``unfused`` (greedy token match rate in bf16, max |logit|
+                 difference after prefill and after one decode step), then timed: decode
+                 and score-9 steps, full prefill, prefix-hit prefill; compile time.
+                 ``--variants`` picks them; one failing variant does not stop the others
 
 Every step time is the median over ``--repeats`` calls, each bracketed by device
 synchronisation, after warm-up.  Peak GPU memory per section, graph capture and compile
@@ -69,8 +78,21 @@ QUESTIONS = (
 )
 SECTIONS = (
     "correctness", "hf", "hf_static", "dynamic", "fast_eager", "fast_graphs",
-    "eventgpt", "prefill", "e2e", "overlap", "compile",
+    "eventgpt", "prefill", "e2e", "overlap", "variants",
 )
+#: enable_fast options per mode (graphs default to on on CUDA; the rest are the defaults)
+MODES: dict[str, dict[str, Any]] = {
+    "fast_eager": {"cuda_graphs": False},
+    "fast_graphs": {},
+    "unfused": {"fuse": False, "prefill_buckets": ()},
+    "fused": {"fuse": True},
+    "compiled": {"compile": True},
+    "compiled_steps": {"compile": True, "compile_prefill": False},
+}
+#: variants of the variants section -> mode; ``compiled_steps`` (steps compiled, prefills
+#: eager) is not in the default list: it isolates a failing or slow prefill compile
+VARIANTS = {"unfused": "unfused", "fused": "fused", "compiled": "compiled", "compiled_steps": "compiled_steps"}
+DEFAULT_VARIANTS = ("unfused", "fused", "compiled")
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
 
@@ -87,15 +109,17 @@ class Bench:
     video: np.ndarray
     events: np.ndarray
     modes: dict[int, str] = field(default_factory=dict)
+    ref_token: int = 0
 
     def request(self, i: int = 0, clip: str | None = None) -> Request:
         return Request(QUESTIONS[i % len(QUESTIONS)], video=self.video, event_images=self.events,
                        clip_id=clip)
 
     def mode(self, model: Any, mode: str, *, prefix: bool = False) -> None:
-        """Put ``model`` on ``dynamic`` / ``fast_eager`` / ``fast_graphs`` / ``compile``,
-        optionally ``@sdpa`` / ``@matmul`` (attention kernel; default ``--attention``),
-        re-enabling only on change: captured graphs survive between sections."""
+        """Put ``model`` on ``dynamic`` or one of :data:`MODES` (``fast_eager``,
+        ``fast_graphs``, ``unfused``, ``fused``, ``compiled``), optionally ``@sdpa`` / ``@matmul``
+        (attention kernel; default ``--attention``), re-enabling only on change: captured
+        graphs survive between sections."""
         if "@" not in mode and mode != "dynamic":
             mode = f"{mode}@{self.args.attention}"
         want = f"{mode}+prefix" if prefix else mode
@@ -106,13 +130,24 @@ class Bench:
             model.disable_fast()
             base, _, attention = mode.partition("@")
             if base != "dynamic":
-                graphs = base in ("fast_graphs", "compile") and self.device.type == "cuda"
-                model.enable_fast(cuda_graphs=graphs, compile=base == "compile",
-                                  compile_mode=self.args.compile_mode if base == "compile" else None,
-                                  max_score_tokens=max(self.score_sizes), attention=attention)
+                model.enable_fast(**{"max_score_tokens": max(self.score_sizes), "attention": attention,
+                                     **self.mode_options(base)})
         if prefix:
             model.enable_prefix_cache(max_clips=2)
         self.modes[id(model)] = want
+
+    def mode_options(self, base: str) -> dict[str, Any]:
+        if base not in MODES:
+            raise ValueError(f"unknown mode {base!r}; choose dynamic or one of {', '.join(MODES)}")
+        opts = dict(MODES[base])
+        if base.startswith("compiled"):
+            # few buckets = few compiles; a score of 9 pads to 16, the size the question
+            # after a cached prefix pads to as well (one compiled shape for both)
+            top = max(16, *self.score_sizes)
+            opts["buckets"] = (1, 2, 4, 8, 16) + ((top,) if top > 16 else ())
+            opts["max_score_tokens"] = top
+            opts["compile_mode"] = self.args.compile_mode if self.device.type == "cuda" else None
+        return opts
 
     @property
     def score_sizes(self) -> list[int]:
@@ -252,10 +287,11 @@ def sec_fast_graphs(b: Bench) -> dict[str, Any]:
 
 def sec_eventgpt(b: Bench) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for mode in ("dynamic", "fast_graphs"):
+    for mode in ("dynamic", "unfused", "fast_graphs"):
         b.mode(b.eventgpt, mode)
         out[mode] = step_ms(b, b.eventgpt, b.request(0), [1] if mode == "dynamic" else [1, 5])
     out["fast"] = fast_stats(b.eventgpt)
+    b.mode(b.eventgpt, "dynamic")
     return out
 
 
@@ -357,17 +393,84 @@ def sec_overlap(b: Bench) -> dict[str, Any]:
             "keep": "overlap" if ovl < seq * 0.97 else "sequential"}
 
 
-def sec_compile(b: Bench) -> dict[str, Any]:
-    if b.device.type != "cuda":
-        return {"skipped": "compile + graphs: CUDA only here"}
-    b.mode(b.target, "compile")
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float().cpu() - b.float().cpu()).abs().max())
+
+
+def _probe(b: Bench, mode: str) -> dict[str, Any]:
+    """Greedy tokens, prefill logits and one decode step's logits of ``mode`` on the
+    first request (the step is fed the same token for every mode)."""
+    b.mode(b.target, mode)
     t0 = time.perf_counter()
     state = b.target.prefill(b.request(0))
-    b.target.score(state, torch.tensor([int(state.last_logits.argmax())]))  # compile + capture
+    prefill_logits = state.last_logits.clone()
+    step_logits = b.target.score(state, torch.tensor([int(b.ref_token)])).logits[0].clone()
     b.target.release(state)
-    warm_s = time.perf_counter() - t0
-    out = step_ms(b, b.target, b.request(0), [1, b.score_sizes[-1]])
-    out.update(first_step_s=warm_s, fast=fast_stats(b.target))
+    first_s = time.perf_counter() - t0  # includes compile + capture of the decode step
+    tokens = generate(b.target, b.request(0), None, max_new_tokens=b.args.check_tokens).tokens
+    return {"tokens": tokens, "prefill_logits": prefill_logits, "step_logits": step_logits,
+            "first_step_s": first_s}
+
+
+def _time_variant(b: Bench, mode: str) -> dict[str, Any]:
+    sizes = [1, b.score_sizes[-1]]
+    out: dict[str, Any] = step_ms(b, b.target, b.request(0), sizes)
+    out[f"T{sizes[-1]}_over_decode"] = out[f"T{sizes[-1]}_ms"] / out["T1_ms"]
+    reps = b.args.repeats
+    full = []
+    for _ in range(reps + 1):
+        state = b.target.prefill(b.request(0))
+        full.append(state.timings["prefill_ms"])
+        b.target.release(state)
+    out["prefill_ms"] = statistics.median(full[1:])
+    b.mode(b.target, mode, prefix=True)
+    b.target.release(b.target.prefill(b.request(1, clip="variant")))  # the clip's first question
+    hits = []
+    for _ in range(reps + 1):
+        state = b.target.prefill(b.request(0, clip="variant"))
+        assert state.timings.get("prefix_hit"), "the variant's second question missed the prefix cache"
+        hits.append(state.timings["prefill_ms"])
+        b.target.release(state)
+    out["prefix_hit_prefill_ms"] = statistics.median(hits[1:])
+    out["fast"] = fast_stats(b.target)
+    return out
+
+
+def sec_variants(b: Bench) -> dict[str, Any]:
+    """``unfused`` / ``fused`` / ``compiled`` side by side (module docstring).  The
+    reference for the checks is ``unfused``, run first."""
+    out: dict[str, Any] = {}
+    b.mode(b.target, "unfused")
+    state = b.target.prefill(b.request(0))
+    b.ref_token = int(state.last_logits.argmax())
+    b.target.release(state)
+    del state
+    ref: dict[str, Any] | None = None
+    for name in b.args.variants:
+        mode = VARIANTS[name]
+        try:
+            probe = _probe(b, mode)
+            if ref is None:
+                if name != "unfused":
+                    raise RuntimeError("the first variant must be unfused (the reference)")
+                ref = probe
+            res: dict[str, Any] = {
+                "vs_unfused": {
+                    **match_rate(ref["tokens"], probe["tokens"]),
+                    "prefill_logits_max_diff": _max_diff(ref["prefill_logits"], probe["prefill_logits"]),
+                    "step_logits_max_diff": _max_diff(ref["step_logits"], probe["step_logits"]),
+                    "same_argmax_after_step": int(ref["step_logits"].argmax()) == int(probe["step_logits"].argmax()),
+                },
+                "first_step_s": probe["first_step_s"],
+            }
+            res.update(_time_variant(b, mode))
+        except Exception as exc:  # one variant failing keeps the others
+            res = {"error": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc().splitlines()[-8:]}
+            b.modes.pop(id(b.target), None)
+            b.target.disable_prefix_cache()
+            b.target.disable_fast()
+        out[name] = res
     b.mode(b.target, "dynamic")
     return out
 
@@ -376,7 +479,7 @@ RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "correctness": sec_correctness, "hf": sec_hf, "hf_static": sec_hf_static,
     "dynamic": sec_dynamic, "fast_eager": sec_fast_eager, "fast_graphs": sec_fast_graphs,
     "eventgpt": sec_eventgpt, "prefill": sec_prefill, "e2e": sec_e2e, "overlap": sec_overlap,
-    "compile": sec_compile,
+    "variants": sec_variants,
 }
 
 
@@ -409,8 +512,8 @@ def table(results: dict[str, Any], score_sizes: list[int]) -> str:
         rows.append((f"  other attention, score {t} tokens (x decode)",
                      _get(results, "fast_graphs", "other_attention", f"T{t}_over_decode"), ""))
     rows += [
-        ("compiled + graphs decode step (ms)", _get(results, "compile", "T1_ms"), ""),
         ("EventGPT dynamic decode step (ms)", _get(results, "eventgpt", "dynamic", "T1_ms"), ""),
+        ("EventGPT unfused decode step (ms)", _get(results, "eventgpt", "unfused", "T1_ms"), ""),
         ("EventGPT fast decode step (ms)", _get(results, "eventgpt", "fast_graphs", "T1_ms"), "<= 4.0"),
         ("target prefill, dynamic (ms)", _get(results, "prefill", "dynamic", "prefill_ms"), ""),
         ("target prefill, fast (ms)", _get(results, "prefill", "fast_graphs", "prefill_ms"), "<= 55"),
@@ -423,8 +526,23 @@ def table(results: dict[str, Any], score_sizes: list[int]) -> str:
         ("overlapped / sequential prefill gain", _get(results, "overlap", "gain"), "> 1 pays"),
         ("min token match rate (correctness)", _get(results, "correctness", "min_match_rate"), "1.0 in fp32"),
         ("graph capture (ms, target)", _get(results, "fast_graphs", "fast", "capture_ms"), "<= 60000"),
-        ("compile (ms)", _get(results, "compile", "fast", "compile_ms"), "<= 60000"),
     ]
+    last = score_sizes[-1]
+    for name in [n for n in VARIANTS if isinstance(_get(results, "variants", n), dict)]:
+        v = ("variants", name)
+        rows += [
+            (f"[{name}] decode step (ms)", _get(results, *v, "T1_ms"), "<= 4.0"),
+            (f"[{name}] score {last} tokens (x decode)", _get(results, *v, f"T{last}_over_decode"), "<= 1.3"),
+            (f"[{name}] prefill (ms)", _get(results, *v, "prefill_ms"), "<= 55"),
+            (f"[{name}] prefix-hit prefill (ms)", _get(results, *v, "prefix_hit_prefill_ms"), "<= 10"),
+            (f"[{name}] token match vs unfused", _get(results, *v, "vs_unfused", "match_rate"), "bf16: reported"),
+            (f"[{name}] max |logit diff| after a step", _get(results, *v, "vs_unfused", "step_logits_max_diff"), ""),
+            (f"[{name}] first step incl. compile/capture (s)", _get(results, *v, "first_step_s"), ""),
+        ]
+    rows.append(("compile (ms, compiled variant: steps)",
+                 _get(results, "variants", "compiled", "fast", "compile_ms"), "<= 60000"))
+    rows.append(("compile (ms, compiled variant: first prefill incl. compile)",
+                 _get(results, "variants", "compiled", "fast", "prefill_compile_ms"), ""))
     lines = ["| measure | value | goal |", "|---|---:|---|"]
     for name, value, goal in rows:
         text = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
@@ -453,7 +571,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check-requests", type=int, default=2)
     p.add_argument("--check-tokens", type=int, default=32)
     p.add_argument("--gammas", default="1,2,4,8", help="score steps of gamma + 1 tokens")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode for the compile section")
+    p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
+                   help="torch.compile mode of the compiled variant (CUDA; 'default' compiles faster)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help="comma list of variants for the variants section, unfused first")
     p.add_argument("--attention", default="sdpa", choices=("sdpa", "matmul"),
                    help="step attention kernel of the fast path (fast_graphs measures both)")
     p.add_argument("--json", default=None, help="output JSON (default $OUT/fast_engine.json)")
@@ -465,6 +586,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
     args.run = [s for s in SECTIONS if s in chosen and s not in skip]
+    args.variants = [v for v in args.variants.split(",") if v]
+    if not args.variants or args.variants[0] != "unfused" or any(v not in VARIANTS for v in args.variants):
+        p.error(f"--variants must start with unfused (the reference) and use {', '.join(VARIANTS)}")
+    if args.compile_mode == "default":
+        args.compile_mode = None
     return args
 
 

@@ -70,7 +70,8 @@ def _run(target, question, drafter_kind, draft_model, gamma, max_new):
 @pytest.mark.parametrize("block", range(2))
 def test_fast_greedy_identical_randomized(block: int) -> None:
     """24 randomized cases per block: GQA/MHA targets, early EOS, γ 1-8, sparse buckets
-    (padded steps) or exact ones, small kv granularity; every drafter kind."""
+    (padded steps) or exact ones, small kv granularity, fused or module layers; every
+    drafter kind."""
     rng = random.Random(500 + block)
     kinds = ("none", "model", "self", "prompt-lookup")
     for case in range(24):
@@ -81,11 +82,12 @@ def test_fast_greedy_identical_randomized(block: int) -> None:
         kind, gamma, max_new = kinds[case % 4], rng.randrange(1, 9), rng.randrange(4, 40)
         expected = _run(target, question, kind, drafter_model, gamma, max_new)
         buckets = rng.choice((None, (1, 2, 4, 9), (1, 3, 9)))
+        fuse = rng.choice((False, True))
         target.enable_fast(max_score_tokens=9, buckets=buckets, kv_granularity=rng.choice((8, 32, 256)),
-                           attention=rng.choice(("sdpa", "matmul")))
-        drafter_model.enable_fast(max_score_tokens=9)
+                           attention=rng.choice(("sdpa", "matmul")), fuse=fuse)
+        drafter_model.enable_fast(max_score_tokens=9, fuse=rng.choice((False, True)))
         got = _run(target, question, kind, drafter_model, gamma, max_new)
-        assert got == expected, f"case {case}: {kind} gamma={gamma} buckets={buckets}"
+        assert got == expected, f"case {case}: {kind} gamma={gamma} buckets={buckets} fuse={fuse}"
         assert target.fast.stats["eager_steps"] > 0 or len(got[0]) == 1  # EOS first
 
 
@@ -113,12 +115,31 @@ def test_state_holds_the_static_cache_in_sync() -> None:
     assert state.cache.length == state.length == 5
 
 
-def test_steps_longer_than_the_largest_bucket_run_eagerly() -> None:
-    """γ + 1 above max_score_tokens still works (exact-shape eager pass), same tokens."""
+@pytest.mark.parametrize(("fuse", "prefill_buckets"), [(False, ()), (True, ()), (True, (8, 16))])
+def test_steps_longer_than_the_largest_bucket_run_eagerly(fuse: bool, prefill_buckets: tuple[int, ...]) -> None:
+    """γ + 1 above max_score_tokens still works, same tokens: an exact-shape eager pass
+    (lower-right causal), or with prefill buckets a padded embeddings step."""
     target = TinyLM(11)
     expected = _run(target, "abcabc", "self", None, 8, 30)
-    target.enable_fast(max_score_tokens=4)
+    runtime = target.enable_fast(max_score_tokens=4, fuse=fuse, prefill_buckets=prefill_buckets)
     assert _run(target, "abcabc", "self", None, 8, 30) == expected
+    steps = runtime.stats["eager_steps"]
+    state = target.prefill(Request("abcabc"))
+    target.score(state, torch.arange(3, 12))  # 9 tokens > 4
+    assert runtime.stats["eager_steps"] == steps + (1 if prefill_buckets else 0)
+
+
+def test_compiled_engine_is_greedy_identical() -> None:
+    """compile=True (the aot_eager backend: dynamo tracing without code generation, fast
+    on a CPU) through the engine: target-only and self-drafting tokens unchanged."""
+    for seed in (21, 22):
+        target = TinyLM(seed, kv_heads=2)
+        expected = [_run(target, "abcab xy", kind, None, 3, 20) for kind in ("none", "self")]
+        runtime = target.enable_fast(max_score_tokens=4, buckets=(1, 2, 4), compile=True,
+                                     compile_backend="aot_eager")
+        assert runtime.config.fuse and runtime.model.compiled
+        assert [_run(target, "abcab xy", kind, None, 3, 20) for kind in ("none", "self")] == expected
+        assert runtime.stats["compiled_buckets"]
 
 
 def test_slots_are_reused_and_exhaustion_is_explained() -> None:
@@ -137,17 +158,50 @@ def test_slots_are_reused_and_exhaustion_is_explained() -> None:
     assert other.cache is held.cache
 
 
-def test_video_llava_fast_matches_dynamic() -> None:
+def test_defaults_follow_the_device() -> None:
+    """On a CPU: no graphs, no fusion, no padded prefill unless asked for; compile
+    implies fusion."""
+    target = TinyLM(12)
+    cfg = target.enable_fast().config
+    assert (cfg.cuda_graphs, cfg.fuse, cfg.prefill_buckets, cfg.compile_mode) == (False, False, (), None)
+    cfg = target.enable_fast(compile=True, compile_backend="aot_eager").config
+    assert cfg.fuse and cfg.compile
+    with pytest.raises(ValueError, match="set fuse=True"):
+        target.enable_fast(compile=True, fuse=False)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_video_llava_fast_matches_dynamic(fuse: bool) -> None:
     """The real wrapper (tiny-random Video-LLaVA): identical greedy tokens and close
-    logits with and without the fast path."""
+    logits with and without the fast path (module or fused layers)."""
     target = VideoLlavaTarget.from_preset("tiny-random", seed=0)
     video = np.random.default_rng(1).integers(0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8)
     req = Request("What is moving?", video=video)
     ref_state = target.prefill(req)
     expected = generate(target, req, ModelDrafter(target, name="self"), gamma=3, max_new_tokens=24).tokens
-    target.enable_fast()
+    target.enable_fast(fuse=fuse)
     state = target.prefill(req)
     torch.testing.assert_close(state.last_logits, ref_state.last_logits, atol=1e-4, rtol=0)
     del state
     assert generate(target, req, ModelDrafter(target, name="self"), gamma=3, max_new_tokens=24).tokens == expected
     assert generate(target, req, None, max_new_tokens=24).tokens == expected
+
+
+def test_prefix_hit_with_padded_question_step_matches_uncached() -> None:
+    """Fused layers + prefix cache + prefill buckets (the question after the cached
+    video replays a padded embeddings step): answers equal the uncached dynamic path,
+    and the hit's question ran as one padded step."""
+    target = VideoLlavaTarget.from_preset("tiny-random", seed=1)
+    video = np.random.default_rng(2).integers(0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8)
+    questions = ("What is moving?", "What colour is the square?", "How many objects are there?")
+    expected = [generate(target, Request(q, video=video), ModelDrafter(target, name="self"), gamma=3,
+                         max_new_tokens=16).tokens for q in questions]
+    runtime = target.enable_fast(fuse=True, prefill_buckets=(8, 32, 64))
+    target.enable_prefix_cache()
+    got = [generate(target, Request(q, video=video, clip_id="clip"), ModelDrafter(target, name="self"),
+                    gamma=3, max_new_tokens=16).tokens for q in questions]
+    assert got == expected
+    steps = runtime.stats["eager_steps"]
+    state = target.prefill(Request(questions[1], video=video, clip_id="clip"))
+    assert state.timings["prefix_hit"] and runtime.stats["eager_steps"] == steps + 1
+    target.disable_prefix_cache()

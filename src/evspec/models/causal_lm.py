@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from evspec.models import kv
 from evspec.models.fast.config import FastConfig
+from evspec.models.fast.fused import can_fuse
 from evspec.models.fast.prefix_cache import PrefixCache, PrefixEntry, PrefixKey
 from evspec.models.fast.runtime import FastRuntime
 from evspec.models.fast.static_cache import StaticKVCache
@@ -49,7 +50,8 @@ class CausalLMWrapper:
 
     * :meth:`enable_fast`: prefill/score/rollback run :class:`~evspec.models.fast.llama.FastLlama`
       over a static KV cache (O(1) rollback), with the fixed-size steps replayed as CUDA
-      graphs on CUDA.  ``TargetState.cache`` then holds a
+      graphs on CUDA, fused q/k/v and gate/up weights, optionally compiled layers.
+      ``TargetState.cache`` then holds a
       :class:`~evspec.models.fast.static_cache.StaticKVCache`.
     * :meth:`enable_prefix_cache`: subclasses whose prompt is ``prefix (media) + suffix
       (question)`` compute the prefix once per ``Request.clip_id``
@@ -87,10 +89,20 @@ class CausalLMWrapper:
         max_slots: int = 2,
         compile_mode: str | None = None,
         attention: str = "sdpa",
+        fuse: bool | None = None,
+        prefill_buckets: tuple[int, ...] | None = None,
+        compile_backend: str = "inductor",
+        compile_prefill: bool = True,
     ) -> FastRuntime:
         """Run prefill/score/rollback on the fast path (see :class:`FastConfig` for the
         options).  ``max_len`` defaults to ``max_context`` and becomes the new
-        ``max_context`` while enabled; ``cuda_graphs`` defaults to "on when on CUDA".
+        ``max_context`` while enabled; ``cuda_graphs`` defaults to "on when on CUDA";
+        ``fuse`` (fused q/k/v and gate/up weights, in place, no extra memory) defaults to
+        "on when on CUDA and the weights are plain linear layers", and to on with
+        ``compile``; ``prefill_buckets`` defaults to ``(16, 32, 64)`` with graphs (a
+        question after a cached prefix replays a graph) and ``()`` without;
+        ``compile_mode`` defaults to ``"max-autotune-no-cudagraphs"`` on CUDA;
+        ``compile_prefill`` (with ``compile``) compiles prefills too, for any length.
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
         """
@@ -103,8 +115,15 @@ class CausalLMWrapper:
             raise ValueError(
                 f"enable_fast(max_len={max_len}) exceeds the model's context of {base}"
             )
+        on_cuda = self.device.type == "cuda"
         if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda"
+            cuda_graphs = on_cuda
+        if fuse is None:
+            fuse = compile or (on_cuda and can_fuse(self.decoder) is None)
+        if prefill_buckets is None:
+            prefill_buckets = (16, 32, 64) if cuda_graphs else ()
+        if compile and compile_mode is None and on_cuda and compile_backend == "inductor":
+            compile_mode = "max-autotune-no-cudagraphs"
         config = FastConfig(
             max_len=int(max_len),
             cuda_graphs=bool(cuda_graphs),
@@ -115,6 +134,10 @@ class CausalLMWrapper:
             kv_granularity=kv_granularity,
             max_slots=max_slots,
             attention=attention,
+            fuse=bool(fuse),
+            compile_backend=compile_backend,
+            compile_prefill=compile_prefill,
+            prefill_buckets=tuple(prefill_buckets),
         )
         self._fast = FastRuntime(self.decoder, self.lm_head, config)
         self._dynamic_max_context, self.max_context = base, int(max_len)

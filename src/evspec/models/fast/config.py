@@ -23,7 +23,16 @@ class FastConfig:
     ``max_slots``: static caches (each with its own graphs) that may be live at once,
     e.g. 2 when a model drafts for itself;
     ``attention``: the step attention kernel, ``"sdpa"`` or ``"matmul"``
-    (see ``evspec.models.fast.llama.ATTENTION_KINDS``).
+    (see ``evspec.models.fast.llama.ATTENTION_KINDS``);
+    ``fuse``: fused q/k/v and gate/up weights (views shared with the HF modules) and the
+    compact layer functions (``evspec.models.fast.fused`` / ``layer``); needed by
+    ``compile``, which compiles those per-layer functions (``compile_backend``:
+    ``"inductor"``, or e.g. ``"aot_eager"`` to debug tracing without code generation)
+    for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
+    count dynamic: one compile for every prompt length);
+    ``prefill_buckets``: a prefill after cached positions (the question after a cached
+    video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
+    run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass.
     """
 
     max_len: int
@@ -35,6 +44,10 @@ class FastConfig:
     kv_granularity: int = 256
     max_slots: int = 2
     attention: str = "sdpa"
+    fuse: bool = False
+    compile_backend: str = "inductor"
+    compile_prefill: bool = True
+    prefill_buckets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_len < 2:
@@ -65,6 +78,19 @@ class FastConfig:
             )
         if self.compile_mode is not None and not self.compile:
             raise ValueError("FastConfig.compile_mode is set but compile is False; set compile=True")
+        if self.compile and not self.fuse:
+            raise ValueError(
+                "FastConfig.compile compiles the fused layer functions; set fuse=True (or compile=False)"
+            )
+        if not self.compile_backend:
+            raise ValueError("FastConfig.compile_backend must name a torch.compile backend, e.g. 'inductor'")
+        p = tuple(int(x) for x in self.prefill_buckets)
+        if p and (list(p) != sorted(set(p)) or p[0] < 1):
+            raise ValueError(
+                f"FastConfig.prefill_buckets must be distinct positive sizes in ascending order "
+                f"(e.g. (16, 32, 64)), got {self.prefill_buckets}"
+            )
+        object.__setattr__(self, "prefill_buckets", p)
 
     @property
     def step_buckets(self) -> tuple[int, ...]:
@@ -73,6 +99,7 @@ class FastConfig:
 
     @property
     def slack(self) -> int:
-        """Scratch rows after ``max_len`` for padded steps: the largest bucket rounded up
-        to 16 (aligned cache rows for the fused attention kernels)."""
-        return -(-self.step_buckets[-1] // 16) * 16
+        """Scratch rows after ``max_len`` for padded steps: the largest step or prefill
+        bucket rounded up to 16 (aligned cache rows for the fused attention kernels)."""
+        largest = max((self.step_buckets[-1], *self.prefill_buckets))
+        return -(-largest // 16) * 16

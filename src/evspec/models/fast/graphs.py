@@ -6,22 +6,29 @@ cache rows up to a multiple of ``kv_granularity``, so a handful of static shapes
 every call::
 
     tokens [T] -> copied into tokens_buf[:T]; tokens_buf[T:bucket] keep old (valid) ids
-    start      -> pos_buf (a device scalar: one graph serves every position)
+    start      -> pos_buf (a 0-d device tensor: one graph serves every position)
     step(bucket, kv_rows): FastLlama over tokens_buf[:bucket] at pos_buf,
                            attending rows [0, kv_rows) -> logits [bucket, V], hidden
     outputs [:T] are returned (cloned); the padded rows are ignored.
+
+The same holds for *embedding* inputs (:meth:`StepRunner.run_embeds`, the question
+after a cached video prefix): ``embeds [T, H]`` go into ``embeds_buf[:T]``, padded to a
+``prefill_buckets`` size, and the step returns hidden states only.
 
 Padded positions write keys/values at ``start + T .. start + bucket - 1``: beyond the
 valid length, so the length pointer hides them and later writes overwrite them; the
 cache's slack (>= the largest bucket) keeps them inside the buffer.  Real queries never
 see padded keys (the causal mask: a key is visible only to queries at or after it).
 
-On CUDA with ``cuda_graphs`` each ``(bucket, kv_rows)`` is captured the first time it is
-used: two warm-up runs on a side stream (they write exactly the keys/values the replay
-writes, so capturing mid-request is harmless), then capture into a pool shared by this
-runner's graphs, then replay.  With ``compile`` the step is ``torch.compile``-d first.
-Without graphs (CPU, or ``cuda_graphs=False``) the very same padded step runs eagerly.
-Capture and compile milliseconds are accumulated in :attr:`StepRunner.stats`.
+On CUDA with ``cuda_graphs`` each ``(kind, bucket, kv_rows)`` is captured the first time
+it is used: two warm-up runs on a side stream (they write exactly the keys/values the
+replay writes, so capturing mid-request is harmless), then capture into a pool shared by
+this runner's graphs, then replay.  With ``compile`` the model's per-layer functions are
+``torch.compile``-d (:meth:`FastLlama.compile`): they depend on the bucket only, not on
+``kv_rows`` (attention stays outside them), so each bucket compiles once, during its
+first warm-up, before any capture.  Without graphs (CPU, or ``cuda_graphs=False``) the
+very same padded step runs eagerly.  Capture and compile milliseconds are accumulated in
+:attr:`StepRunner.stats`.
 """
 
 from __future__ import annotations
@@ -29,27 +36,30 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Literal
 
 import torch
 
 from evspec.models.fast.llama import FastLlama
 from evspec.models.fast.static_cache import StaticKVCache
 
-StepFn = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
+#: input kinds of a step: token ids (decode/score) or embeddings (a prefill suffix)
+StepKind = Literal["tokens", "embeds"]
 
 
 @dataclass
 class StepStats:
     """``capture_ms``: warm-up + capture time of all graphs (compile time included when
-    compiling; ``compile_ms`` is the part spent in the first compiled call of each shape)."""
+    compiling; ``compile_ms`` is the part spent in the first compiled call of each bucket);
+    ``shapes``: the ``(kind, bucket, kv_rows)`` captured."""
 
     graphs: int = 0
     capture_ms: float = 0.0
     compile_ms: float = 0.0
     replays: int = 0
     eager_steps: int = 0
-    shapes: list[tuple[int, int]] = field(default_factory=list)
+    shapes: list[tuple[str, int, int]] = field(default_factory=list)
+    compiled_buckets: list[int] = field(default_factory=list)
 
 
 def bucket_for(size: int, buckets: tuple[int, ...]) -> int:
@@ -71,7 +81,9 @@ def kv_rows_for(end: int, granularity: int, capacity: int) -> int:
 
 def _compile_limits() -> ExitStack:
     """Raise dynamo's per-function recompile limit for the duration of a compile: every
-    (bucket, kv_rows) pair is a separate static shape."""
+    bucket is a separate static shape, and models of other sizes (the drafter) add theirs
+    to the same per-function cache; past the default limit dynamo would silently fall
+    back to eager."""
     stack = ExitStack()
     config = getattr(getattr(torch, "_dynamo", None), "config", None)
     if config is not None:
@@ -86,9 +98,11 @@ class StepRunner:
     """Bucketed, optionally graph-captured steps of one :class:`FastLlama` on one cache.
 
     ``buckets``: allowed token counts, ascending (the largest bounds one step);
+    ``prefill_buckets``: allowed embedding counts for :meth:`run_embeds` (``()``: none);
     ``kv_granularity``: attended rows are rounded up to a multiple of this;
-    ``cuda_graphs``: capture/replay (CUDA only); ``compile``: ``torch.compile`` the step
-    (``compile_mode`` passed through) before capture.
+    ``cuda_graphs``: capture/replay (CUDA only); ``compile``: run the model's compiled
+    per-layer functions (compiled here with ``compile_mode`` / ``compile_backend`` unless
+    the model already is; needs a fused model).
     """
 
     def __init__(
@@ -101,46 +115,54 @@ class StepRunner:
         cuda_graphs: bool,
         compile: bool = False,
         compile_mode: str | None = None,
+        compile_backend: str = "inductor",
+        prefill_buckets: tuple[int, ...] = (),
     ) -> None:
-        if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
-            raise ValueError(f"buckets must be distinct positive sizes in ascending order, got {buckets}")
-        if cache.capacity - cache.max_len < buckets[-1]:
+        for name, b in (("buckets", buckets), ("prefill_buckets", prefill_buckets)):
+            if (b or name == "buckets") and (not b or list(b) != sorted(set(b)) or b[0] < 1):
+                raise ValueError(f"{name} must be distinct positive sizes in ascending order, got {b}")
+        largest = max((buckets[-1], *prefill_buckets))
+        if cache.capacity - cache.max_len < largest:
             raise ValueError(
                 f"cache slack {cache.capacity - cache.max_len} is smaller than the largest "
-                f"bucket {buckets[-1]}: padded steps could write past the buffer"
+                f"bucket {largest}: padded steps could write past the buffer"
             )
         if kv_granularity < 1:
             raise ValueError(f"kv_granularity must be >= 1, got {kv_granularity}")
         device = cache.k.device
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA cache; this one is on {device}")
+        if compile and not model.compiled:
+            model.compile(mode=compile_mode, backend=compile_backend)  # ValueError if unfused
         self.model, self.cache = model, cache
         self.buckets, self.kv_granularity = tuple(buckets), int(kv_granularity)
+        self.prefill_buckets = tuple(prefill_buckets)
         self.cuda_graphs, self.compile = bool(cuda_graphs), bool(compile)
         self.stats = StepStats()
         self.tokens_buf = torch.zeros(buckets[-1], dtype=torch.long, device=device)  # [Bmax]
-        self.pos_buf = torch.zeros(1, dtype=torch.long, device=device)  # start position
+        self.embeds_buf: torch.Tensor | None = None  # [Pmax, H], allocated at first use
+        self.pos_buf = torch.zeros((), dtype=torch.long, device=device)  # start position (0-d)
         self._host_tokens: torch.Tensor | None = None
         self._host_ready: torch.cuda.Event | None = None
         if device.type == "cuda":
             self._host_tokens = torch.zeros(buckets[-1], dtype=torch.long).pin_memory()
-        self._step: StepFn = self._eager_step
-        if self.compile:
-            self._step = torch.compile(self._eager_step, mode=compile_mode, dynamic=False)
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        self._compiled_shapes: set[tuple[int, int]] = set()
+        self._graphs: dict[tuple[str, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor | None, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
     # -- the step --------------------------------------------------------------------------
-    def _eager_step(self, bucket: int, kv_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One padded step over the static buffers: ``(logits [bucket, V] float32,
-        hidden [bucket, H])``."""
-        hidden = self.model.forward(
-            self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket], kv_len=kv_rows
-        )
-        return self.model.logits(hidden), hidden
+    def _eager_step(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One padded step over the static buffers: ``(logits [bucket, V] float32 or None
+        for embeddings, hidden [bucket, H])``."""
+        if kind == "tokens":
+            hidden = self.model.forward(self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket],
+                                        kv_len=kv_rows, compiled=self.compile)
+            return self.model.logits(hidden), hidden
+        assert self.embeds_buf is not None
+        hidden = self.model.forward(self.cache, self.pos_buf, embeds=self.embeds_buf[:bucket],
+                                    kv_len=kv_rows, compiled=self.compile)
+        return None, hidden
 
-    def _load_inputs(self, tokens: torch.Tensor, start: int) -> None:
+    def _load_tokens(self, tokens: torch.Tensor) -> None:
         t = int(tokens.numel())
         if tokens.device == self.tokens_buf.device or self._host_tokens is None:
             self.tokens_buf[:t].copy_(tokens.reshape(-1))
@@ -151,21 +173,20 @@ class StepRunner:
             self.tokens_buf[:t].copy_(self._host_tokens[:t], non_blocking=True)
             self._host_ready = torch.cuda.Event()
             self._host_ready.record()
-        self.pos_buf.fill_(start)
 
-    def _run_step(self, bucket: int, kv_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.compile and (bucket, kv_rows) not in self._compiled_shapes:
+    def _run_step(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if self.compile and bucket not in self.stats.compiled_buckets:
             t0 = time.perf_counter()
             with _compile_limits():
-                out = self._step(bucket, kv_rows)
+                out = self._eager_step(kind, bucket, kv_rows)
             if self.tokens_buf.device.type == "cuda":
                 torch.cuda.synchronize(self.tokens_buf.device)
             self.stats.compile_ms += (time.perf_counter() - t0) * 1e3
-            self._compiled_shapes.add((bucket, kv_rows))
+            self.stats.compiled_buckets.append(bucket)
             return out
-        return self._step(bucket, kv_rows)
+        return self._eager_step(kind, bucket, kv_rows)
 
-    def _capture(self, bucket: int, kv_rows: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+    def _capture(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor | None, torch.Tensor]:
         device = self.tokens_buf.device
         torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -173,21 +194,33 @@ class StepRunner:
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up (and compile); writes what the replay writes
-                self._run_step(bucket, kv_rows)
+                self._run_step(kind, bucket, kv_rows)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits, hidden = self._step(bucket, kv_rows)
+            logits, hidden = self._eager_step(kind, bucket, kv_rows)
         torch.cuda.synchronize(device)
         self.stats.capture_ms += (time.perf_counter() - t0) * 1e3
         self.stats.graphs += 1
-        self.stats.shapes.append((bucket, kv_rows))
+        self.stats.shapes.append((kind, bucket, kv_rows))
         return graph, logits, hidden
 
+    def _execute(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if not self.cuda_graphs:
+            self.stats.eager_steps += 1
+            return self._run_step(kind, bucket, kv_rows)
+        entry = self._graphs.get((kind, bucket, kv_rows))
+        if entry is None:
+            entry = self._graphs[(kind, bucket, kv_rows)] = self._capture(kind, bucket, kv_rows)
+        graph, logits, hidden = entry
+        graph.replay()
+        self.stats.replays += 1
+        return logits, hidden
+
     # -- public ----------------------------------------------------------------------------
-    def plan(self, count: int, start: int) -> tuple[int, int]:
-        """``(bucket, kv_rows)`` of a step feeding ``count`` tokens at ``start``."""
-        bucket = bucket_for(count, self.buckets)
+    def plan(self, count: int, start: int, kind: StepKind = "tokens") -> tuple[int, int]:
+        """``(bucket, kv_rows)`` of a step feeding ``count`` tokens (or embeddings) at ``start``."""
+        bucket = bucket_for(count, self.buckets if kind == "tokens" else self.prefill_buckets)
         return bucket, kv_rows_for(start + bucket, self.kv_granularity, self.cache.capacity)
 
     def run(
@@ -201,15 +234,26 @@ class StepRunner:
             raise ValueError("a step needs at least one token")
         self.cache.check_fits(start, t)
         bucket, kv_rows = self.plan(t, start)
-        self._load_inputs(tokens, start)
-        if self.cuda_graphs:
-            entry = self._graphs.get((bucket, kv_rows))
-            if entry is None:
-                entry = self._graphs[(bucket, kv_rows)] = self._capture(bucket, kv_rows)
-            graph, logits, hidden = entry
-            graph.replay()
-            self.stats.replays += 1
-        else:
-            logits, hidden = self._run_step(bucket, kv_rows)
-            self.stats.eager_steps += 1
+        self._load_tokens(tokens)
+        self.pos_buf.fill_(start)
+        logits, hidden = self._execute("tokens", bucket, kv_rows)
+        assert logits is not None
         return logits[:t].clone(), (hidden[:t].clone() if return_hidden else None)
+
+    def run_embeds(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
+        """Feed ``embeds`` ``[T, H]`` (T <= the largest prefill bucket) at positions
+        ``start ..`` as a padded fixed-shape step; returns hidden ``[T, H]`` (fresh)."""
+        if not self.prefill_buckets:
+            raise ValueError("run_embeds needs prefill_buckets (enable_fast(prefill_buckets=...))")
+        t = int(embeds.shape[0])
+        if t < 1:
+            raise ValueError("a step needs at least one embedding")
+        self.cache.check_fits(start, t)
+        bucket, kv_rows = self.plan(t, start, "embeds")
+        if self.embeds_buf is None:
+            self.embeds_buf = torch.zeros(self.prefill_buckets[-1], embeds.shape[1],
+                                          dtype=self.model.dtype, device=self.tokens_buf.device)
+        self.embeds_buf[:t].copy_(embeds)
+        self.pos_buf.fill_(start)
+        _, hidden = self._execute("embeds", bucket, kv_rows)
+        return hidden[:t].clone()

@@ -4,8 +4,7 @@ weights (gpt-fast style).
 :class:`FastLlama` holds *references* to the modules of a transformers ``LlamaModel``
 (``embed_tokens``, per layer ``q/k/v/o_proj``, ``mlp``, the two RMSNorms, the final
 ``norm``, the rotary embedding's ``inv_freq`` and ``attention_scaling``): no weight is
-copied, so a model loaded 4-bit or moved later keeps working.  One call runs the whole
-stack over ``T`` new positions::
+copied.  One call runs the whole stack over ``T`` new positions::
 
     x [T, H] (embeddings, or token ids [T] looked up)
     per layer:  h = RMSNorm(x); q, k, v = proj(h) -> RoPE(q, k) at positions start + i
@@ -15,29 +14,74 @@ stack over ``T`` new positions::
                 x = x + o_proj(attn);  x = x + mlp(RMSNorm(x))
     -> final RMSNorm -> hidden [T, H]
 
-``start`` is a Python int or a one-element device tensor (so one CUDA graph serves every
-position); ``kv_len`` is a static number of cache rows to attend over (>= start + T).
-Rows in ``[start + T, kv_len)`` hold stale values and are masked.  ``attention`` picks
-the kernel for steps (see :data:`ATTENTION_KINDS`; the benchmark measures both).  The cache's ``length``
-pointer is *not* moved here: the caller decides which written positions become valid.
+Two ways to run a layer:
+
+* ``fuse=False``: call the HF modules (a 4-bit or otherwise custom ``nn.Linear`` keeps
+  working; forward hooks on them fire);
+* ``fuse=True``: q/k/v and gate/up become one matrix each (:mod:`.fused`, the HF modules'
+  weights turned into views of them, no extra memory) and the layer runs as the two
+  functions of :mod:`.layer` (RMSNorm, RoPE, activation from :mod:`.ops`), which
+  :meth:`FastLlama.compile` hands to ``torch.compile`` for the fixed-size steps.
+
+``start`` is a Python int or a 0-d / one-element device tensor (so one CUDA graph serves
+every position); ``kv_len`` is a static number of cache rows to attend over (>= start + T).
+Masking, decided once per pass (:meth:`FastLlama.attention_plan`): from position 0 over
+exactly ``T`` rows, plain causal SDPA (the flash kernel); a Python ``start`` over exactly
+``start + T`` rows, lower-right causal (flash/efficient kernels, no mask tensor; one
+query: no mask at all); otherwise (a device ``start`` or padded rows) an additive
+``[T, kv_len]`` mask built on the device from the positions, shared by all layers.
+``attention`` picks the kernel for masked steps (see :data:`ATTENTION_KINDS`).  The
+cache's ``length`` pointer is *not* moved here: the caller decides which written
+positions become valid.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention.bias import CausalBias
 
+from evspec.models.fast.fused import FusedLayer, fuse_decoder
+from evspec.models.fast.layer import (
+    attention_inputs,
+    attention_inputs_any_length,
+    attention_output_and_mlp,
+    attention_output_and_mlp_any_length,
+)
+from evspec.models.fast.ops import (
+    apply_rope,
+    attention_bias,
+    lower_right_causal,
+    rms_norm,
+    rope_tables,
+    rotation_sin,
+)
 from evspec.models.fast.static_cache import StaticKVCache
 
 #: RoPE variants whose frequencies are fixed at construction (read from the HF module);
 #: ``dynamic`` / ``longrope`` change them with the sequence length and are not supported.
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
-#: attention over the cache for steps (prefill from position 0 always uses causal SDPA):
-#: ``sdpa`` = ``scaled_dot_product_attention`` with a boolean mask (a fused kernel);
-#: ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics)
+#: attention over the cache for masked steps (exact-length passes always use SDPA's
+#: causal forms): ``sdpa`` = ``scaled_dot_product_attention`` with an additive mask (a
+#: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics)
 ATTENTION_KINDS = ("sdpa", "matmul")
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionPlan:
+    """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
+    and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
+    additive mask ``[T, kv_len]``, or no mask (every row visible)."""
+
+    positions: torch.Tensor
+    kv_len: int
+    mask: torch.Tensor | CausalBias | None
+    is_causal: bool = False
 
 
 def _require(obj: object, names: tuple[str, ...], what: str) -> None:
@@ -53,12 +97,19 @@ class FastLlama:
     """Static-cache forward of a transformers ``LlamaModel`` (weights shared, not copied).
 
     ``head``: optional output projection (the wrapper's ``lm_head``) used by
-    :meth:`logits`.  Raises ``TypeError`` for a decoder that is not LLaMA-shaped and
-    ``NotImplementedError`` for RoPE types or attention variants it does not implement.
+    :meth:`logits`; ``fuse``: fuse q/k/v and gate/up in place and run the layers as the
+    functions of :mod:`.layer` (see the module docstring).  Raises ``TypeError`` for a
+    decoder that is not LLaMA-shaped, ``NotImplementedError`` for RoPE types or attention
+    variants it does not implement, ``ValueError`` when ``fuse`` meets unfusable weights.
     """
 
     def __init__(
-        self, decoder: nn.Module, head: nn.Module | None = None, *, attention: str = "sdpa"
+        self,
+        decoder: nn.Module,
+        head: nn.Module | None = None,
+        *,
+        attention: str = "sdpa",
+        fuse: bool = False,
     ) -> None:
         if attention not in ATTENTION_KINDS:
             raise ValueError(
@@ -100,6 +151,10 @@ class FastLlama:
                 f"num_attention_heads {self.num_heads} must be a multiple of "
                 f"num_key_value_heads {self.num_kv_heads}"
             )
+        self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
+        self._final_eps = float(getattr(decoder.norm, "variance_epsilon", getattr(decoder.norm, "eps", 1e-6)))
+        self._compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
+        self._compiled_any: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
 
     # -- geometry -------------------------------------------------------------------------
     @property
@@ -131,18 +186,62 @@ class FastLlama:
         """``positions`` ``[T]`` -> ``(cos, sin)`` ``[T, head_dim]`` in ``dtype``, computed
         in float32 exactly as the HF rotary embedding does (incl. ``attention_scaling``)."""
         rotary = self.decoder.rotary_emb
-        inv_freq = rotary.inv_freq.to(device=positions.device, dtype=torch.float32)  # [D/2]
-        freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)  # [T, D]
-        scaling = float(rotary.attention_scaling)
-        return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+        return rope_tables(positions, rotary.inv_freq.to(positions.device),
+                           float(rotary.attention_scaling), dtype)
 
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """RoPE on ``x`` ``[heads, T, D]`` with ``cos``/``sin`` ``[T, D]`` (HF's rotate_half)."""
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+    def attention_plan(
+        self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
+        device: torch.device,
+    ) -> AttentionPlan:
+        """Positions and masking of a pass of ``t`` tokens at ``start`` (module docstring)."""
+        if isinstance(start, torch.Tensor):
+            if kv_len is None:
+                raise ValueError("kv_len is required when start is a device tensor")
+            if start.numel() != 1:
+                raise ValueError(f"a device start must hold one position, got shape {tuple(start.shape)}")
+            positions = start.reshape(()) + torch.arange(t, device=device)  # [T]
+            return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+        kv_len = start + t if kv_len is None else kv_len
+        if not start + t <= kv_len <= capacity:
+            raise ValueError(
+                f"kv_len {kv_len} must cover the new positions (start {start} + {t}) and "
+                f"fit the cache capacity {capacity}"
+            )
+        positions = torch.arange(start, start + t, device=device)  # [T]
+        if kv_len == start + t:
+            if start == 0 and t > 1:
+                return AttentionPlan(positions, kv_len, None, is_causal=True)
+            if t == 1:  # one query at the end sees every row
+                return AttentionPlan(positions, kv_len, None)
+            if self.attention == "sdpa" and self.num_kv_heads == self.num_heads:
+                return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
+        return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+
+    def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
+        """``torch.compile`` the two per-layer functions (fused path only) for the steps:
+        ``fullgraph=True, dynamic=False``; ``mode`` (e.g. ``"max-autotune-no-cudagraphs"``)
+        applies to the inductor backend.  With ``prefill``, also their any-length twins
+        (token dimension dynamic) for prefills.  Compilation happens at the first call of
+        each step size (and at the first prefill); see :mod:`.layer` for the cut."""
+        if self.fused is None:
+            raise ValueError("compile needs the fused layer functions: build FastLlama with fuse=True")
+        opts: dict = {"fullgraph": True, "backend": backend}
+        if backend == "inductor" and mode is not None:
+            opts["mode"] = mode
+        self._compiled = (torch.compile(attention_inputs, dynamic=False, **opts),
+                          torch.compile(attention_output_and_mlp, dynamic=False, **opts))
+        self._compiled_any = None
+        if prefill:  # dynamic=None + the token dims marked below: only T is symbolic
+            self._compiled_any = (torch.compile(attention_inputs_any_length, dynamic=None, **opts),
+                                  torch.compile(attention_output_and_mlp_any_length, dynamic=None, **opts))
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    @property
+    def compiled_prefill(self) -> bool:
+        return self._compiled_any is not None
 
     # -- the pass -------------------------------------------------------------------------
     def forward(
@@ -153,72 +252,98 @@ class FastLlama:
         tokens: torch.Tensor | None = None,  # [T] int64
         embeds: torch.Tensor | None = None,  # [T, H]
         kv_len: int | None = None,
+        compiled: bool = False,
+        any_length: bool = False,
     ) -> torch.Tensor:
         """Hidden states ``[T, H]`` of positions ``start .. start + T - 1``; writes their
         keys/values into ``cache`` (its ``length`` is left to the caller).
 
         ``kv_len`` (default ``start + T``, int ``start`` only): cache rows attended over.
+        ``compiled``: run the fused layers through the functions :meth:`compile` made:
+        the fixed-size ones, or with ``any_length`` (prefills) the dynamic-length ones
+        (eager when those were not compiled).
         """
         if (tokens is None) == (embeds is None):
             raise ValueError("FastLlama.forward takes exactly one of tokens or embeds")
+        if compiled and self._compiled is None:
+            raise RuntimeError("forward(compiled=True) before FastLlama.compile()")
         x = self.decoder.embed_tokens(tokens) if embeds is None else embeds  # [T, H]
         t = int(x.shape[0])
-        device = x.device
-        if isinstance(start, torch.Tensor):
-            if kv_len is None:
-                raise ValueError("kv_len is required when start is a device tensor")
-            positions = start.reshape(1) + torch.arange(t, device=device)  # [T]
-            causal_from_zero = False
-        else:
-            kv_len = start + t if kv_len is None else kv_len
-            if not start + t <= kv_len <= cache.capacity:
-                raise ValueError(
-                    f"kv_len {kv_len} must cover the new positions (start {start} + {t}) and "
-                    f"fit the cache capacity {cache.capacity}"
-                )
-            positions = torch.arange(start, start + t, device=device)  # [T]
-            causal_from_zero = start == 0 and kv_len == t
-        cos, sin = self.rope(positions, x.dtype)  # [T, D] each
-        # no mask when every cached row is visible to every query, or plain causal from 0
-        all_visible = not isinstance(start, torch.Tensor) and t == 1 and kv_len == start + 1
-        mask = None
-        if not (causal_from_zero or all_visible):
-            keys = torch.arange(kv_len, device=device)  # [kv_len]
-            mask = keys[None, :] <= positions[:, None]  # [T, kv_len] True = visible
-        gqa = self.num_kv_heads != self.num_heads
+        plan = self.attention_plan(start, t, kv_len, cache.capacity, x.dtype, x.device)
+        cos, sin = self.rope(plan.positions, x.dtype)  # [T, D] each
+        sin = rotation_sin(sin)  # [T, D], first half negated (see ops.apply_rope)
+        if self.fused is None:
+            for i, layer in enumerate(self.layers):
+                x = self._layer_modules(layer, x, cos, sin, cache.k[i], cache.v[i], plan)
+            return self.decoder.norm(x)  # [T, H]
+        pre, post = attention_inputs, attention_output_and_mlp
+        dynamic = compiled and any_length and self._compiled_any is not None
+        if dynamic:
+            pre, post = self._compiled_any
+        elif compiled and not any_length:
+            pre, post = self._compiled
+        for i, f in enumerate(self.fused):
+            if dynamic:  # only the token count is symbolic (one compile for every length)
+                for tensor in (x, cos, sin, plan.positions):
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            q = pre(x, f.ln1_weight, f.qkv_weight, f.qkv_bias, cos, sin, cache.k[i], cache.v[i],
+                    plan.positions, f.ln1_eps, self.num_heads, self.num_kv_heads)  # [Hq, T, D]
+            out = self._attend(q, cache.k[i, :, : plan.kv_len], cache.v[i, :, : plan.kv_len], plan)
+            if dynamic:
+                torch._dynamo.maybe_mark_dynamic(x, 0)
+                torch._dynamo.maybe_mark_dynamic(out, 1)
+            x = post(x, out, f.o_weight, f.o_bias, f.ln2_weight, f.gate_up_weight, f.gate_up_bias,
+                     f.down_weight, f.down_bias, f.ln2_eps, f.act)  # [T, H]
+        return rms_norm(x, self.decoder.norm.weight, self._final_eps)  # [T, H]
 
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)  # [T, H]
-            q = attn.q_proj(h).view(t, self.num_heads, self.head_dim).transpose(0, 1)  # [Hq, T, D]
-            k = attn.k_proj(h).view(t, self.num_kv_heads, self.head_dim).transpose(0, 1)  # [Hkv, T, D]
-            v = attn.v_proj(h).view(t, self.num_kv_heads, self.head_dim).transpose(0, 1)  # [Hkv, T, D]
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            cache.k[i].index_copy_(1, positions, k)  # rows start..start+T-1
-            cache.v[i].index_copy_(1, positions, v)
-            keys_i = cache.k[i, :, :kv_len]  # [Hkv, kv_len, D]
-            vals_i = cache.v[i, :, :kv_len]
-            if self.attention == "matmul" and not causal_from_zero:
-                out = self._attend_matmul(q, keys_i, vals_i, mask)  # [Hq, T, D]
-            else:
-                out = F.scaled_dot_product_attention(
-                    q[None], keys_i[None], vals_i[None],  # [1, heads, len, D]
-                    attn_mask=mask,
-                    is_causal=causal_from_zero and t > 1,
-                    scale=self.scale,
-                    enable_gqa=gqa,
-                )[0]  # [Hq, T, D]
-            out = out.transpose(0, 1).reshape(t, self.num_heads * self.head_dim)  # [T, Hq*D]
-            x = x + attn.o_proj(out)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.decoder.norm(x)  # [T, H]
+    def _layer_modules(
+        self,
+        layer: nn.Module,
+        x: torch.Tensor,  # [T, H]
+        cos: torch.Tensor,  # [T, D]
+        sin: torch.Tensor,  # [T, D], rotation_sin
+        k_cache: torch.Tensor,  # [Hkv, capacity, D]
+        v_cache: torch.Tensor,
+        plan: AttentionPlan,
+    ) -> torch.Tensor:
+        """One layer through the HF modules (the unfused path)."""
+        t = int(x.shape[0])
+        attn = layer.self_attn
+        h = layer.input_layernorm(x)  # [T, H]
+        q = attn.q_proj(h).view(t, self.num_heads, self.head_dim)  # [T, Hq, D]
+        k = attn.k_proj(h).view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
+        v = attn.v_proj(h).view(t, self.num_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin).transpose(0, 1), apply_rope(k, cos, sin).transpose(0, 1)
+        k_cache.index_copy_(1, plan.positions, k)  # rows start..start+T-1
+        v_cache.index_copy_(1, plan.positions, v.transpose(0, 1))
+        out = self._attend(q, k_cache[:, : plan.kv_len], v_cache[:, : plan.kv_len], plan)  # [Hq, T, D]
+        x = x + attn.o_proj(out.transpose(0, 1).reshape(t, self.num_heads * self.head_dim))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def _attend(
+        self,
+        q: torch.Tensor,  # [Hq, T, D]
+        keys: torch.Tensor,  # [Hkv, S, D]
+        vals: torch.Tensor,  # [Hkv, S, D]
+        plan: AttentionPlan,
+    ) -> torch.Tensor:
+        """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
+        if self.attention == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
+            return self._attend_matmul(q, keys, vals, plan.mask)
+        return F.scaled_dot_product_attention(
+            q[None], keys[None], vals[None],  # [1, heads, len, D]
+            attn_mask=plan.mask,
+            is_causal=plan.is_causal,
+            scale=self.scale,
+            enable_gqa=self.num_kv_heads != self.num_heads,
+        )[0]  # [Hq, T, D]
 
     def _attend_matmul(
         self,
         q: torch.Tensor,  # [Hq, T, D]
         keys: torch.Tensor,  # [Hkv, S, D]
         vals: torch.Tensor,  # [Hkv, S, D]
-        mask: torch.Tensor | None,  # [T, S] True = visible
+        mask: torch.Tensor | None,  # [T, S] additive (0 / -inf)
     ) -> torch.Tensor:
         """Attention as two batched matmuls and a float32 softmax (HF's eager attention
         numerics).  For a few queries over a long cache this reads K and V once with
@@ -229,7 +354,7 @@ class FastLlama:
         scores = torch.matmul(qg, keys.transpose(1, 2)) * self.scale  # [Hkv, g*T, S]
         scores = scores.view(self.num_kv_heads, groups, t, -1)  # [Hkv, g, T, S]
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores + mask
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(probs.view(self.num_kv_heads, groups * t, -1), vals)  # [Hkv, g*T, D]
         return out.view(self.num_heads, t, self.head_dim)  # [Hq, T, D]

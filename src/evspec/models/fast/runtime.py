@@ -14,6 +14,7 @@ else a new one (memory and graph captures are spent only when all are in use).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from evspec.models.fast.config import FastConfig
-from evspec.models.fast.graphs import StepRunner, kv_rows_for
+from evspec.models.fast.graphs import StepRunner
 from evspec.models.fast.llama import FastLlama
 from evspec.models.fast.static_cache import StaticKVCache
 
@@ -47,8 +48,13 @@ class FastRuntime:
     """Static caches and step runners for one decoder (see the module docstring)."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module, config: FastConfig) -> None:
-        self.model = FastLlama(decoder, head, attention=config.attention)
+        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse)
         self.config = config
+        if config.compile:  # wraps only: tracing happens at each bucket's first step
+            self.model.compile(mode=config.compile_mode, backend=config.compile_backend,
+                               prefill=config.compile_prefill)
+        #: ms of the first compiled (any-length) prefill pass, compile included
+        self.prefill_compile_ms = 0.0
         if config.cuda_graphs and self.model.device.type != "cuda":
             raise ValueError(
                 f"enable_fast(cuda_graphs=True) needs the model on CUDA; it is on {self.model.device}"
@@ -68,6 +74,8 @@ class FastRuntime:
             cuda_graphs=cfg.cuda_graphs,
             compile=cfg.compile,
             compile_mode=cfg.compile_mode,
+            compile_backend=cfg.compile_backend,
+            prefill_buckets=cfg.prefill_buckets,
         )
         slot = _Slot(cache, runner)
         self._slots.append(slot)
@@ -119,15 +127,28 @@ class FastRuntime:
     # -- passes -----------------------------------------------------------------------------
     @torch.inference_mode()
     def prefill(self, cache: StaticKVCache, embeds: torch.Tensor) -> torch.Tensor:
-        """Append ``embeds`` ``[T, H]`` at ``cache.length`` eagerly: from position 0 with
-        plain causal (flash) attention; later (a question after a cached prefix) over
-        cache rows rounded up to a multiple of 16 (aligned masks for the fused kernels).
-        Returns hidden ``[T, H]``."""
+        """Append ``embeds`` ``[T, H]`` at ``cache.length``; returns hidden ``[T, H]``.
+
+        After cached positions (the question after a cached prefix) and with ``T`` up to
+        the largest ``prefill_buckets`` size: a padded fixed-shape step (a CUDA graph).
+        Otherwise one pass over exactly ``start + T`` rows (its layers compiled for any
+        length with ``compile`` and ``compile_prefill``): from position 0 plain causal
+        SDPA, later lower-right causal (flash/efficient kernels, no mask tensor)."""
         start, t = cache.length, int(embeds.shape[0])
         cache.check_fits(start, t)
         cache.invalidate_prefix_from(start)
-        kv_len = start + t if start == 0 else kv_rows_for(start + t, 16, cache.capacity)
-        hidden = self.model.forward(cache, start, embeds=embeds.to(self.model.dtype), kv_len=kv_len)
+        buckets = self.config.prefill_buckets
+        if start > 0 and buckets and t <= buckets[-1]:
+            hidden = self._slot(cache).runner.run_embeds(embeds, start)
+        else:
+            first = self.model.compiled_prefill and not self.prefill_compile_ms
+            t0 = time.perf_counter()
+            hidden = self.model.forward(cache, start, embeds=embeds.to(self.model.dtype), kv_len=start + t,
+                                        compiled=self.config.compile, any_length=True)
+            if first:
+                if hidden.device.type == "cuda":
+                    torch.cuda.synchronize(hidden.device)
+                self.prefill_compile_ms = (time.perf_counter() - t0) * 1e3
         cache.advance(t)
         return hidden
 
@@ -137,7 +158,8 @@ class FastRuntime:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Append ``tokens`` ``[T]``: ``(logits [T, V] float32, hidden [T, H] or None)``.
         Up to ``max_score_tokens`` through the bucketed (graph) runner; longer steps run
-        eagerly with exact shapes."""
+        as a prefill (a padded embeddings step up to the largest prefill bucket, else one
+        exact-shape eager pass)."""
         slot = self._slot(cache)
         t = int(tokens.numel())
         if t > self.config.step_buckets[-1]:
@@ -153,7 +175,8 @@ class FastRuntime:
     # -- reporting --------------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, Any]:
-        """Slots, cache memory, graphs captured, capture/compile ms, replays, eager steps."""
+        """Slots, cache memory, graphs captured, capture/compile ms, replays, eager steps,
+        and the options in force."""
         runs = [s.runner.stats for s in self._slots]
         return {
             "slots": len(self._slots),
@@ -161,10 +184,14 @@ class FastRuntime:
             "graphs": sum(r.graphs for r in runs),
             "capture_ms": sum(r.capture_ms for r in runs),
             "compile_ms": sum(r.compile_ms for r in runs),
+            "prefill_compile_ms": self.prefill_compile_ms,
             "replays": sum(r.replays for r in runs),
             "eager_steps": sum(r.eager_steps for r in runs),
             "cuda_graphs": self.config.cuda_graphs,
             "compile": self.config.compile,
             "max_len": self.config.max_len,
             "attention": self.config.attention,
+            "fuse": self.config.fuse,
+            "prefill_buckets": list(self.config.prefill_buckets),
+            "compiled_buckets": sorted({b for r in runs for b in r.compiled_buckets}),
         }
