@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from evspec.decoding.gamma import GammaPolicy
 from evspec.decoding.protocols import Draft, Drafter, Target
 from evspec.decoding.sampling import select, validate_sampling, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
@@ -47,6 +48,7 @@ def generate(
     on_token: TokenCallback | None = None,
     stop_at_eos: bool = True,
     forced_reference: list[int] | None = None,
+    gamma_policy: GammaPolicy | None = None,
 ) -> Result:
     """Answer ``request`` with ``target``, drafting ``gamma`` tokens per round.
 
@@ -61,6 +63,11 @@ def generate(
     On random-weight models in bf16 the batched score and the one-token step round
     differently and flip near-tied argmaxes; forcing the reference keeps the set α
     meaningful.  Output then equals the reference by construction: not a lossless run.
+
+    ``gamma_policy`` (``evspec.decoding.gamma``) chooses γ before every round and observes
+    every round (``gamma`` is then ignored; ``stats.gamma`` records the policy's
+    ``max_gamma`` and ``RoundStats.drafted`` the γ really used).  A policy may answer 0:
+    that round is a plain target step.
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
@@ -76,6 +83,8 @@ def generate(
 
     device = target.device
     gen = _generator(device, seed) if temperature > 0 else None
+    if gamma_policy is not None:
+        gamma = int(gamma_policy.max_gamma)
     stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
     eos = target.eos_token_id if stop_at_eos else -1
 
@@ -116,7 +125,10 @@ def generate(
             if room < 1:
                 stop = "context"
                 break
-            k = min(gamma, budget - 1, room - 1) if drafter is not None else 0
+            want = gamma if gamma_policy is None else gamma_policy.next_gamma(stats.rounds)
+            if want < 0:
+                raise ValueError(f"gamma policy {type(gamma_policy).__name__} returned {want} < 0")
+            k = min(want, budget - 1, room - 1) if drafter is not None else 0
             rnd: dict[str, float] = {}
 
             # -- phase 3: propose ------------------------------------------------------
@@ -159,6 +171,8 @@ def generate(
             pending = nxt
             if drafter is not None:
                 stats.rounds.append(RoundStats(k, n, rnd.get("draft_ms", 0.0), rnd.get("score_ms", 0.0)))
+                if gamma_policy is not None:
+                    gamma_policy.observe(stats.rounds[-1])
             else:
                 stats.rounds.append(RoundStats(0, 0, 0.0, rnd.get("score_ms", 0.0)))
             if on_token:

@@ -3,5 +3,5 @@
 #: names accepted by ``make_drafter`` and the CLI's ``--drafter``
 DRAFTER_NAMES = (
     "none", "eventgpt", "prompt-lookup", "self",
-    "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head",
+    "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head", "cascade",
 )

@@ -14,6 +14,7 @@ from evspec.decoding.protocols import Drafter, Target
 DRAFTER_NAMES = (
     "none", "eventgpt", "prompt-lookup", "self",
     "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head",
+    "cascade",
 )
 
 #: trained modules shipped with the world checkpoints: drafter name -> folder
@@ -92,6 +93,12 @@ def make_drafter(
         if base == "event-head" and draft_model is None:
             raise DrafterError("drafter 'event-head' needs a draft model for its event memory (--draft-model)")
         return make_head_drafter(base, target, draft_model, path, label=name, **options)
+    if base == "cascade":  # note §6.2: options inner=NAME, inner_model, inner_gamma (drafters/cascade.py)
+        from evspec.decoding.drafters.cascade import make_cascade_drafter
+
+        if draft_model is None:
+            raise DrafterError("drafter 'cascade' needs a draft model: its middle level (--draft-model)")
+        return make_cascade_drafter(target, draft_model, name=name, **options)
     raise DrafterError(f"unknown drafter {base!r}; choose one of {', '.join(DRAFTER_NAMES)}")
 
 

@@ -33,7 +33,8 @@ class PromptLookupDrafter:
         self._limit = target.vocab_size
         prompt = state.prompt_ids.tolist()
         special = {getattr(target, "video_token_id", None), getattr(target, "image_token_id", None)}
-        self._context = [t for t in prompt if t not in special] + [first_token]
+        # placeholders (video ids, EventGPT's -200) are never worth proposing
+        self._context = [t for t in prompt if t not in special and t >= 0] + [first_token]
         self._proposed = []
         self.timings = {}
 
