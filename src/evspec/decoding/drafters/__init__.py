@@ -10,12 +10,7 @@ from evspec.decoding.drafters.model import ModelDrafter
 from evspec.decoding.drafters.prompt_lookup import PromptLookupDrafter
 from evspec.decoding.protocols import Drafter, Target
 
-#: names accepted by :func:`make_drafter` and the CLI's ``--drafter``
-DRAFTER_NAMES = (
-    "none", "eventgpt", "prompt-lookup", "self",
-    "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head",
-    "cascade",
-)
+from evspec.decoding.names import DRAFTER_NAMES  # one list, importable without torch
 
 #: trained modules shipped with the world checkpoints: drafter name -> folder
 SHIPPED_MODULES = Path(__file__).resolve().parents[2] / "assets" / "world" / "heads"
