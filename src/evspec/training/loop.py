@@ -116,12 +116,20 @@ def _device(name: str) -> torch.device:
     return resolve_device(name)
 
 
+#: parameters never decayed although they are matrices: the vision towers' position
+#: embeddings (decay pulls them back to zero, and with them the towers' only source of
+#: spatial layout; issue 4)
+NO_DECAY = ("position_embedding",)
+
+
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices (weights of linear layers, embeddings); not biases or norms."""
+    """Decay matrices (weights of linear layers, token embeddings); not biases, norms or
+    the vision position embeddings (:data:`NO_DECAY`)."""
     decay, keep = [], []
-    for p in module.parameters():
+    for name, p in module.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else keep).append(p)
+            spatial = any(key in name for key in NO_DECAY)
+            (decay if p.ndim >= 2 and not spatial else keep).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 

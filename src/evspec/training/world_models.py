@@ -30,6 +30,13 @@ from evspec.models.target import VideoLlavaTarget
 WorldModel = VideoLlavaTarget | EventGPT
 NUM_FRAMES = 8  # Video-LLaVA samples 8 frames per clip
 N_EVENT_IMAGES = 5  # EventGPT's official n
+#: std of the CLIP position embeddings of a *fresh* world model.  CLIP's own init (0.02,
+#: ``initializer_range``) leaves them ~15x smaller than a patch embedding (~0.3 for a
+#: CLIP-normalised 8x8 patch), so a tower trained from scratch stays nearly permutation-
+#: equivariant: the shipped models of 2026-11-29 kept a position std of 0.032 after 3158
+#: steps and answered from the bag of colours only (issue 4).  Pretrained CLIPs have
+#: learned position embeddings; 0.2 puts ours on the scale of the patch content.
+POSITION_INIT_STD = 0.2
 
 
 def world_tokenizers(data: str | Path | None) -> tuple[PreTrainedTokenizerFast, PreTrainedTokenizerFast]:
@@ -51,7 +58,10 @@ def build_world_model(
     seed: int,
     device: str | torch.device = "cpu",
 ) -> WorldModel:
-    """A freshly initialised world model (float32, seeded) for ``role`` on ``device``."""
+    """A freshly initialised world model (float32, seeded) for ``role`` on ``device``.
+
+    The architecture and init are the presets' (transformers / evspec defaults) except the
+    vision position embeddings, drawn with :data:`POSITION_INIT_STD` (see there)."""
     device = torch.device(device)
     drafter_tok, target_tok = tokenizers
     if role == "target":
@@ -66,12 +76,32 @@ def build_world_model(
         processor = VideoLlavaImageProcessor(
             size={"shortest_edge": size}, crop_size={"height": size, "width": size}
         )
-        return VideoLlavaTarget(model, target_tok, processor, num_frames=NUM_FRAMES)
+        target = VideoLlavaTarget(model, target_tok, processor, num_frames=NUM_FRAMES)
+        _widen_positions(target, POSITION_INIT_STD, seed)
+        return target
     if role == "drafter":
         p = world_eventgpt_preset(preset, drafter_tok, n_event_images=N_EVENT_IMAGES)
         model = build_model(p.config(), dtype=torch.float32, device=device, seed=seed)
-        return EventGPT(model, drafter_tok)
+        drafter = EventGPT(model, drafter_tok)
+        _widen_positions(drafter, POSITION_INIT_STD, seed)
+        return drafter
     raise ValueError(f"role = {role!r}: use 'target' or 'drafter'")
+
+
+def vision_position_embeddings(wrapper: WorldModel) -> list[torch.nn.Embedding]:
+    """The position embeddings of the CLIP towers a world model actually uses (the
+    target's video tower; the drafter's visual tower)."""
+    if isinstance(wrapper, VideoLlavaTarget):
+        return [wrapper.model.model.video_tower.embeddings.position_embedding]
+    return [wrapper.model.model.visual_tower.visual_tower.vision_model.embeddings.position_embedding]
+
+
+def _widen_positions(wrapper: WorldModel, std: float, seed: int) -> None:
+    """Re-draw the vision position embeddings with ``std`` (seeded, on their device)."""
+    for emb in vision_position_embeddings(wrapper):
+        gen = torch.Generator(device=emb.weight.device).manual_seed(seed + 7919)
+        with torch.no_grad():
+            emb.weight.normal_(0.0, std, generator=gen)
 
 
 def checkpoint_role(folder: str | Path) -> str:
