@@ -80,7 +80,8 @@ def load_world_cases(
     target, drafter_model, limit: int = 6, assets: str | Path | None = None
 ) -> list[DemoCase]:
     """Up to ``limit`` questions about the shipped clips, one question type after another
-    (so a short demo still shows colour, motion, counting, ...), with their references."""
+    and one clip after another (so a short demo shows colour, motion, counting, ... on
+    different scenes), with their references."""
     from evspec.data.loading import load_clip_inputs
     from evspec.data.manifest import load_manifest
 
@@ -88,7 +89,12 @@ def load_world_cases(
         raise ValueError(f"limit must be >= 1, got {limit}")
     root = world_assets(assets)
     manifest = load_manifest(root / "manifest.json")
-    pending = [(e, q) for e in manifest.clips for q in e.questions]
+    # interleave the clips, rotating each clip's questions so clip j starts at its j-th
+    depth = max((len(e.questions) for e in manifest.clips), default=0)
+    pending = [
+        (e, e.questions[(i + j) % len(e.questions)])
+        for i in range(depth) for j, e in enumerate(manifest.clips) if i < len(e.questions)
+    ]
     chosen: list[tuple] = []
     seen: set[str | None] = set()
     while pending and len(chosen) < limit:  # round-robin over question types
