@@ -48,42 +48,20 @@ class ModelSpec:
             raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
 
 
-def resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu)")
-    return dev
-
-
-def resolve_dtype(dtype: str, device: Any) -> Any:
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
-
-
 def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
     """Load the target (and the draft model when a drafter needs one)."""
     from evspec.models.presets.target import TARGET_PRESETS
-    from evspec.models.target import VideoLlavaTarget
+    from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
 
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    preset_kw = {"seed": spec.seed} if spec.target in TARGET_PRESETS else {}
-    target = VideoLlavaTarget.load(spec.target, dtype=dtype, device=device, **preset_kw)
+    target = load_target(spec.target, device=device, dtype=dtype, seed=spec.seed)
     draft_name = spec.draft_model
     if draft_name is None and spec.target in TARGET_PRESETS and any(d.partition("@")[0] in MODEL_DRAFTERS for d in drafters):
         draft_name = spec.target
     draft = None
     if draft_name is not None:
-        from evspec.models.eventgpt import EventGPT
-
-        draft = EventGPT.load(draft_name, dtype=dtype, device=device, seed=spec.seed + 1)
+        draft = load_eventgpt(draft_name, device=device, dtype=dtype, seed=spec.seed + 1)
     for model in (target, draft):
         if model is not None and spec.fast:
             model.enable_fast()
@@ -111,6 +89,8 @@ def _use_device(device: str) -> None:
     explicit device, and libraries that assume the current one, go there too)."""
     if device.startswith("cuda:"):
         import torch
+
+        from evspec.session import resolve_device
 
         torch.cuda.set_device(resolve_device(device))
 

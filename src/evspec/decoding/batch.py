@@ -36,7 +36,7 @@ from transformers import DynamicCache
 from evspec.decoding.protocols import Draft, Drafter, Target
 from evspec.decoding.sampling import select, validate_sampling, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
-from evspec.models.causal_lm import timed
+from evspec.models.causal_lm import sync, timed
 from evspec.models.request import Request
 
 #: builds request i's drafter (None = target-only for that row)
@@ -61,11 +61,6 @@ class _Row:
     k: int = 0
     draft_ms: float = 0.0
     budget: int = 0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _BatchKV:
@@ -183,7 +178,7 @@ def generate_batch(
             raise ValueError("generate_batch: give one non-empty forced reference per request")
     device = target.device
     eos = target.eos_token_id if stop_at_eos else -1
-    _sync(device)
+    sync(device)
     t_start = time.perf_counter()
 
     # -- phase 1: prefill each request, first tokens, drafters ------------------------------
@@ -203,7 +198,7 @@ def generate_batch(
         stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
         stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
         stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
-        _sync(device)
+        sync(device)
         stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
         row = _Row(i, drafter, gen, stats, [first], first, state.length, needs_hidden, ref)
         row.budget = min(max_new_tokens, len(ref)) if ref is not None else max_new_tokens
@@ -303,7 +298,7 @@ def generate_batch(
 
 
 def _finish(row: _Row, t_start: float, device: torch.device) -> None:
-    _sync(device)
+    sync(device)
     row.stats.total_ms = (time.perf_counter() - t_start) * 1e3
     row.stats.new_tokens = len(row.tokens)
     row.stats.stop_reason = row.stop

@@ -18,21 +18,43 @@ from evspec.decoding.gamma import GammaPolicy
 from evspec.decoding.protocols import Draft, Drafter, Target
 from evspec.decoding.sampling import select, validate_sampling, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
-from evspec.models.causal_lm import timed
+from evspec.models.causal_lm import sync, timed
+from evspec.models.state import TargetState
 from evspec.models.request import Request
 
 TokenCallback = Callable[[list[int]], None]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
+
+
+def prefill_target(
+    target: Target,
+    request: Request,
+    stats: RequestStats,
+    t_start: float,
+    *,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    forced_reference: list[int] | None = None,
+    return_hidden: bool = False,
+) -> tuple[TargetState, int]:
+    """Phase 1 of every decoding loop: prefill the target, record its stage times and the
+    time to first token (from ``t_start``), and choose the first answer token."""
+    state = target.prefill(request, return_hidden=return_hidden)
+    stats.target_preprocess_ms = state.timings.get("preprocess_ms", 0.0)
+    stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
+    stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
+    first = select(state.last_logits, temperature, top_p, generator)
+    if forced_reference is not None:
+        first = forced_reference[0]
+    sync(target.device)
+    stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
+    return state, first
 
 
 def generate(
@@ -88,22 +110,17 @@ def generate(
     stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
     eos = target.eos_token_id if stop_at_eos else -1
 
-    _sync(device)
+    sync(device)
     t_start = time.perf_counter()
 
     # heads that draft from the target's features (EAGLE-style) get its last hidden states
     needs_hidden = bool(getattr(drafter, "needs_target_hidden", False))
 
     # -- phase 1: prefill the target, take the first token -----------------------------
-    state = target.prefill(request, return_hidden=needs_hidden)
-    stats.target_preprocess_ms = state.timings.get("preprocess_ms", 0.0)
-    stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
-    stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
-    first = select(state.last_logits, temperature, top_p, gen)
-    if forced_reference is not None:
-        first = forced_reference[0]
-    _sync(device)
-    stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
+    state, first = prefill_target(
+        target, request, stats, t_start, temperature=temperature, top_p=top_p, generator=gen,
+        forced_reference=forced_reference, return_hidden=needs_hidden,
+    )
     tokens = [first]
     if on_token:
         on_token([first])
@@ -183,7 +200,7 @@ def generate(
         if drafter is not None:
             drafter.end()
 
-    _sync(device)
+    sync(device)
     stats.total_ms = (time.perf_counter() - t_start) * 1e3
     stats.new_tokens = len(tokens)
     stats.stop_reason = stop

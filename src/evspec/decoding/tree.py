@@ -41,10 +41,11 @@ import torch
 
 from evspec.decoding.drafters.base import DrafterError
 from evspec.decoding.protocols import Target
-from evspec.decoding.sampling import logits_to_probs, sample, select, validate_sampling
+from evspec.decoding.engine import prefill_target
+from evspec.decoding.sampling import logits_to_probs, sample, validate_sampling
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.models import tree_attention as ta
-from evspec.models.causal_lm import timed
+from evspec.models.causal_lm import sync, timed
 from evspec.models.request import Request
 from evspec.models.state import TargetState
 
@@ -347,19 +348,14 @@ def generate_tree(
     gen = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     stats = RequestStats(drafter=f"tree{shape.branching}", gamma=shape.depth)
     eos = target.eos_token_id if stop_at_eos else -1
-    _sync(device)
+    sync(device)
     t_start = time.perf_counter()
 
     # -- phase 1: prefill the target, first token ------------------------------------------
-    state = target.prefill(request)
-    stats.target_preprocess_ms = state.timings.get("preprocess_ms", 0.0)
-    stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
-    stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
-    first = select(state.last_logits, temperature, top_p, gen)
-    if forced_reference is not None:
-        first = forced_reference[0]
-    _sync(device)
-    stats.ttft_ms = (time.perf_counter() - t_start) * 1e3
+    state, first = prefill_target(
+        target, request, stats, t_start, temperature=temperature, top_p=top_p, generator=gen,
+        forced_reference=forced_reference,
+    )
     tokens = [first]
     if on_token:
         on_token([first])
@@ -418,7 +414,7 @@ def generate_tree(
                 stop = "max_new_tokens"
     finally:
         drafter.end()
-    _sync(device)
+    sync(device)
     stats.total_ms = (time.perf_counter() - t_start) * 1e3
     stats.new_tokens = len(tokens)
     stats.stop_reason = stop
@@ -435,10 +431,3 @@ def _follow_reference(tree: DraftTree, reference: list[int], at: int) -> tuple[l
             return path, reference[j]
         path.append(nxt)
         u, j = nxt, j + 1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-

@@ -29,15 +29,19 @@ from evspec.models.state import ScoreOutput, TargetState
 PrefixBuilder = Callable[[dict[str, float]], tuple[torch.Tensor, dict[str, Any]]]
 
 
+def sync(device: torch.device) -> None:
+    """Wait for queued work on a CUDA ``device`` (no-op elsewhere) before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @contextmanager
 def timed(device: torch.device, out: dict[str, float], key: str) -> Iterator[None]:
     """Wall-clock milliseconds of the block into ``out[key]``, synchronising CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     out[key] = out.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
