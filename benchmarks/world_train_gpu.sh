@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generate the synthetic world, train the world target and drafter (concurrently, one GPU),
 # pack fp16 checkpoints + tokenizer + sample test clips, and evaluate on the test split:
-# one device call of about 8 minutes (docs/world_training.md).
+# one device call of about 9 minutes (docs/world_training.md).
 #
 #   PYTHONPATH=src HF_HUB_OFFLINE=1 OUT=/some/dir bash benchmarks/world_train_gpu.sh
 #
@@ -9,7 +9,8 @@
 # eval.md, eval.json, train_logs.json, phases.log, train_target.log, train_drafter.log.
 # EVSPEC_MICRO=1 runs the same phases at CPU size (a 24-clip 16-px world, micro presets,
 # a few steps) to prove the script end to end.  Knobs: CLIPS, TOTAL_S (wall-time goal),
-# EVAL_RESERVE_S, ACCEPT_PER_TYPE, SHIP_CLIPS, WORK (scratch folder).
+# EVAL_RESERVE_S, ACCEPT_PER_TYPE, SHIP_CLIPS, BATCH, LR, AUX_WEIGHT (0 = answers only),
+# WORK (scratch folder).
 set -euo pipefail
 
 OUT=${OUT:?set OUT to the output folder}
@@ -24,14 +25,14 @@ export PYTHONUNBUFFERED=1
 
 if [[ "$MICRO" == "1" ]]; then
   CLIPS=${CLIPS:-24}; GEN_ARGS="--resolution 16 --render-hz 100"
-  PRESET=world-micro; DEVICE=cpu; BATCH=8; MAX_STEPS=${MAX_STEPS:-40}; WARMUP=5
+  PRESET=world-micro; DEVICE=cpu; BATCH=${BATCH:-8}; LR=${LR:-1e-3}; MAX_STEPS=${MAX_STEPS:-40}; WARMUP=5
   EVAL_INTERVAL=20; VAL_GEN=8; TOTAL_S=${TOTAL_S:-600}; EVAL_RESERVE_S=${EVAL_RESERVE_S:-60}
   ACCEPT_PER_TYPE=${ACCEPT_PER_TYPE:-1}; GAMMAS=${GAMMAS:-1,2,4}; SHIP_CLIPS=${SHIP_CLIPS:-2}
   EVAL_LIMIT=${EVAL_LIMIT:-0}; ACCURACY_S=30
 else
   CLIPS=${CLIPS:-8000}; GEN_ARGS=""
-  PRESET=world; DEVICE=cuda; BATCH=64; MAX_STEPS=${MAX_STEPS:-20000}; WARMUP=100
-  EVAL_INTERVAL=1000; VAL_GEN=128; TOTAL_S=${TOTAL_S:-450}; EVAL_RESERVE_S=${EVAL_RESERVE_S:-120}
+  PRESET=world; DEVICE=cuda; BATCH=${BATCH:-128}; LR=${LR:-1.5e-3}; MAX_STEPS=${MAX_STEPS:-20000}; WARMUP=100
+  EVAL_INTERVAL=1000; VAL_GEN=128; TOTAL_S=${TOTAL_S:-540}; EVAL_RESERVE_S=${EVAL_RESERVE_S:-120}
   ACCEPT_PER_TYPE=${ACCEPT_PER_TYPE:-30}; GAMMAS=${GAMMAS:-1,2,3,4,5,6,7,8}; SHIP_CLIPS=${SHIP_CLIPS:-8}
   EVAL_LIMIT=${EVAL_LIMIT:-0}; ACCURACY_S=${ACCURACY_S:-40}
 fi
@@ -58,7 +59,8 @@ T0=$SECONDS
 BUDGET=$(( TOTAL_S - SECONDS - EVAL_RESERVE_S ))
 (( BUDGET >= 60 )) || BUDGET=60
 log "phase 2/4: train target (seed 0) and drafter (seed 1) concurrently, time budget $BUDGET s each"
-COMMON=(--data "$WORK/data" --preset "$PRESET" --steps "$MAX_STEPS" --batch-size "$BATCH"
+COMMON=(--data "$WORK/data" --preset "$PRESET" --steps "$MAX_STEPS" --batch-size "$BATCH" --lr "$LR"
+        --aux-weight "${AUX_WEIGHT:-1.0}"
         --warmup-steps "$WARMUP" --eval-interval "$EVAL_INTERVAL" --val-generate "$VAL_GEN"
         --checkpoint-interval 100000 --device "$DEVICE" --workers "$HALF" --time-budget-s "$BUDGET")
 $PY -m evspec world train --role target --out "$WORK/run_target" --seed 0 "${COMMON[@]}" \
@@ -95,7 +97,7 @@ log "phase 3 done in $(( SECONDS - T0 )) s"
 
 # -- 4. evaluate the shipped (fp16) models on the held-out test split ------------------------------
 T0=$SECONDS
-ENGINE_BUDGET=$(( TOTAL_S + 60 - SECONDS - ACCURACY_S ))  # end well inside the 10-minute call
+ENGINE_BUDGET=$(( TOTAL_S + 15 - SECONDS - ACCURACY_S ))  # end well inside the 10-minute call
 (( ENGINE_BUDGET >= 20 )) || ENGINE_BUDGET=20
 log "phase 4/4: evaluate on the test split (accuracy on $DEVICE; engine sweep on $CORES CPU processes, at most $ENGINE_BUDGET s)"
 $PY -m evspec world eval --target "$WORK/assets/target" --drafter "$WORK/assets/drafter" \

@@ -40,6 +40,9 @@ def train(
     max_train_clips: Annotated[int, typer.Option(help="Use only N training clips (0 = all).")] = 0,
     stop_at: Annotated[int, typer.Option(help="Stop after this step, as if interrupted (0 = no).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its checkpoint.")] = False,
+    aux_weight: Annotated[float, typer.Option(
+        help="Weight of the training-only per-patch auxiliary heads (shape, colour, centre, "
+             "motion from the scene specs); 0 = answers only.")] = 1.0,
     export_fp16: Annotated[
         Path | None, typer.Option(help="Also write the final model in fp16 to this folder.")
     ] = None,
@@ -57,7 +60,7 @@ def train(
             eval_interval=eval_interval, val_generate=val_generate,
             checkpoint_interval=checkpoint_interval, seed=seed, device=device, amp=amp,
             workers=workers, time_budget_s=time_budget_s or None,
-            max_train_clips=max_train_clips, stop_at=stop_at or None,
+            max_train_clips=max_train_clips, stop_at=stop_at or None, aux_weight=aux_weight,
         )
         result = train_world_model(cfg, resume=resume)
         if export_fp16 is not None:

@@ -39,6 +39,7 @@ class TrainState:
     scheduler: dict[str, Any]
     rng_cpu: torch.Tensor
     rng_cuda: list[torch.Tensor]
+    aux: dict[str, Any] | None = None  # the auxiliary heads' weights (training only)
 
 
 def save_checkpoint(out: Path, wrapper: Any, state: TrainState) -> Path:
@@ -59,6 +60,7 @@ def save_checkpoint(out: Path, wrapper: Any, state: TrainState) -> Path:
         "scheduler": state.scheduler,
         "rng_cpu": state.rng_cpu,
         "rng_cuda": state.rng_cuda,
+        "aux": state.aux,
     }
     torch.save(body, out / f"{STATE_FILE}.tmp")
     (out / f"{STATE_FILE}.tmp").replace(out / STATE_FILE)
@@ -81,6 +83,7 @@ def load_state(out: Path) -> TrainState:
         scheduler=raw["scheduler"],
         rng_cpu=raw["rng_cpu"],
         rng_cuda=list(raw["rng_cuda"]),
+        aux=raw.get("aux"),
     )
 
 

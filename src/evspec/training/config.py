@@ -35,6 +35,10 @@ class WorldTrainConfig:
     logged; pass it as ``steps`` to repeat the run exactly).  ``stop_at``: stop after that
     step as if interrupted (resume continues it).  ``workers``: processes that pre-decode
     the clips.  ``max_train_clips``: use only the first N training clips (0 = all).
+
+    ``aux_weight``: weight of the training-only auxiliary heads' loss (dense per-patch
+    labels from the scene specs: object shape, colour, centre, motion; see
+    :mod:`evspec.training.aux_heads`); 0 trains on the answers alone.
     """
 
     role: str
@@ -62,6 +66,7 @@ class WorldTrainConfig:
     stop_at: int | None = None
     max_train_clips: int = 0
     max_new_tokens: int = 48
+    aux_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -93,6 +98,8 @@ class WorldTrainConfig:
                 f"weight_decay = {self.weight_decay} must be >= 0 and grad_clip = "
                 f"{self.grad_clip} > 0"
             )
+        if not self.aux_weight >= 0:
+            problems.append(f"aux_weight = {self.aux_weight} must be >= 0 (0 = no auxiliary heads)")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             problems.append(f"time_budget_s = {self.time_budget_s} must be > 0 (or None)")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evspec.data.manifest import ClipEntry, load_manifest
+from evspec.training.aux_labels import PatchLabels, event_labels, frame_labels
 
 MANIFEST = "manifest.json"
 
@@ -44,12 +45,14 @@ class Example:
 
 @dataclass
 class WorldSplit:
-    """``pixels``: ``[N, K, S, S, 3]`` uint8, row i = clip ``clip_ids[i]``."""
+    """``pixels``: ``[N, K, S, S, 3]`` uint8, row i = clip ``clip_ids[i]``; ``labels``:
+    the per-patch auxiliary labels of the same rows (``load_split(aux_labels=True)``)."""
 
     name: str
     clip_ids: list[str]
     pixels: np.ndarray
     examples: list[Example]
+    labels: PatchLabels | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 5 or self.pixels.dtype != np.uint8:
@@ -178,6 +181,37 @@ def predecode(
     return out
 
 
+def patch_labels(
+    data: Path, entries: list[ClipEntry], extra: dict[str, dict[str, Any]], role: str,
+    *, count: int, size: int, tokens_per_image: int,
+) -> PatchLabels:
+    """The auxiliary labels ``[N, count, g * g]`` of ``entries`` from their scene specs
+    (``g * g + 1 = tokens_per_image``)."""
+    from evspec.data.world.scene import SceneSpec
+
+    grid = int(round((tokens_per_image - 1) ** 0.5))
+    if grid * grid + 1 != tokens_per_image:
+        raise ValueError(f"{tokens_per_image} tokens per image is not a square patch grid plus CLS")
+    meta = load_manifest(Path(data) / MANIFEST).meta
+    fps = float(meta.get("video_fps", 0))
+    rows = []
+    for e in entries:
+        scene = SceneSpec.from_dict(extra[e.id]["scene"])
+        if scene.width != size or scene.height != size:
+            raise ValueError(
+                f"clip {e.id!r} is {scene.width}x{scene.height} px but the vision tower takes {size} "
+                "px; auxiliary labels need them equal (train with --aux-weight 0)"
+            )
+        if role == "target":
+            if fps <= 0:
+                raise ValueError(f"{data}/{MANIFEST}: meta.video_fps is missing; regenerate the world")
+            n_frames = round(scene.duration_s * fps)
+            rows.append(frame_labels(scene, n_video_frames=n_frames, fps=fps, num_frames=count, grid=grid))
+        else:
+            rows.append(event_labels(scene, n_images=count, grid=grid))
+    return PatchLabels.stack(rows)
+
+
 # -- tokenising ------------------------------------------------------------------------------
 
 
@@ -199,18 +233,23 @@ def load_split(
     workers: int = 1,
     max_clips: int = 0,
     progress: bool = True,
+    aux_labels: bool = False,
 ) -> WorldSplit:
     """Examples and pre-decoded pixels of ``split`` for ``model`` (a world wrapper).
 
     ``role`` picks the inputs (target: video frames; drafter: event images) and the answer
-    style (target- or drafter-style references)."""
+    style (target- or drafter-style references).  ``aux_labels``: also the per-patch
+    labels of the auxiliary heads (:mod:`evspec.training.aux_labels`)."""
     data = Path(data)
     entries = split_entries(data, split, max_clips)
-    refs = references(entries, world_extra(data, split), role)
+    extra = world_extra(data, split)
+    refs = references(entries, extra, role)
     if role == "target":
         kind, count, size = "video", model.num_frames, model.config.vision_config.image_size
+        per_image = model.tokens_per_frame
     elif role == "drafter":
         kind, count, size = "events", model.n_event_images, model.config.image_size
+        per_image = model.config.tokens_per_image
     else:
         raise ValueError(f"role = {role!r}: use 'target' or 'drafter'")
     prompts: dict[str, tuple[int, ...]] = {}
@@ -234,4 +273,8 @@ def load_split(
         entries, data, kind, count, size, workers=workers, progress=progress,
         desc=f"decoding {split} clips ({kind})",
     )
-    return WorldSplit(split, [e.id for e in entries], pixels, examples)
+    labels = None
+    if aux_labels:
+        labels = patch_labels(data, entries, extra, role, count=count, size=size,
+                              tokens_per_image=per_image)
+    return WorldSplit(split, [e.id for e in entries], pixels, examples, labels)

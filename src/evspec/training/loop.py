@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from evspec.training.aux_heads import AuxHeads
 from evspec.training.batching import batch_indices, collate
 from evspec.training.checkpoint import (
     CONFIG_FILE,
@@ -214,13 +215,26 @@ def train_world_model(
         wrapper = load_world_model(out / MODEL_DIR, role=cfg.role, device=device)
     else:
         wrapper = build_world_model(cfg.role, cfg.preset, tokenizers, seed=cfg.seed, device=device)
-    fwd = WorldForward(wrapper)
+    aux = None
+    if cfg.aux_weight > 0:
+        with torch.random.fork_rng(devices=[]):  # initial heads a function of the seed alone
+            torch.manual_seed(cfg.seed + 1)
+            aux = AuxHeads(cfg.role, wrapper.decoder.config.hidden_size).to(device)
+        if state is not None:
+            if state.aux is None:
+                raise ValueError(f"{out}: the checkpoint has no auxiliary heads; resume with --aux-weight 0")
+            aux.load_state_dict(state.aux)
+    fwd = WorldForward(wrapper, aux=aux, aux_weight=cfg.aux_weight)
     fwd.module.train()
 
     # -- data ----------------------------------------------------------------------------
     t0 = time.perf_counter()
     train = load_split(cfg.data, "train", wrapper, cfg.role, workers=cfg.workers,
-                       max_clips=cfg.max_train_clips, progress=progress)
+                       max_clips=cfg.max_train_clips, progress=progress, aux_labels=aux is not None)
+    train_labels = None
+    if train.labels is not None:  # [N, K, P] (centre [N, K, P, 2]) on the device
+        train_labels = {k: torch.from_numpy(getattr(train.labels, k)).to(device)
+                        for k in ("shape", "colour", "motion", "speed", "centre")}
     val = load_split(cfg.data, "val", wrapper, cfg.role, workers=cfg.workers, progress=progress)
     train_px = torch.from_numpy(train.pixels).to(device)  # [N, K, S, S, 3] uint8
     val_px = torch.from_numpy(val.pixels).to(device)
@@ -230,8 +244,10 @@ def train_world_model(
     # -- optimiser and schedule ----------------------------------------------------------
     plan = Plan(state.planned_steps if state else cfg.steps)
     fused = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.AdamW(_param_groups(fwd.module, cfg.weight_decay), lr=cfg.lr,
-                            betas=cfg.betas, **fused)
+    groups = _param_groups(fwd.module, cfg.weight_decay)
+    if aux is not None:
+        groups.append({"params": list(aux.parameters()), "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, plan, cfg.warmup_steps, cfg.min_lr_ratio)
     )
@@ -257,8 +273,10 @@ def train_world_model(
 
     def checkpoint(step: int) -> None:
         cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+        aux_state = None if aux is None else {k: v.cpu() for k, v in aux.state_dict().items()}
         save_checkpoint(out, wrapper, TrainState(step, plan.steps, opt.state_dict(),
-                                                 sched.state_dict(), torch.get_rng_state(), cuda_rng))
+                                                 sched.state_dict(), torch.get_rng_state(), cuda_rng,
+                                                 aux_state))
         write_json(out / CONFIG_FILE, replace(cfg, steps=plan.steps).to_dict())
         write_json(out / LOG_FILE, {**log, "config": replace(cfg, steps=plan.steps).to_dict()})
 
@@ -272,6 +290,7 @@ def train_world_model(
     planner = None if budget_deadline is None else BudgetPlanner(budget_deadline, start,
                                                                  cfg.eval_interval)
     run_loss = torch.zeros((), device=device)
+    run_parts: dict[str, Any] = {}
     run_n = 0
     t_log = time.perf_counter()
     bar = tqdm(total=plan.steps, initial=start, desc=f"train {cfg.role}", unit="step",
@@ -282,13 +301,16 @@ def train_world_model(
         batch = collate([train.examples[i] for i in idx], pad_id=fwd.pad_id, expand=fwd.expand,
                         device=device)
         with autocast():
-            loss, _ = fwd.loss(batch, train_px)
+            loss, _ = fwd.loss(batch, train_px, train_labels)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(fwd.module.parameters(), cfg.grad_clip)
+        params = [p for g in groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         run_loss += loss.detach()
+        for key, value in fwd.last_parts.items():
+            run_parts[key] = run_parts.get(key, 0.0) + value
         run_n += 1
         step += 1
         bar.update(1)
@@ -307,9 +329,12 @@ def train_world_model(
             entry = {"step": step, "loss": float(run_loss) / run_n, "lr": sched.get_last_lr()[0],
                      "examples_per_s": run_n * cfg.batch_size / max(now - t_log, 1e-9),
                      "seconds": now - t_start}
+            if len(run_parts) > 1:  # the answer loss and the auxiliary heads' parts
+                entry["parts"] = {k: float(v) / run_n for k, v in run_parts.items()}
             log["train"].append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
             run_loss, run_n, t_log = torch.zeros((), device=device), 0, now
+            run_parts = {}
         if step % cfg.eval_interval == 0 or last:
             result = {"step": step, **validate(autocast), "seconds": time.perf_counter() - t_start}
             log["val"].append(result)
