@@ -34,18 +34,61 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_target(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """Video-LLaVA from a preset name or a local folder."""
+QUANT_CHOICES = ("none", "4bit")
+
+
+def check_quant(quant: str, dtype: torch.dtype) -> None:
+    """Validate a ``quant`` choice (and, for ``4bit``, that bitsandbytes is installed)
+    before any model is built."""
+    if quant not in QUANT_CHOICES:
+        raise ValueError(
+            f"quant {quant!r} is not supported; choose one of {', '.join(QUANT_CHOICES)} "
+            "(4bit = bitsandbytes NF4 weights for the LLaMA decoder, needs "
+            "`pip install 'evspec[quant]'`)"
+        )
+    if quant == "4bit":
+        if not dtype.is_floating_point:
+            raise ValueError(f"quant='4bit' computes in the model dtype, which must be floating; got {dtype}")
+        from evspec.models.quant import import_bitsandbytes
+
+        import_bitsandbytes()  # fail before a 7B model is built, saying how to install it
+
+
+def _apply_quant(model: torch.nn.Module, quant: str, dtype: torch.dtype) -> None:
+    if quant == "4bit":
+        from evspec.models.quant import quantize_4bit
+
+        quantize_4bit(model, compute_dtype=dtype)
+
+
+def load_target(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0, quant: str = "none"):
+    """Video-LLaVA from a preset name or a local folder.
+
+    ``quant``: ``none`` (weights in ``dtype``) or ``4bit`` (the LLaMA decoder's linear
+    layers in bitsandbytes NF4, computing in ``dtype``; the vision tower, projector and LM
+    head stay in ``dtype``; see :func:`evspec.models.quant.quantize_4bit`).  A 4-bit model
+    runs on the dynamic path only (``enable_fast`` refuses it).
+    """
     from evspec.models.target import VideoLlavaTarget
 
-    return VideoLlavaTarget.load(spec, device=device, dtype=dtype, seed=seed)
+    check_quant(quant, dtype)
+    target = VideoLlavaTarget.load(spec, device=device, dtype=dtype, seed=seed)
+    _apply_quant(target.model, quant, dtype)
+    return target
 
 
-def load_eventgpt(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """EventGPT from a preset name or a local folder (official release layout)."""
+def load_eventgpt(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0, quant: str = "none"):
+    """EventGPT from a preset name or a local folder (official release layout).
+
+    ``quant`` as in :func:`load_target` (the CLIP tower, projector, adaptor and LM head
+    stay in ``dtype``).
+    """
     from evspec.models.eventgpt import EventGPT
 
-    return EventGPT.load(spec, device=device, dtype=dtype, seed=seed)
+    check_quant(quant, dtype)
+    model = EventGPT.load(spec, device=device, dtype=dtype, seed=seed)
+    _apply_quant(model.model, quant, dtype)
+    return model
 
 
 @dataclass

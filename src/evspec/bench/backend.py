@@ -66,7 +66,9 @@ class EngineBackend:
 
     ``drafter_options`` are passed to ``make_drafter`` per drafter name; ``hf_cache`` is
     the ``cache_implementation`` of the HF baseline (None = transformers' default dynamic
-    cache, what users get today; ``"static"`` = the compiled variant).
+    cache, what users get today; ``"static"`` = the compiled variant).  ``schedule``:
+    ``sequential`` runs ``engine.generate``; ``pipelined`` runs
+    ``decoding.pipeline.generate_pipelined`` (the draft model may sit on another device).
     """
 
     def __init__(
@@ -77,7 +79,13 @@ class EngineBackend:
         drafter_options: dict[str, dict[str, Any]] | None = None,
         info: dict[str, Any] | None = None,
         hf_cache: str | None = None,
+        schedule: str = "sequential",
     ) -> None:
+        from evspec.bench.config import SCHEDULES
+
+        if schedule not in SCHEDULES:
+            raise ValueError(f"EngineBackend schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule
         self.target = target
         self.hf_cache = hf_cache
         self.draft_model = draft_model
@@ -102,7 +110,10 @@ class EngineBackend:
         top_p: float,
         seed: int,
     ) -> Result:
-        from evspec.decoding.engine import generate
+        if self.schedule == "pipelined":
+            from evspec.decoding.pipeline import generate_pipelined as generate
+        else:
+            from evspec.decoding.engine import generate
 
         return generate(
             self.target,
@@ -136,9 +147,10 @@ class EngineBackend:
     def synchronize(self) -> None:
         import torch
 
-        dev = self._device()
-        if dev is not None and torch.device(dev).type == "cuda":
-            torch.cuda.synchronize(dev)
+        devices = {self._device(), getattr(self.draft_model, "device", None)} - {None}
+        for dev in devices:  # both models' devices (they may differ: --draft-device)
+            if torch.device(dev).type == "cuda":
+                torch.cuda.synchronize(dev)
 
     def recover(self) -> None:
         import torch
@@ -156,5 +168,7 @@ class EngineBackend:
             "device_type": str(getattr(dev, "type", dev)),
             "hf_cache": self.hf_cache,
         }
+        if self.schedule != "sequential":  # absent when sequential: older run folders still resume
+            out["schedule"] = self.schedule
         out.update(self.info)
         return out

@@ -11,6 +11,8 @@ from evspec.models.request import Request
 #: Pseudo-drafter names of the two baselines (DESIGN.md §5).
 TARGET_ONLY = "none"  # evspec's engine with no drafter (the lossless reference)
 HF_GENERATE = "hf-generate"  # transformers ``generate`` on the target: what users do today
+#: how a drafter's work is scheduled against the target's (``docs/two_gpu.md``)
+SCHEDULES = ("sequential", "pipelined")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class BenchConfig:
     only): drafts are replaced by the target's own continuation with this probability per
     token.  ``retry_failed``: re-run measurements recorded as failed.  ``dataset``: the
     dataset spec, recorded so that a resumed run cannot silently switch datasets.
+    ``schedule``: ``sequential`` (``engine.generate``) or ``pipelined``
+    (``decoding.pipeline.generate_pipelined``: the drafter drafts the next block while the
+    target scores, on its own thread/stream/device); a resumed run keeps it.
     """
 
     drafters: tuple[str, ...] = (TARGET_ONLY,)
@@ -38,6 +43,7 @@ class BenchConfig:
     controlled_alpha: float | None = None
     retry_failed: bool = False
     dataset: str = ""
+    schedule: str = "sequential"
 
     def __post_init__(self) -> None:
         if not self.drafters:
@@ -64,6 +70,10 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.warmup < 0:
             raise ValueError(f"BenchConfig.warmup must be >= 0 requests, got {self.warmup}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"BenchConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         if self.controlled_alpha is not None:
             a = self.controlled_alpha
             if not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
@@ -89,10 +99,13 @@ class BenchConfig:
     def identity(self) -> dict:
         """The settings a resumed run must share with the original one (others, like the
         drafter and γ lists, may grow between sessions)."""
-        return {
+        ident = {
             k: getattr(self, k)
             for k in ("temperature", "top_p", "max_new_tokens", "seed", "controlled_alpha", "dataset")
         }
+        if self.schedule != "sequential":  # absent when sequential: older run folders still resume
+            ident["schedule"] = self.schedule
+        return ident
 
     def plan(self) -> list[tuple[str, int]]:
         """The measurements made for every request, in order: target-only first (it is the

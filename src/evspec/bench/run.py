@@ -32,6 +32,8 @@ class ModelSpec:
     generate baseline (None = the default dynamic cache; ``static`` = compiled).
     ``fast``: both models on evspec's fast engine (static KV cache, CUDA graphs on GPU).
     ``prefix_cache``: reuse each clip's video/event prefix across its questions.
+    ``target_device`` / ``draft_device``: place the two models apart (e.g. ``cuda:0`` and
+    ``cuda:1``, for the pipelined schedule); None = ``device``.
     """
 
     target: str = "tiny-random"
@@ -42,18 +44,32 @@ class ModelSpec:
     hf_cache: str | None = None
     fast: bool = False
     prefix_cache: bool = False
+    target_device: str | None = None
+    draft_device: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        for name in ("device", "target_device", "draft_device"):
+            value = getattr(self, name)
+            if value is not None and (not value or value != value.strip()):
+                raise ValueError(f"ModelSpec.{name} must be auto, cpu, cuda or cuda:N; got {value!r}")
+
+    @property
+    def placement(self) -> tuple[str, str]:
+        """(target device, draft device) as given: each defaults to ``device``."""
+        return self.target_device or self.device, self.draft_device or self.device
 
 
-def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
-    """Load the target (and the draft model when a drafter needs one)."""
+def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = "sequential") -> EngineBackend:
+    """Load the target (and the draft model when a drafter needs one), each on its device
+    (``spec.placement``); ``schedule`` picks the decoding loop (``BenchConfig.schedule``)."""
     from evspec.models.presets.target import TARGET_PRESETS
     from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
 
-    device = resolve_device(spec.device)
+    t_name, d_name = spec.placement
+    device = resolve_device(t_name)
+    draft_device = resolve_device(d_name)
     dtype = resolve_dtype(spec.dtype, device)
     target = load_target(spec.target, device=device, dtype=dtype, seed=spec.seed)
     draft_name = spec.draft_model
@@ -61,7 +77,7 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
         draft_name = spec.target
     draft = None
     if draft_name is not None:
-        draft = load_eventgpt(draft_name, device=device, dtype=dtype, seed=spec.seed + 1)
+        draft = load_eventgpt(draft_name, device=draft_device, dtype=dtype, seed=spec.seed + 1)
     for model in (target, draft):
         if model is not None and spec.fast:
             model.enable_fast()
@@ -69,7 +85,9 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...]) -> EngineBackend:
             model.enable_prefix_cache()
     info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
             "fast": spec.fast, "prefix_cache": spec.prefix_cache}
-    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache)
+    if spec.target_device or spec.draft_device:  # absent by default: older run folders still resume
+        info["placement"] = {"target": str(device), "draft": str(draft_device)}
+    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache, schedule=schedule)
 
 
 def _shapes(backend: EngineBackend) -> dict[str, Any]:
@@ -122,8 +140,13 @@ def bench(
     run_dir = shard_run_dir(out, shard)
     if backend is None:
         models = replace(models, device=select_device(models.device, shard))
-        _use_device(models.device)
-        backend = load_backend(models, config.drafters)
+        _use_device(models.placement[0])
+        backend = load_backend(models, config.drafters, schedule=config.schedule)
+    elif getattr(backend, "schedule", "sequential") != config.schedule:
+        raise ValueError(
+            f"bench: the config asks for the {config.schedule!r} schedule but the given backend runs "
+            f"{getattr(backend, 'schedule', 'sequential')!r}; build it with schedule={config.schedule!r}"
+        )
     for name in config.drafters:  # fail fast on a drafter that cannot exist at all
         if name != TARGET_ONLY:
             backend.make_drafter(name)

@@ -52,6 +52,16 @@ def bench(
     ] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    target_device: Annotated[
+        str | None, typer.Option(help="Device of the target (default: --device), e.g. cuda:0.")
+    ] = None,
+    draft_device: Annotated[
+        str | None, typer.Option(help="Device of the draft model (default: --device), e.g. cuda:1.")
+    ] = None,
+    schedule: Annotated[
+        str,
+        typer.Option(help="sequential, or pipelined (drafts the next block while the target scores)."),
+    ] = "sequential",
     controlled_alpha: Annotated[
         float | None,
         typer.Option(help="Acceptance-controlled mode: drafts right with this probability."),
@@ -99,10 +109,11 @@ def bench(
             controlled_alpha=controlled_alpha,
             retry_failed=retry_failed,
             dataset=dataset,
+            schedule=schedule,
         )
         models = ModelSpec(
             target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
-            fast=fast, prefix_cache=prefix_cache,
+            fast=fast, prefix_cache=prefix_cache, target_device=target_device, draft_device=draft_device,
         )
         outcome = run(
             config, out, models, limit=limit, split=None if split == "all" else split,

@@ -27,6 +27,11 @@ def generate_cmd(
     draft_model: str = typer.Option("tiny-random", help="EventGPT: a preset (tiny-random, 7b) or a local folder."),
     window_ms: Optional[float] = typer.Option(None, help="Use only the first WINDOW_MS of the event stream."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    target_device: Optional[str] = typer.Option(None, help="Device of Video-LLaVA (default: --device), e.g. cuda:0."),
+    draft_device: Optional[str] = typer.Option(None, help="Device of EventGPT (default: --device), e.g. cuda:1."),
+    schedule: str = typer.Option(
+        "sequential", help="sequential, or pipelined (the drafter drafts the next block while the target scores)."),
+    quant: str = typer.Option("none", help="Weights: none, or 4bit (bitsandbytes NF4; needs CUDA)."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     fast: bool = typer.Option(False, help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use)."),
     ignore_eos: bool = typer.Option(False, help="Generate exactly MAX_NEW_TOKENS (timing random-weight presets)."),
@@ -34,17 +39,32 @@ def generate_cmd(
 ) -> None:
     """Answer QUESTION about a clip with Video-LLaVA, drafting with the chosen drafter.
 
-    The answer is identical whatever the drafter (greedy); only the speed changes.
+    The answer is identical whatever the drafter and schedule (greedy); only the speed
+    changes.  ``--schedule pipelined`` with ``--draft-device`` on a second GPU drafts the
+    next block while the target scores the current one (docs/two_gpu.md).
     """
-    from evspec.decoding.engine import generate
+    from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.session import load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
+    if schedule == "pipelined":
+        from evspec.decoding.pipeline import generate_pipelined as generate
+    else:
+        from evspec.decoding.engine import generate
+
     try:
-        dev = resolve_device(device)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if quant not in ("none", "4bit"):
+            raise ValueError(f"--quant must be none or 4bit, got {quant!r}")
+        dev = resolve_device(target_device or device)
+        draft_dev = resolve_device(draft_device or device)
         dt = resolve_dtype(dtype, dev)
-        tgt = load_target(target, device=dev, dtype=dt, seed=seed)
-        dm = load_eventgpt(draft_model, device=dev, dtype=dt, seed=seed + 1) if drafter == "eventgpt" else None
+        extra = {"quant": quant} if quant != "none" else {}  # older session.py: no quant keyword
+        tgt = load_target(target, device=dev, dtype=dt, seed=seed, **extra)
+        dm = None
+        if drafter == "eventgpt":
+            dm = load_eventgpt(draft_model, device=draft_dev, dtype=dt, seed=seed + 1, **extra)
         inputs = load_inputs(
             video if video is not None else "random",
             events if events is not None else ("random" if dm is not None else None),
@@ -92,6 +112,15 @@ def generate_cmd(
         f"[{s.drafter}, γ={s.gamma}] {s.new_tokens} tokens in {s.total_ms:.1f} ms "
         f"(TTFT {s.ttft_ms:.1f} ms, {len(s.rounds)} target passes, α={s.alpha:.2f}, τ={s.tau:.2f})"
     )
+    counters = getattr(s, "pipeline_counters", None)
+    if counters is not None:
+        c = counters()
+        typer.echo(
+            f"[pipelined, target {c['target_device']}, drafter {c['draft_device']}] pre-drafts: "
+            f"{c['predraft_used']} used, {c['predraft_discarded']} discarded, {c['cold_rounds']} cold rounds; "
+            f"{c['predraft_ms']:.1f} ms drafting hidden behind scoring"
+            + (f"; no pre-drafting: {c['fallback']}" if c["fallback"] else "")
+        )
 
 
 def register(app: typer.Typer) -> None:

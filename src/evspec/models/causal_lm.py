@@ -23,6 +23,7 @@ from evspec.models.fast.fused import can_fuse
 from evspec.models.fast.prefix_cache import PrefixCache, PrefixEntry, PrefixKey
 from evspec.models.fast.runtime import FastRuntime
 from evspec.models.fast.static_cache import StaticKVCache
+from evspec.models.quant import is_4bit
 from evspec.models.state import ScoreOutput, TargetState
 
 #: builds the prompt prefix: (timings to fill) -> (prefix embeddings [P, H], extras)
@@ -109,7 +110,14 @@ class CausalLMWrapper:
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length.
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
+        Refuses 4-bit (bitsandbytes) models: the fast engine runs on 16-bit weight matrices.
         """
+        if is_4bit(self.decoder) or is_4bit(self.lm_head):
+            raise ValueError(
+                f"{type(self).__name__} has 4-bit (bitsandbytes) weights; the fast engine "
+                "(--fast / enable_fast) needs 16-bit weights: load with quant='none' "
+                "(--quant none) for --fast, or run the 4-bit model on the default dynamic path"
+            )
         if self._fast is not None:
             self.disable_fast()
         base = self.max_context

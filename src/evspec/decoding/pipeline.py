@@ -1,0 +1,479 @@
+"""The pipelined schedule (PEARL-style): the drafter drafts the next block while the
+target scores the current one, possibly on another device.
+
+Phases, as in ``engine.generate`` but with the drafter on a worker thread:
+
+    [drafter prefill ‖ target prefill] -> first token -> draft block 1 ->
+    [score block r ‖ pre-draft block r + 1] -> accept (use or discard the pre-draft) -> ...
+
+Notation (see ``decoding.sampling``): γ drafts per round, ``p`` target / ``q`` drafter
+distributions.  Every drafter call runs, in order, on one worker thread (inside
+``torch.cuda.stream`` of the drafter's device when that is a GPU), so the target's passes
+on the main thread overlap with drafting.  Token ids cross devices as host integers (the
+drafter's one host sync per call happens on its own stream); probabilities are copied to
+the target's device by the worker; target hidden states go to the drafter's device with a
+``non_blocking`` copy ordered by a CUDA event.
+
+**Pre-drafting.**  While the target scores ``[pending, d_1..d_k]``, the worker assumes the
+whole block will be accepted: it commits ``d_1..d_k`` in the drafter
+(``accept(k - 1, d_k)``) and proposes ``1 + γ`` more tokens ``[g, d'_1..d'_γ]``, ``g``
+being the drafter's guess of the target's next token.  If the target accepts all ``k``
+and its token equals ``g``, ``d'_1..d'_γ`` is the next block, ready at once.  Otherwise
+the pre-draft is discarded: ``accept(0, t)``, then ``rewind`` the ``k - n + 1`` tokens
+the target did not confirm and ``accept(0, t)`` again, and the next block is drafted
+afresh.  ``rewind`` (``decoding.drafters.cascade``) exists for ``ModelDrafter`` (eventgpt,
+eventgpt-adapter, eventgpt-lora, self), ``PromptLookupDrafter``, any drafter with a
+``rewind(n)`` method, and ``ControlledDrafter`` around one of those.  Other drafters
+(heads that need the target's hidden states of tokens not scored yet, cascade) run the
+same loop *without* pre-drafting (``PipelineStats.fallback`` says why): only their
+prefill may overlap and their calls still run on their own stream.
+
+**Lossless.**  Greedy: every emitted token is the target's argmax (or a draft equal to
+it), whatever was drafted, so the output equals target-only greedy decoding.  Sampling:
+the drafter samples with its own generator (on its device) and verification with
+another (on the target's device, seeded like ``engine.generate``).  A used pre-draft was
+sampled from ``q(· | prefix + d_1..d_k + g)`` with draws independent of the verification
+draws that decided the hit; given the event "the confirmed prefix is X", it is therefore
+distributed as ``q(· | X)``, and its ``q`` rows are those of X.  The acceptance rule
+(accept with ``min(1, p/q)``, else resample ``norm(max(0, p − q))``) then yields exactly
+``p`` for each position, as in the sequential proof.  Discarded pre-drafts only consume
+drafter draws, never verification draws.  Two generators also keep the run deterministic
+for a seed although the two threads interleave freely.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import torch
+
+from evspec.decoding.drafters.cascade import can_rewind, rewind
+from evspec.decoding.drafters.controlled import ControlledDrafter
+from evspec.decoding.drafters.model import ModelDrafter
+from evspec.decoding.engine import TokenCallback, generate, prefill_target
+from evspec.decoding.protocols import Drafter, Target
+from evspec.decoding.sampling import validate_sampling, verify
+from evspec.decoding.stats import RequestStats, Result, RoundStats
+from evspec.models.causal_lm import sync
+from evspec.models.request import Request
+from evspec.models.state import TargetState
+
+#: added to ``seed`` for the drafter's generator (verification uses ``seed`` itself)
+DRAFT_SEED_OFFSET = 0x9E3779B9
+
+
+@dataclass
+class PipelineStats(RequestStats):
+    """``RequestStats`` plus what the pipelined schedule did.
+
+    Per round, ``RoundStats.draft_ms`` is the drafter time the target *waited for* (the
+    part not hidden behind scoring); ``draft_busy_ms`` is all drafter work on the worker,
+    ``predraft_ms`` its pre-drafting part.  Round transitions: ``rounds - 1 ==
+    predraft_used + predraft_discarded + cold_rounds`` (cold: no pre-draft was launched,
+    e.g. an EOS in the block or no room left); ``predraft_launched`` exceeds
+    ``predraft_used + predraft_discarded`` by one when generation stopped with a pre-draft
+    in flight.  ``fallback``: why this drafter was not pre-drafted ("" = it was).
+    ``early_begin``: the drafter's prefill overlapped the target's.
+    """
+
+    schedule: str = "pipelined"
+    target_device: str = ""
+    draft_device: str = ""
+    fallback: str = ""
+    early_begin: bool = False
+    predraft_launched: int = 0
+    predraft_used: int = 0
+    predraft_discarded: int = 0
+    cold_rounds: int = 0
+    predraft_ms: float = 0.0
+    draft_busy_ms: float = 0.0
+
+    def pipeline_counters(self) -> dict[str, Any]:
+        """The fields above as one dict (for the bench record)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BASE_FIELDS}
+
+
+_BASE_FIELDS = {f.name for f in fields(RequestStats)}
+
+
+def drafter_device(drafter: Drafter) -> torch.device | None:
+    """The device a drafter computes on (None: host-only, e.g. prompt lookup)."""
+    parts = ("model", "middle", "lm_head")
+    for obj in (drafter, *(getattr(drafter, name, None) for name in parts)):
+        dev = getattr(obj, "device", None)
+        if dev is None and obj is not None and hasattr(obj, "weight"):
+            dev = obj.weight.device
+        if dev is not None:
+            return torch.device(dev)
+    inner = getattr(drafter, "inner", None)
+    return drafter_device(inner) if inner is not None else None
+
+
+def _can_rewind(drafter: Drafter) -> bool:
+    if isinstance(drafter, ControlledDrafter) and not callable(getattr(drafter, "rewind", None)):
+        return _can_rewind(drafter.inner)
+    return can_rewind(drafter)
+
+
+def _rewind(drafter: Drafter, n: int) -> None:
+    """``cascade.rewind``, plus ``ControlledDrafter`` (its answer position moves back too;
+    it has no ``rewind`` of its own yet)."""
+    if isinstance(drafter, ControlledDrafter) and not callable(getattr(drafter, "rewind", None)):
+        drafter._position -= n  # answer index of the pending token
+        _rewind(drafter.inner, n)
+        return
+    rewind(drafter, n)
+
+
+def pipeline_support(drafter: Drafter) -> str:
+    """Why ``drafter`` cannot be pre-drafted ("" when it can)."""
+    if getattr(drafter, "needs_target_hidden", False):
+        return "needs the target's hidden states of tokens not yet scored"
+    if not _can_rewind(drafter):
+        return f"{type(drafter).__name__} cannot rewind committed tokens"
+    return ""
+
+
+def _early_begin(drafter: Drafter, first_known: bool) -> bool:
+    """Whether ``begin`` may run before the target's first token exists: only for plain
+    ``ModelDrafter``s, whose ``begin`` prefills and queues the token without reading the
+    target state (a placeholder token is swapped for the real one by rewind + accept)."""
+    if isinstance(drafter, ControlledDrafter):  # checks the first token against its reference
+        return first_known and type(drafter.inner) is ModelDrafter
+    return type(drafter) is ModelDrafter
+
+
+@dataclass
+class _Block:
+    """Drafts for one round: ``tokens`` ``[k]`` host ids, ``probs`` ``[k, V]`` on the target's
+    device (None = deterministic drafter); ``guess``: a pre-draft's guess of the target's
+    next token (None for a fresh block)."""
+
+    tokens: list[int]
+    probs: torch.Tensor | None = None
+    guess: int | None = None
+
+
+class _DraftWorker:
+    """Runs every drafter call, in submission order, on one thread and (on CUDA) its own
+    stream; each call ends with that stream synchronised, so its results are ready."""
+
+    def __init__(self, device: torch.device | None) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device is not None and device.type == "cuda" else None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evspec-draft")
+        self._queued: list[Future] = []
+        self.busy_ms = 0.0
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+        with ExitStack() as stack:
+            if self.stream is not None:
+                stack.enter_context(torch.cuda.device(self.device))
+                stack.enter_context(torch.cuda.stream(self.stream))
+            t0 = time.perf_counter()
+            out = fn(*args)
+            if self.stream is not None:
+                self.stream.synchronize()
+            return out, (time.perf_counter() - t0) * 1e3
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        fut = self._pool.submit(self._run, fn, args)
+        self._queued.append(fut)
+        return fut
+
+    def wait(self, fut: Future | None = None) -> tuple[Any, float]:
+        """Wait for ``fut`` (default: everything queued), re-raising the first failure of
+        any call queued before it; returns ``fut``'s (result, ms)."""
+        upto = len(self._queued) if fut is None else self._queued.index(fut) + 1
+        done, self._queued = self._queued[:upto], self._queued[upto:]
+        out: tuple[Any, float] = (None, 0.0)
+        for f in done:
+            out = f.result()
+            self.busy_ms += out[1]
+        return out
+
+    def finish(self, last: Callable[[], None], *, quiet: bool) -> None:
+        """Run ``last`` (the drafter's ``end``) after everything queued, then stop the
+        thread.  ``quiet``: an error is already propagating; do not mask it."""
+        try:
+            self.submit(last)
+            if quiet:
+                for f in self._queued:
+                    f.exception()  # waits; the error that matters is the one propagating
+                self._queued = []
+            else:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Lane:
+    """The drafter seen from the worker thread.  Invariant between rounds: the drafter's
+    committed tokens plus the first ``head`` tokens of its outstanding proposal are the
+    confirmed answer (pending token included); the rest of the proposal is the block the
+    target verifies next."""
+
+    def __init__(self, drafter: Drafter, target_device: torch.device, gen: torch.Generator | None,
+                 temperature: float) -> None:
+        self.drafter, self.target_device = drafter, target_device
+        self.gen, self.temperature = gen, temperature
+        self.proposal: list[int] = []  # the outstanding proposal (host ids)
+        self.head = 0  # its confirmed leading tokens (1 after a used pre-draft: the guess)
+
+    def _propose(self, k: int) -> tuple[list[int], torch.Tensor | None]:
+        draft = self.drafter.propose(k, self.temperature, self.gen)
+        tokens = [int(t) for t in draft.tokens.reshape(-1).tolist()]
+        probs = None
+        if draft.probs is not None and tokens:
+            probs = draft.probs[: len(tokens)].to(self.target_device, non_blocking=True)  # [k, V]
+        self.proposal = tokens
+        return tokens, probs
+
+    def begin(self, request: Request, target: Target, state: TargetState, first: int) -> None:
+        self.drafter.begin(request, target, state, first)
+
+    def replace_first(self, first: int) -> None:
+        """Swap the placeholder queued by an early ``begin`` for the target's first token."""
+        _rewind(self.drafter, 1)
+        self.drafter.accept(0, first)
+
+    def draft(self, k: int) -> _Block:
+        """A fresh block of up to ``k`` drafts (k = 0: nothing is proposed)."""
+        self.head = 0
+        if k < 1:
+            self.proposal = []
+            return _Block([])
+        tokens, probs = self._propose(k)
+        return _Block(tokens, probs)
+
+    def settle(self, n: int, token: int, hidden: torch.Tensor | None, ready: Any) -> None:
+        """The sequential re-sync: keep ``n`` drafts of the block, append ``token``."""
+        if hidden is None:
+            self.drafter.accept(self.head + n, token)
+        else:  # [n + 1, H] from the target's stream: order the copy after it
+            if ready is not None:
+                torch.cuda.current_stream(hidden.device).wait_event(ready)
+            dev = drafter_device(self.drafter) or hidden.device
+            moved = hidden.to(dev, non_blocking=dev.type == "cuda")  # to the host: wait for it
+            if moved.device.type == "cuda" and moved.data_ptr() == hidden.data_ptr():
+                moved.record_stream(torch.cuda.current_stream(moved.device))
+            self.drafter.accept(self.head + n, token, target_hidden=moved)
+        self.proposal, self.head = [], 0
+
+    def predraft(self, k_next: int) -> _Block:
+        """Assume the whole block is accepted: commit it, then propose ``1 + k_next``."""
+        if self.proposal:
+            self.drafter.accept(len(self.proposal) - 1, self.proposal[-1])
+        tokens, probs = self._propose(1 + k_next)
+        if not tokens:
+            return _Block([], None, None)
+        return _Block(tokens[1:], None if probs is None else probs[1:], tokens[0])
+
+    def resolve(self, hit: bool, n: int, k: int, token: int) -> None:
+        """After a pre-draft: keep it (``hit``), or drop it and the rejected drafts."""
+        if hit:
+            self.head = 1
+            return
+        self.drafter.accept(0, token)  # discards the pre-draft; committed: block + token
+        if n < k:
+            _rewind(self.drafter, k - n + 1)
+            self.drafter.accept(0, token)
+        self.proposal, self.head = [], 0
+
+
+def _stream_sync(device: torch.device) -> None:
+    """Wait for this thread's current stream on ``device`` (not the whole device, whose
+    other stream may be the drafter's)."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
+def generate_pipelined(
+    target: Target,
+    request: Request,
+    drafter: Drafter | None = None,
+    *,
+    gamma: int = 4,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    on_token: TokenCallback | None = None,
+    stop_at_eos: bool = True,
+    forced_reference: list[int] | None = None,
+) -> Result:
+    """``engine.generate`` with the pipelined schedule (module docstring): same arguments,
+    same output, same ``RequestStats`` fields (a :class:`PipelineStats`).  With no drafter
+    there is nothing to overlap: the engine's target-only loop runs."""
+    if drafter is None:
+        return generate(target, request, None, gamma=gamma, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, seed=seed, on_token=on_token,
+                        stop_at_eos=stop_at_eos, forced_reference=forced_reference)
+    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+        raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    validate_sampling(temperature, top_p)
+    if forced_reference is not None:
+        if temperature != 0:
+            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
+        if not forced_reference:
+            raise ValueError("forced_reference is empty")
+        max_new_tokens = min(max_new_tokens, len(forced_reference))
+
+    device = torch.device(target.device)
+    d_device = drafter_device(drafter)
+    needs_hidden = bool(getattr(drafter, "needs_target_hidden", False))
+    fallback = pipeline_support(drafter)
+    early = _early_begin(drafter, forced_reference is not None)
+    v_gen = d_gen = None
+    if temperature > 0:  # two streams of draws: verification (target) and drafting (drafter)
+        v_gen = torch.Generator(device=device).manual_seed(seed)
+        d_gen = torch.Generator(device=d_device or torch.device("cpu")).manual_seed(seed + DRAFT_SEED_OFFSET)
+    stats = PipelineStats(drafter=drafter.name, gamma=gamma, target_device=str(device),
+                          draft_device=str(d_device or "cpu"), fallback=fallback, early_begin=early)
+    eos = target.eos_token_id if stop_at_eos else -1
+    worker = _DraftWorker(d_device)
+    lane = _Lane(drafter, device, d_gen, temperature)
+    begun = None
+
+    sync(device)
+    if d_device is not None:
+        sync(d_device)
+    t_start = time.perf_counter()
+    try:
+        # -- phase 1: prefill the drafter (early: while the target prefills) and the target
+        if early:
+            placeholder = forced_reference[0] if forced_reference is not None else 0
+            blank = TargetState(cache=None, length=0, last_logits=torch.zeros(0),
+                                prompt_ids=torch.zeros(0, dtype=torch.long))  # never read
+            begun = worker.submit(lane.begin, request, target, blank, placeholder)
+        state, first = prefill_target(
+            target, request, stats, t_start, temperature=temperature, top_p=top_p, generator=v_gen,
+            forced_reference=forced_reference, return_hidden=needs_hidden,
+        )
+        tokens = [first]
+        if on_token:
+            on_token([first])
+        stop = "eos" if first == eos else ("max_new_tokens" if max_new_tokens == 1 else "")
+        if not stop:
+            if not early:
+                begun = worker.submit(lane.begin, request, target, state, first)
+            elif forced_reference is None:
+                worker.submit(lane.replace_first, first)
+        if begun is not None:
+            worker.wait(begun)
+            timings = getattr(drafter, "timings", {})
+            stats.draft_preprocess_ms = timings.get("preprocess_ms", 0.0)
+            stats.draft_vision_ms = timings.get("vision_ms", 0.0)
+            stats.draft_prefill_ms = timings.get("prefill_ms", 0.0)
+
+        pending = first
+        block: _Block | None = None  # the next round's drafts, when already drafted
+        launched = False  # whether the previous round launched a pre-draft
+        while not stop:
+            # -- phase 2: the block (pre-drafted, or drafted now while the target waits)
+            budget = max_new_tokens - len(tokens)
+            room = target.max_context - state.length
+            if room < 1:
+                stop = "context"
+                break
+            cap = min(gamma, budget - 1, room - 1)
+            if stats.rounds:
+                if block is not None:
+                    stats.predraft_used += 1
+                elif launched:
+                    stats.predraft_discarded += 1
+                else:
+                    stats.cold_rounds += 1
+            wait_ms = 0.0
+            t0 = time.perf_counter()
+            if block is None:
+                block, _ = worker.wait(worker.submit(lane.draft, cap))
+            else:
+                worker.wait()  # the resolve queued last round (re-raises its failure)
+            wait_ms += (time.perf_counter() - t0) * 1e3
+            d_list = block.tokens
+            if len(d_list) > max(cap, 0):
+                raise RuntimeError(f"drafter {drafter.name!r} proposed {len(d_list)} tokens, asked for {cap}")
+            k = len(d_list)
+            d = torch.tensor(d_list, dtype=torch.long)  # [k]
+
+            # -- phase 3: launch the pre-draft of the next block (assuming all k accepted)
+            k_next = min(gamma, budget - (k + 1) - 1, room - (k + 1) - 1)
+            launched = not fallback and k_next >= 1 and eos not in d_list
+            predraft: Future | None = None
+            if launched:
+                predraft = worker.submit(lane.predraft, k_next)
+                stats.predraft_launched += 1
+
+            # -- phase 4: score pending + drafts in one target pass (overlaps phase 3)
+            feed = torch.cat([torch.tensor([pending], dtype=torch.long), d])  # [k + 1]
+            probs = block.probs
+            if probs is not None and probs.device.type == "cuda":
+                probs.record_stream(torch.cuda.current_stream(probs.device))
+            _stream_sync(device)
+            t0 = time.perf_counter()
+            scored = target.score(state, feed, return_hidden=needs_hidden)
+            verdict = verify(scored.logits, d, probs, temperature=temperature, top_p=top_p, generator=v_gen)
+            _stream_sync(device)
+            score_ms = (time.perf_counter() - t0) * 1e3
+            n, nxt = verdict.n_accepted, verdict.next_token
+            if forced_reference is not None:  # the reference stands in for the argmax
+                pos = len(tokens)
+                n = 0
+                while n < k and d_list[n] == forced_reference[pos + n]:
+                    n += 1
+                nxt = forced_reference[pos + n]
+
+            # -- phase 5: accept; keep or discard the pre-draft; re-sync the drafter
+            new = d_list[:n] + [nxt]
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+                stop = "eos"
+            target.rollback(state, k - n)  # KV: prefix + pending + d_1..d_n
+            block = None
+            if predraft is not None:
+                t0 = time.perf_counter()
+                pre, ms = worker.wait(predraft)
+                wait_ms += (time.perf_counter() - t0) * 1e3
+                stats.predraft_ms += ms
+                hit = not stop and n == k and pre.guess is not None and nxt == pre.guess
+                if not stop:
+                    worker.submit(lane.resolve, hit, n, k, nxt)
+                if hit:
+                    block = pre
+            elif not stop:
+                hidden = ready = None
+                if needs_hidden:
+                    hidden = scored.hidden[: n + 1]  # [n + 1, H]: pending, d_1..d_n
+                    if hidden.device.type == "cuda":
+                        ready = torch.cuda.Event()
+                        ready.record(torch.cuda.current_stream(hidden.device))
+                worker.submit(lane.settle, n, nxt, hidden, ready)
+
+            # -- phase 6: record
+            tokens.extend(new)
+            pending = nxt
+            stats.rounds.append(RoundStats(k, n, wait_ms, score_ms))
+            if on_token:
+                on_token(new)
+            if not stop and len(tokens) >= max_new_tokens:
+                stop = "max_new_tokens"
+    except BaseException:
+        worker.finish(drafter.end, quiet=True)
+        raise
+    worker.finish(drafter.end, quiet=False)
+    stats.draft_busy_ms = worker.busy_ms
+
+    sync(device)
+    if d_device is not None:
+        sync(d_device)
+    stats.total_ms = (time.perf_counter() - t_start) * 1e3
+    stats.new_tokens = len(tokens)
+    stats.stop_reason = stop
+    return Result(tokens=tokens, text=target.decode_text(tokens), stats=stats)
