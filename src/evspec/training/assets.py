@@ -74,6 +74,7 @@ def _train_command(cfg: dict[str, Any]) -> str:
         f"evspec world train --role {cfg['role']} --data DATA --out RUN_{cfg['role'].upper()} "
         f"--preset {cfg['preset']} --steps {cfg['steps']} --batch-size {cfg['batch_size']} "
         f"--lr {cfg['lr']} --warmup-steps {cfg['warmup_steps']} --seed {cfg['seed']}"
+        f" --aux-weight {cfg.get('aux_weight', 0.0)}"
     )
 
 
