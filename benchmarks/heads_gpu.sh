@@ -98,7 +98,7 @@ log "2/5 collect ($COLLECT_SHARDS train shards, budget ${COLLECT_BUDGET}s)"
 DATA=$WORK/data
 COMMON=(--dataset "$MANIFEST" --out "$DATA" --max-new-tokens "$MAX_NEW" --canvas "$CANVAS" "${MEM[@]}" "${MODELS[@]}")
 for ((i = 0; i < COLLECT_SHARDS; i++)); do
-  run_bg "collect-train-$i" $PY -m evspec collect "${COMMON[@]}" --split train --shard "$i" --num-shards "$COLLECT_SHARDS" --time-budget "$COLLECT_BUDGET"
+  run_bg "collect-train-$i" $PY -m evspec collect "${COMMON[@]}" --split train --num-chunks "$COLLECT_SHARDS" --chunk-idx "$i" --time-budget "$COLLECT_BUDGET"
 done
 run_bg collect-val $PY -m evspec collect "${COMMON[@]}" --split val --time-budget "$COLLECT_BUDGET"
 run_bg collect-test $PY -m evspec collect "${COMMON[@]}" --split test --limit "$TEST_QUESTIONS" --time-budget "$COLLECT_BUDGET"
