@@ -52,7 +52,8 @@ def test_summary_matches_hand_computation(tmp_path):
     tau_pred = (3 * 1.9375 + 1.75 + 1.0) / 5
     assert slow.mean_drafted == pytest.approx(2.8)
     assert slow.predicted == pytest.approx(tau_pred / (2.8 / 12 + 1))
-    assert slow.predicted_v == pytest.approx(tau_pred / (2.8 / 12 + 1.2))
+    # a round = γ̄·c + 1 score passes of v = 1.2 steps each: τ / (v·(γ̄·c + 1))
+    assert slow.predicted_v == pytest.approx(tau_pred / (1.2 * (2.8 / 12 + 1)))
     assert slow.decode_speedup == pytest.approx(90 / 74)
     assert slow.vs_target.ratio_of_means == pytest.approx(110 / 94)
     assert slow.accepted_hist == [4, 16, 0, 0, 0]  # 4 requests x (one k=0 round, four n=1)
@@ -67,7 +68,7 @@ def test_report_builds_from_a_recorded_run(tmp_path):
     assert text.startswith("# evspec benchmark (measured)")
     assert "| slow | 4 | 0.286 | 0.500 | 1.80 | 2.80 | 0.083 | 1.20 |" in text  # α, α model, τ, γ̄, c, v
     assert "1.17× [1.17, 1.17]" in text  # 110 / 94 measured, beside ...
-    assert "| 1.39× | 1.19× |" in text  # ... the predicted 1.389 (and 1.195 with v)
+    assert "| 1.39× | 1.16× |" in text  # ... the predicted 1.389 (and 1.157 with v)
     assert "HF generate vs evspec target-only: 100% identical." in text
     for name in ("speedup_vs_gamma", "alpha_by_position", "time_breakdown", "accepted_hist"):
         png = run_dir / "plots" / f"{name}.png"

@@ -128,6 +128,35 @@ class EngineBackend:
             seed=seed,
         )
 
+    def prepare_steps(self, request: Request, *, max_gamma: int, max_new_tokens: int) -> dict[str, int]:
+        """Capture (CUDA graphs) / compile up front every decode/score step the timed runs
+        may take, on each model with the fast engine (``enable_fast``): step sizes
+        ``1..max_gamma + 1`` (a round that drafts k <= γ tokens scores k + 1; drafters feed
+        1-2 tokens per step), at every start position from one ``kv_granularity`` before
+        this request's prompt length to one after its longest answer (other questions'
+        prompts differ by a few tokens).  Call after the warm-up generate calls (which made
+        the cache slots).  Returns the step shapes made ready per model ("target",
+        "draft"); models without the fast engine are skipped.
+        """
+        if isinstance(max_gamma, bool) or not isinstance(max_gamma, int) or max_gamma < 0:
+            raise ValueError(f"prepare_steps: max_gamma must be an integer >= 0, got {max_gamma!r}")
+        made: dict[str, int] = {}
+        for label, model in (("target", self.target), ("draft", self.draft_model)):
+            fast = getattr(model, "fast", None)
+            if model is None or fast is None:
+                continue
+            state = model.prefill(request)  # a live state: its rows are kept
+            try:
+                g, p = fast.config.kv_granularity, int(state.length)
+                made[label] = fast.prepare_steps(
+                    range(1, max_gamma + 2), start=max(0, p - g), upto=p + max_new_tokens + max_gamma + g
+                )
+            finally:
+                release = getattr(model, "release", None)
+                if callable(release):
+                    release(state)
+        return made
+
     def hf_generate(self, request: Request, max_new_tokens: int) -> tuple[list[int], float]:
         fn = getattr(self.target, "hf_generate", None)
         if fn is None:

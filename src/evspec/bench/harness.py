@@ -6,7 +6,9 @@ Phases of :func:`run_bench`:
    settings, start a new *session* with the environment captured once (``run.json``);
 2. plan: per request, target-only (the lossless reference), HF ``generate``, then every
    drafter × γ; skip what ``records.jsonl`` already holds (resume);
-3. warm up every configuration on the first request(s), untimed and unrecorded;
+3. warm up every configuration on the first request(s), untimed and unrecorded, then
+   (backends with ``prepare_steps``) capture every step size 1..γ+1 up front, so that no
+   CUDA graph capture or compile lands inside a timed round;
 4. measure, appending each record durably as soon as it exists.  A failing request
    (bad clip, out of memory) is recorded as failed with its error and the run goes on;
    Ctrl-C stops after the records already written (nothing is lost) and the same command
@@ -143,7 +145,8 @@ def _warm_up(
     todo: list[tuple[int, BenchItem, list[tuple[str, int]]]],
     bar: tqdm,
 ) -> None:
-    """Run every pending configuration on the first ``config.warmup`` loadable requests."""
+    """Run every pending configuration on the first ``config.warmup`` loadable requests,
+    then have the backend make every step size ready (:func:`_prepare_steps`)."""
     runs = list(dict.fromkeys(run for _, _, pending in todo for run in pending))
     if TARGET_ONLY not in {name for name, _ in runs}:
         runs.insert(0, (TARGET_ONLY, 0))  # the controlled mode needs its reference
@@ -168,6 +171,25 @@ def _warm_up(
                 continue
             if name == TARGET_ONLY:
                 reference = tokens
+        _prepare_steps(backend, config, runs, request, bar)
+
+
+def _prepare_steps(
+    backend: BenchBackend, config: BenchConfig, runs: list[tuple[str, int]], request: Request, bar: tqdm
+) -> None:
+    """Have the backend capture/compile every step size the timed runs may take (a round
+    drafting k < γ near an answer's end scores k + 1 tokens: a shape warm-up runs may not
+    have used).  Skipped for backends without ``prepare_steps`` (test doubles)."""
+    prepare = getattr(backend, "prepare_steps", None)
+    if not callable(prepare):
+        return
+    max_gamma = max((gamma for name, gamma in runs if name != TARGET_ONLY), default=0)
+    bar.set_postfix_str(f"warm-up: step sizes 1..{max_gamma + 1}")
+    try:
+        prepare(request, max_gamma=max_gamma, max_new_tokens=config.max_new_tokens)
+    except Exception as exc:  # the run goes on; the timed rounds then capture lazily
+        bar.write(f"warm-up step capture failed: {type(exc).__name__}: {exc}")
+        backend.recover()
 
 
 def run_bench(

@@ -62,6 +62,7 @@ def base_record(
         "gamma": gamma,
         "kind": kind_of(drafter),
         "controlled_alpha": config.controlled_alpha if kind_of(drafter) == "spec" else None,
+        "schedule": config.schedule,
         "temperature": config.temperature,
         "session": session,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -92,6 +93,10 @@ def result_fields(result: Result, wall_ms: float) -> dict[str, Any]:
     timings["decode_ms"] = timings["draft_ms"] + timings["score_ms"]
     timings["wall_ms"] = wall_ms
     acc, dra = s.position_counts()
+    extra: dict[str, Any] = {}
+    counters = getattr(s, "pipeline_counters", None)
+    if callable(counters):  # the pipelined schedule (decoding.pipeline.PipelineStats)
+        extra["pipeline"] = counters()
     return {
         "status": "ok",
         "tokens": list(result.tokens),
@@ -108,6 +113,7 @@ def result_fields(result: Result, wall_ms: float) -> dict[str, Any]:
         "accepted_hist": s.accepted_hist,
         "position_accepted": acc,
         "position_drafted": dra,
+        **extra,
     }
 
 

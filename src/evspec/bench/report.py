@@ -54,10 +54,35 @@ def _lossless(s: ConfigSummary, greedy: bool) -> str:
     return text
 
 
-def _environment(run: dict) -> list[str]:
+def _counters(records: list[dict]) -> list[dict]:
+    """The pipeline counters of the records that carry them (pipelined schedule)."""
+    return [r["pipeline"] for r in records if r.get("status") == "ok" and isinstance(r.get("pipeline"), dict)]
+
+
+def _placement(run: dict, records: list[dict]) -> str:
+    """``schedule: S; target on D, draft on D'``: the schedule from the run (older runs:
+    the records, else sequential), the devices from the backend's placement, else the
+    pipeline counters, else the device type both models share."""
+    backend = run.get("backend", {})
+    schedule = (backend.get("schedule") or run.get("identity", {}).get("schedule")
+                or next((r["schedule"] for r in records if r.get("schedule")), None) or "sequential")
+    place = dict(backend.get("placement") or {})
+    counters = _counters(records)
+    for key, field_ in (("target", "target_device"), ("draft", "draft_device")):
+        if not place.get(key):
+            seen = sorted({str(c[field_]) for c in counters if c.get(field_)})
+            if seen:
+                place[key] = ", ".join(seen)
+    same = backend.get("device_type", "?")
+    target = place.get("target") or same
+    draft = place.get("draft") or (same if backend.get("draft_model") else "– (no separate draft model)")
+    return f"* schedule: {schedule}; target on {target}, draft on {draft}"
+
+
+def _environment(run: dict, records: list[dict] | None = None) -> list[str]:
     sessions = run.get("sessions", [])
     if not sessions:
-        return ["(no session recorded)", ""]
+        return ["(no session recorded)", _placement(run, records or []), ""]
     env = sessions[-1].get("env", {})
     dev = env.get("device", {})
     gpus = ", ".join(g["name"] for g in dev.get("gpus", [])) or "none (CPU)"
@@ -71,6 +96,7 @@ def _environment(run: dict) -> list[str]:
         f"* GPU: {gpus}; dtype: {backend.get('dtype', '?')}; models: {backend.get('target', '?')}"
         + (f" + {backend['draft_model']}" if backend.get("draft_model") else "")
         + (f"; preset: {backend['preset']}" if backend.get("preset") else ""),
+        _placement(run, records or []),
         f"* torch {libs.get('torch')}, transformers {libs.get('transformers')}, "
         f"evspec {libs.get('evspec')}, Python {env.get('python')}",
         f"* git revision: {rev}",
@@ -89,6 +115,41 @@ def _environment(run: dict) -> list[str]:
         lines.append(f"* {len(sessions)} sessions (resumed); statuses: "
                      + ", ".join(s.get("status", "?") for s in sessions))
     return lines + [""]
+
+
+def _pipeline_section(summaries: list[ConfigSummary], records: list[dict]) -> list[str]:
+    """Per (drafter, γ) with pipeline counters: pre-drafts launched / used / discarded,
+    cold rounds (summed over answers), and the pre-drafting ms hidden behind scoring (mean
+    per answer); empty when no record carries counters."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok" and isinstance(r.get("pipeline"), dict) and r.get("kind") == "spec":
+            groups.setdefault((r["drafter"], int(r["gamma"])), []).append(r["pipeline"])
+    if not groups:
+        return []
+    rows = []
+    for s in summaries:
+        cs = groups.get((s.drafter, s.gamma))
+        if not cs:
+            continue
+        total = {k: sum(int(c.get(k, 0)) for c in cs)
+                 for k in ("predraft_launched", "predraft_used", "predraft_discarded", "cold_rounds")}
+        used_of = total["predraft_used"] + total["predraft_discarded"]
+        fallback = sorted({str(c.get("fallback")) for c in cs if c.get("fallback")})
+        rows.append([
+            _name(s), str(s.gamma), str(len(cs)), str(total["predraft_launched"]), str(total["predraft_used"]),
+            str(total["predraft_discarded"]),
+            _f(total["predraft_used"] / used_of if used_of else None, ".0%"), str(total["cold_rounds"]),
+            _f(sum(float(c.get("predraft_ms", 0.0)) for c in cs) / len(cs), ".1f"),
+            "; ".join(fallback).replace("|", "/") or "–",
+        ])
+    return ["## Pipeline (pre-drafting)", "",
+            "Pre-drafts: launched while the target scored, used (the next block was ready), "
+            "discarded (a rejection or a wrong guess); cold rounds launched none (EOS in the "
+            "block, no room, or no pre-drafting: see fallback). Hidden ms = pre-drafting time "
+            "overlapped with scoring, mean per answer.", "",
+            *_table(["drafter", "γ", "answers", "pre-drafts launched", "used", "discarded", "used share",
+                     "cold rounds", "hidden pre-draft ms", "fallback"], rows)]
 
 
 def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummary], plots: list[str]) -> str:
@@ -114,14 +175,15 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
         "",
         "## Environment",
         "",
-        *_environment(run),
+        *_environment(run, records),
         "## Speedup: measured and predicted",
         "",
         "End to end = total time per answer including prefill, paired per request: ratio of "
         "means [bootstrap 95 % interval] and mean of ratios ± sd. Decode = time per token "
         "after the first, which is what the cost model predicts: τ(α, γ) / (γ·c + 1) "
-        "(Leviathan et al.; rounds that drafted k < γ tokens count with their k), and with "
-        "the measured verification cost v in place of 1.",
+        "(Leviathan et al.; rounds that drafted k < γ tokens count with their k), and, as "
+        "\"predicted (v)\", τ / (v·(γ̄·c + 1)) with the measured verification cost v (a round "
+        "costs γ̄·c + 1 score passes of v target steps each).",
         "",
     ]
     rows = []
@@ -152,6 +214,8 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
         out += _table(["drafter", "γ", "α", "α model", "τ", "γ̄", "c", "v", "best γ (theory)", "lossless check"], rows)
     if lossless_base:
         out += [f"HF generate vs evspec target-only: {lossless_base[0][1]}.", ""]
+
+    out += _pipeline_section(summaries, records)
 
     out += ["## Time per stage (mean ms per answer)", ""]
     stage_rows = []

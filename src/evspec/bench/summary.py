@@ -58,7 +58,7 @@ class ConfigSummary:
     c: float | None = None  # draft ms per token / score ms per pass
     verify_cost: float | None = None  # score ms per pass / target-only ms per step
     predicted: float | None = None  # Leviathan: τ(α, γ) / (γ c + 1), per-round k for γ
-    predicted_v: float | None = None  # same with the measured verify cost v for 1
+    predicted_v: float | None = None  # τ / (v·(γ̄ c + 1)): the round cost in target steps
     best_gamma: int | None = None  # the γ theory would pick for this α, c
     match_rate: float | None = None  # fraction of answers identical to target-only
     prefix_match: float | None = None
@@ -109,6 +109,18 @@ def position_alpha(rounds: list[list[float]]) -> list[float | None]:
             reached[i] += 1
             accepted[i] += i < n
     return [a / t if t else None for a, t in zip(accepted, reached)]
+
+
+def predicted_with_verify_cost(alpha: float, drafted_per_round: list[int], c: float, v: float) -> float:
+    """Decode speedup over target-only with the measured verification cost:
+    τ / (v·(γ̄·c + 1)).
+
+    ``c`` is measured per *score pass* (draft ms per token / score ms per pass) and ``v`` =
+    score ms per pass / target-only ms per step, so a round costs γ̄·c + 1 score passes =
+    v·(γ̄·c + 1) target steps.  (τ / (γ̄·c + v) would mix the two units.)  In the cost
+    model's terms: ``speedup_for_rounds`` with c expressed per target step (c·v) and v.
+    """
+    return theory.speedup_for_rounds(alpha, drafted_per_round, c * v, v)
 
 
 def _tokens_after_first(rec: dict) -> int:
@@ -208,4 +220,4 @@ def _fill(s: ConfigSummary, ok: list[dict], target: dict[str, dict], hf: dict[st
         s.predicted = theory.speedup_for_rounds(s.alpha_model, ks, s.c)
         s.best_gamma = theory.best_gamma(s.alpha_model, s.c, max_gamma)
         if s.verify_cost is not None:
-            s.predicted_v = theory.speedup_for_rounds(s.alpha_model, ks, s.c, s.verify_cost)
+            s.predicted_v = predicted_with_verify_cost(s.alpha_model, ks, s.c, s.verify_cost)

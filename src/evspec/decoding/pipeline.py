@@ -21,9 +21,9 @@ being the drafter's guess of the target's next token.  If the target accepts all
 and its token equals ``g``, ``d'_1..d'_γ`` is the next block, ready at once.  Otherwise
 the pre-draft is discarded: ``accept(0, t)``, then ``rewind`` the ``k - n + 1`` tokens
 the target did not confirm and ``accept(0, t)`` again, and the next block is drafted
-afresh.  ``rewind`` (``decoding.drafters.cascade``) exists for ``ModelDrafter`` (eventgpt,
-eventgpt-adapter, eventgpt-lora, self), ``PromptLookupDrafter``, any drafter with a
-``rewind(n)`` method, and ``ControlledDrafter`` around one of those.  Other drafters
+afresh.  The drafter's public ``rewind(n)`` exists for ``ModelDrafter`` (eventgpt,
+eventgpt-adapter, eventgpt-lora, self), ``PromptLookupDrafter``, ``ControlledDrafter``
+around one of those, and any drafter with such a method.  Other drafters
 (heads that need the target's hidden states of tokens not scored yet, cascade) run the
 same loop *without* pre-drafting (``PipelineStats.fallback`` says why): only their
 prefill may overlap and their calls still run on their own stream.
@@ -114,18 +114,13 @@ def drafter_device(drafter: Drafter) -> torch.device | None:
 
 
 def _can_rewind(drafter: Drafter) -> bool:
-    if isinstance(drafter, ControlledDrafter) and not callable(getattr(drafter, "rewind", None)):
-        return _can_rewind(drafter.inner)
+    """Whether the drafter's public ``rewind`` works (``cascade.can_rewind``)."""
     return can_rewind(drafter)
 
 
 def _rewind(drafter: Drafter, n: int) -> None:
-    """``cascade.rewind``, plus ``ControlledDrafter`` (its answer position moves back too;
-    it has no ``rewind`` of its own yet)."""
-    if isinstance(drafter, ControlledDrafter) and not callable(getattr(drafter, "rewind", None)):
-        drafter._position -= n  # answer index of the pending token
-        _rewind(drafter.inner, n)
-        return
+    """The drafter's public ``rewind(n)`` (``ControlledDrafter`` moves its answer position
+    back too), through ``cascade.rewind``."""
     rewind(drafter, n)
 
 

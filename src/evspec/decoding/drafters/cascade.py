@@ -25,9 +25,10 @@ exactly ``context + t_1..t_n + t``:
 * cheap drafter: the accept of the *last* inner round is deferred until the target's
   verdict, so a rejection inside that round maps to one ordinary ``accept(m, t)``.  A
   rejection inside an *earlier* round needs the drafter to forget committed tokens
-  (:func:`rewind`): supported for drafters with a ``rewind(n)`` method, ``ModelDrafter``
-  and ``PromptLookupDrafter``; for any other drafter the cascade runs one inner round per
-  target round (``max_inner_rounds=1``), which never needs it.
+  (:func:`rewind`): supported for drafters with a ``rewind(n)`` method (``ModelDrafter``,
+  ``PromptLookupDrafter``, ``ControlledDrafter`` around one); for any other drafter the
+  cascade runs one inner round per target round (``max_inner_rounds=1``), which never
+  needs it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import torch
 
 from evspec.decoding.drafters.base import DrafterError, empty_draft
 from evspec.decoding.drafters.model import ModelDrafter
-from evspec.decoding.drafters.prompt_lookup import PromptLookupDrafter
 from evspec.decoding.protocols import Draft, Drafter, Target
 from evspec.decoding.sampling import logits_to_probs, verify
 from evspec.models.request import Request
@@ -44,40 +44,28 @@ from evspec.models.state import TargetState
 
 
 def can_rewind(drafter: Drafter) -> bool:
-    """Whether :func:`rewind` works on ``drafter``."""
-    return callable(getattr(drafter, "rewind", None)) or isinstance(drafter, ModelDrafter | PromptLookupDrafter)
+    """Whether :func:`rewind` works on ``drafter``: it has a ``rewind(n)`` method (and,
+    for wrappers such as ``ControlledDrafter``, its ``rewindable`` flag is true)."""
+    if not callable(getattr(drafter, "rewind", None)):
+        return False
+    return bool(getattr(drafter, "rewindable", True))
 
 
 def rewind(drafter: Drafter, n: int) -> None:
-    """Make ``drafter`` forget the last ``n`` tokens of its accepted sequence.
+    """Make ``drafter`` forget the last ``n`` tokens of its accepted sequence, through its
+    public ``rewind(n)`` (``ModelDrafter``, ``PromptLookupDrafter``, ``ControlledDrafter``
+    around one of those, or any drafter that has one).
 
     Call between rounds only (after ``accept``); follow with ``accept(0, token)`` so the
-    drafter has a token to continue from.  ``ModelDrafter`` keeps committed tokens as
-    ``model KV + _pending`` (unfed tail); ``PromptLookupDrafter`` as ``_context``.
+    drafter has a token to continue from.
     """
     if n < 0:
         raise ValueError(f"rewind count must be >= 0, got {n}")
     if n == 0:
         return
-    own = getattr(drafter, "rewind", None)
-    if callable(own):
-        own(n)
-    elif isinstance(drafter, ModelDrafter):
-        if drafter._proposed:
-            raise RuntimeError("rewind inside a round (after propose, before accept)")
-        unfed = len(drafter._pending)
-        if n <= unfed:
-            drafter._pending = drafter._pending[: unfed - n]
-        else:
-            assert drafter._state is not None
-            drafter.model.rollback(drafter._state, n - unfed)
-            drafter._pending = []
-    elif isinstance(drafter, PromptLookupDrafter):
-        if n > len(drafter._context):
-            raise ValueError(f"cannot rewind {n} of {len(drafter._context)} context tokens")
-        del drafter._context[len(drafter._context) - n :]
-    else:
+    if not can_rewind(drafter):
         raise TypeError(f"drafter {getattr(drafter, 'name', drafter)!r} cannot rewind accepted tokens")
+    drafter.rewind(n)  # type: ignore[attr-defined]
 
 
 class CascadeDrafter:

@@ -119,6 +119,31 @@ class ControlledDrafter:
         self._proposed = 0
         self.inner.accept(n_accepted, next_token)
 
+    @property
+    def rewindable(self) -> bool:
+        """Whether :meth:`rewind` works: the inner drafter can rewind."""
+        from evspec.decoding.drafters.cascade import can_rewind
+
+        return can_rewind(self.inner)
+
+    def rewind(self, n: int) -> None:
+        """Forget the last ``n`` accepted tokens: the inner drafter rewinds them and the
+        answer position (which reference token each draft is checked against) moves back
+        by ``n``.  Call between rounds only, then ``accept(0, token)``.  Raises
+        ``TypeError`` when the inner drafter cannot rewind."""
+        from evspec.decoding.drafters.cascade import rewind
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self.name}: rewind count must be an integer >= 0, got {n!r}")
+        if n == 0:
+            return
+        if self._proposed:
+            raise RuntimeError(f"{self.name}: rewind inside a round (after propose, before accept)")
+        if n > self._position + 1:
+            raise ValueError(f"{self.name}: cannot rewind {n} tokens, only {self._position + 1} were accepted")
+        rewind(self.inner, n)  # TypeError when the inner drafter cannot
+        self._position -= n
+
     def end(self) -> None:
         self._proposed = 0
         self.inner.end()

@@ -8,7 +8,8 @@ Re-synchronisation (the research prototype lacked it): the drafter's KV cache al
 holds ``prefix + accepted`` tokens; tokens the drafter has not fed yet wait in
 ``pending``.  ``propose(k)`` feeds ``pending``, then its own drafts ``d_1..d_{k-1}``;
 ``accept(n, t)`` crops the ``k - 1 - n`` unaccepted drafts (or, when all k pass, queues
-``d_k``) and queues the target's token ``t``.
+``d_k``) and queues the target's token ``t``.  ``rewind(n)`` forgets the last ``n``
+committed tokens (the pipelined schedule's discarded pre-drafts, cascades).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ModelDrafter:
         self._pending: list[int] = []
         self._proposed: list[int] = []
         self._shared: int | None = None
+        self._prompt_len = 0  # the drafter's KV length right after its prefill
 
     # -- vocabulary --------------------------------------------------------------------
     def _check_vocab(self, target: Target) -> int:
@@ -64,6 +66,7 @@ class ModelDrafter:
             raise DrafterError(f"drafter {self.name!r} cannot prefill this request: {exc}") from exc
         for key in ("preprocess_ms", "vision_ms", "prefill_ms"):
             self.timings[key] = self._state.timings.get(key, 0.0)
+        self._prompt_len = self._state.length
         self._pending = [first_token]
         self._proposed = []
 
@@ -120,6 +123,38 @@ class ModelDrafter:
             self.model.rollback(state, k - 1 - n_accepted)
             self._pending = [next_token]
         self._proposed = []
+
+    @property
+    def committed(self) -> int:
+        """Answer tokens the drafter holds since ``begin`` (the first token included): fed
+        to its KV cache or still pending."""
+        if self._state is None:
+            return 0
+        return self._state.length - self._prompt_len + len(self._pending)
+
+    def rewind(self, n: int) -> None:
+        """Forget the last ``n`` committed tokens (the target did not confirm them).
+
+        Call between rounds only (after ``accept``, never between ``propose`` and
+        ``accept``), then ``accept(0, token)`` so the drafter has a token to continue
+        from.  Unfed (pending) tokens go first, then the KV cache is rolled back.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self.name}: rewind count must be an integer >= 0, got {n!r}")
+        if n == 0:
+            return
+        if self._state is None:
+            raise RuntimeError(f"{self.name}: rewind() before begin()")
+        if self._proposed:
+            raise RuntimeError(f"{self.name}: rewind inside a round (after propose, before accept)")
+        if n > self.committed:
+            raise ValueError(f"{self.name}: cannot rewind {n} tokens, only {self.committed} were committed")
+        unfed = len(self._pending)
+        if n <= unfed:
+            self._pending = self._pending[: unfed - n]
+        else:
+            self.model.rollback(self._state, n - unfed)
+            self._pending = []
 
     def end(self) -> None:
         self._state = None

@@ -28,6 +28,7 @@ class PromptLookupDrafter:
         self._context: list[int] = []
         self._proposed: list[int] = []
         self._limit = 0
+        self._prompt_len = 0  # context tokens that came from the prompt
 
     def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
         self._limit = target.vocab_size
@@ -35,6 +36,7 @@ class PromptLookupDrafter:
         special = {getattr(target, "video_token_id", None), getattr(target, "image_token_id", None)}
         # placeholders (video ids, EventGPT's -200) are never worth proposing
         self._context = [t for t in prompt if t not in special and t >= 0] + [first_token]
+        self._prompt_len = len(self._context) - 1
         self._proposed = []
         self.timings = {}
 
@@ -62,5 +64,20 @@ class PromptLookupDrafter:
         self._context.append(next_token)
         self._proposed = []
 
+    def rewind(self, n: int) -> None:
+        """Forget the last ``n`` accepted answer tokens (the first token included; never
+        the prompt).  Call between rounds only, then ``accept(0, token)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"prompt-lookup: rewind count must be an integer >= 0, got {n!r}")
+        if n == 0:
+            return
+        if self._proposed:
+            raise RuntimeError("prompt-lookup: rewind inside a round (after propose, before accept)")
+        answer = len(self._context) - self._prompt_len
+        if n > answer:
+            raise ValueError(f"prompt-lookup: cannot rewind {n} tokens, only {answer} were accepted")
+        del self._context[len(self._context) - n :]
+
     def end(self) -> None:
         self._context, self._proposed = [], []
+        self._prompt_len = 0

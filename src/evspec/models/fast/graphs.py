@@ -29,12 +29,19 @@ this runner's graphs, then replay.  With ``compile`` the model's per-layer funct
 first warm-up, before any capture.  Without graphs (CPU, or ``cuda_graphs=False``) the
 very same padded step runs eagerly.  Capture and compile milliseconds are accumulated in
 :attr:`StepRunner.stats`.
+
+Capturing at first use puts the capture inside whatever call first needs the shape (e.g.
+a timed round that scores fewer drafts than usual near the end of an answer).
+:meth:`StepRunner.prepare` captures (or compiles) up front every token step of given
+sizes over a range of start positions (:meth:`StepRunner.step_shapes`), writing only
+scratch rows at or after a given position.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -222,6 +229,62 @@ class StepRunner:
         """``(bucket, kv_rows)`` of a step feeding ``count`` tokens (or embeddings) at ``start``."""
         bucket = bucket_for(count, self.buckets if kind == "tokens" else self.prefill_buckets)
         return bucket, kv_rows_for(start + bucket, self.kv_granularity, self.cache.capacity)
+
+    def step_shapes(self, sizes: Iterable[int], start: int, upto: int) -> list[tuple[int, int]]:
+        """``(bucket, kv_rows)`` of every token step :meth:`run` takes for a step of a size
+        in ``sizes`` starting at any position in ``[start, upto]`` that fits ``max_len``
+        (sorted, distinct): exactly the shapes a graph is captured for."""
+        if start < 0 or upto < start:
+            raise ValueError(f"step_shapes needs 0 <= start <= upto, got start {start}, upto {upto}")
+        cap, g = self.cache.capacity, self.kv_granularity
+        out: set[tuple[int, int]] = set()
+        for size in sorted({int(x) for x in sizes}):
+            if size < 1:
+                raise ValueError(f"step sizes must be >= 1, got {size}")
+            last = min(upto, self.cache.max_len - size)  # the latest start this size fits at
+            if last < start:
+                continue
+            bucket = bucket_for(size, self.buckets)
+            kv, hi = kv_rows_for(start + bucket, g, cap), kv_rows_for(last + bucket, g, cap)
+            while True:
+                out.add((bucket, kv))
+                if kv >= hi:
+                    break
+                kv = min(kv + g, cap)
+        return sorted(out)
+
+    def prepare(self, sizes: Iterable[int], start: int, upto: int, *, scratch: int) -> list[tuple[int, int]]:
+        """Capture (CUDA graphs) or compile now every token step of :meth:`step_shapes`
+        that is not ready yet, so that no later :meth:`run` captures or compiles.
+
+        ``scratch``: the first cache row these untimed steps may write (>= the valid length
+        of any state or in-place prefix on this cache); they write rows ``scratch ..
+        scratch + bucket - 1`` only (attention rows past a query's position are masked, so
+        any ``kv_rows`` is safe there).  Returns the ``(bucket, kv_rows)`` made ready: none
+        when steps run eagerly (CPU), one per bucket when compiling without graphs.
+        """
+        shapes = self.step_shapes(sizes, start, upto)
+        if not (self.cuda_graphs or self.compile):
+            return []
+        if scratch < 0 or scratch + max((b for b, _ in shapes), default=0) > self.cache.capacity:
+            raise ValueError(
+                f"prepare: scratch row {scratch} leaves no room for the steps in a cache of "
+                f"{self.cache.capacity} rows"
+            )
+        made: list[tuple[int, int]] = []
+        for bucket, kv_rows in shapes:
+            if self.cuda_graphs:
+                if ("tokens", bucket, kv_rows) in self._graphs:
+                    continue
+            elif bucket in self.stats.compiled_buckets:
+                continue
+            self.pos_buf.fill_(scratch)
+            if self.cuda_graphs:
+                self._execute("tokens", bucket, kv_rows)  # captures, then replays once
+            else:
+                self._run_step("tokens", bucket, kv_rows)  # compiles the bucket
+            made.append((bucket, kv_rows))
+        return made
 
     def run(
         self, tokens: torch.Tensor, start: int, *, return_hidden: bool = False

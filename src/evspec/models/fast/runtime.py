@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -171,6 +171,28 @@ class FastRuntime:
         logits, hidden = slot.runner.run(tokens, start, return_hidden=return_hidden)
         cache.advance(t)
         return logits, hidden
+
+    @torch.inference_mode()
+    def prepare_steps(self, sizes: Iterable[int], *, start: int, upto: int) -> int:
+        """Capture (CUDA graphs) / compile, on every slot, each decode/score step of a size
+        in ``sizes`` (e.g. ``1..γ+1``) that a request could take starting anywhere in
+        ``[start, upto]`` — so that none is captured later inside a timed call.  Live
+        states keep their rows (the untimed steps write after their valid length; free
+        slots after their in-place prefix).  Returns the number of step shapes made
+        ready (0 when steps run eagerly, e.g. on CPU).  Slots are created lazily: call
+        this after a request has run with every drafter that will be timed."""
+        sizes = sorted({int(x) for x in sizes})
+        too_big = [x for x in sizes if x > self.config.step_buckets[-1]]
+        if too_big:
+            raise ValueError(
+                f"prepare_steps: step sizes {too_big} exceed max_score_tokens "
+                f"{self.config.step_buckets[-1]}; raise enable_fast(max_score_tokens=...)"
+            )
+        made = 0
+        for slot in self._slots:
+            scratch = slot.cache.prefix_len if slot.free() else slot.cache.length
+            made += len(slot.runner.prepare(sizes, start, upto, scratch=scratch))
+        return made
 
     # -- reporting --------------------------------------------------------------------------
     @property
