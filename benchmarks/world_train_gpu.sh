@@ -7,6 +7,10 @@
 #
 # Writes to $OUT (7 files): world_assets.tar.gz (unpack with benchmarks/ship_world.sh),
 # eval.md, eval.json, train_logs.json, phases.log, train_target.log, train_drafter.log.
+# Two-call mode (the target gets the GPU to itself; a warm machine keeps WORK between calls):
+#   STAGE=train-target WORK=/tmp/world ... bash benchmarks/world_train_gpu.sh   # generate + target
+#   STAGE=finish       WORK=/tmp/world ... bash benchmarks/world_train_gpu.sh   # drafter, pack, eval
+# STAGE=all (default) does everything in one call, both models training at once.
 # EVSPEC_MICRO=1 runs the same phases at CPU size (a 24-clip 16-px world, micro presets,
 # a few steps) to prove the script end to end.  Knobs: CLIPS, TOTAL_S (wall-time goal),
 # EVAL_RESERVE_S, ACCEPT_PER_TYPE, SHIP_CLIPS, BATCH, LR, AUX_WEIGHT (0 = answers only),
@@ -37,44 +41,61 @@ else
   EVAL_LIMIT=${EVAL_LIMIT:-0}; ACCURACY_S=${ACCURACY_S:-40}
 fi
 HALF=$(( CORES / 2 > 1 ? CORES / 2 : 1 ))
+STAGE=${STAGE:-all}
+case "$STAGE" in all|train-target|finish) ;; *) echo "STAGE=$STAGE: use all, train-target or finish" >&2; exit 2;; esac
 
 log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$OUT/phases.log"; }
 fail() { log "FAILED: $*"; exit 1; }
 trap 'log "stopped at line $LINENO (exit $?)"' ERR
 
-log "evspec world training: micro=$MICRO clips=$CLIPS preset=$PRESET device=$DEVICE cores=$CORES work=$WORK"
+log "evspec world training: stage=$STAGE micro=$MICRO clips=$CLIPS preset=$PRESET device=$DEVICE cores=$CORES work=$WORK"
 $PY -c "import torch, transformers, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | tee -a "$OUT/phases.log"
 git rev-parse HEAD 2>/dev/null | sed 's/^/git /' | tee -a "$OUT/phases.log" || true
 
 # -- 1. the world ------------------------------------------------------------------------------
+if [[ "$STAGE" != finish ]]; then
 T0=$SECONDS
 log "phase 1/4: generate $CLIPS clips (seed 0, $CORES workers)"
 # shellcheck disable=SC2086
 $PY -m evspec world generate --out "$WORK/data" --clips "$CLIPS" --seed 0 --workers "$CORES" $GEN_ARGS \
   >>"$OUT/phases.log" 2>&1 || fail "world generate (see phases.log)"
 log "phase 1 done in $(( SECONDS - T0 )) s"
+else
+  [[ -f "$WORK/data/manifest.json" && -f "$WORK/run_target/model/config.json" ]] \
+    || fail "STAGE=finish needs $WORK/data and $WORK/run_target from STAGE=train-target (same WORK, warm machine)"
+fi
 
-# -- 2. train both models at once on the one GPU -------------------------------------------------
+# -- 2. train (both at once on the one GPU; or one per stage) -------------------------------------
 T0=$SECONDS
-BUDGET=$(( TOTAL_S - SECONDS - EVAL_RESERVE_S ))
+RESERVE=$EVAL_RESERVE_S; [[ "$STAGE" == train-target ]] && RESERVE=15
+BUDGET=$(( TOTAL_S - SECONDS - RESERVE ))
 (( BUDGET >= 60 )) || BUDGET=60
-log "phase 2/4: train target (seed 0) and drafter (seed 1) concurrently, time budget $BUDGET s each"
+ROLES="target drafter"; [[ "$STAGE" == train-target ]] && ROLES=target; [[ "$STAGE" == finish ]] && ROLES=drafter
+WORKERS=$HALF; [[ "$STAGE" != all ]] && WORKERS=$CORES
+log "phase 2/4: train $ROLES (target seed 0, drafter seed 1), time budget $BUDGET s each"
 COMMON=(--data "$WORK/data" --preset "$PRESET" --steps "$MAX_STEPS" --batch-size "$BATCH" --lr "$LR"
         --aux-weight "${AUX_WEIGHT:-1.0}"
         --warmup-steps "$WARMUP" --eval-interval "$EVAL_INTERVAL" --val-generate "$VAL_GEN"
-        --checkpoint-interval 100000 --device "$DEVICE" --workers "$HALF" --time-budget-s "$BUDGET")
-$PY -m evspec world train --role target --out "$WORK/run_target" --seed 0 "${COMMON[@]}" \
-  >"$OUT/train_target.log" 2>&1 &
-PID_T=$!
-$PY -m evspec world train --role drafter --out "$WORK/run_drafter" --seed 1 "${COMMON[@]}" \
-  >"$OUT/train_drafter.log" 2>&1 &
-PID_D=$!
+        --checkpoint-interval 100000 --device "$DEVICE" --workers "$WORKERS" --time-budget-s "$BUDGET")
+declare -A PIDS=()
+for role in $ROLES; do
+  seed=0; [[ $role == drafter ]] && seed=1
+  $PY -m evspec world train --role "$role" --out "$WORK/run_$role" --seed "$seed" "${COMMON[@]}" \
+    >"$OUT/train_$role.log" 2>&1 &
+  PIDS[$role]=$!
+done
 STATUS=0
-wait "$PID_T" || { STATUS=1; log "target training failed:"; tail -n 30 "$OUT/train_target.log" | tee -a "$OUT/phases.log"; }
-wait "$PID_D" || { STATUS=1; log "drafter training failed:"; tail -n 30 "$OUT/train_drafter.log" | tee -a "$OUT/phases.log"; }
+for role in $ROLES; do
+  wait "${PIDS[$role]}" || { STATUS=1; log "$role training failed:"; tail -n 30 "$OUT/train_$role.log" | tee -a "$OUT/phases.log"; }
+done
 (( STATUS == 0 )) || fail "training"
-tail -n 1 "$OUT/train_target.log" | tee -a "$OUT/phases.log"
-tail -n 1 "$OUT/train_drafter.log" | tee -a "$OUT/phases.log"
+if [[ "$STAGE" == train-target ]]; then
+  tail -n 1 "$OUT/train_target.log" | tee -a "$OUT/phases.log"
+  cp "$WORK/run_target/train_log.json" "$OUT/train_log_target.json"
+  log "stage train-target done in $SECONDS s; next: STAGE=finish with the same WORK"
+  exit 0
+fi
+for role in $ROLES; do tail -n 1 "$OUT/train_$role.log" | tee -a "$OUT/phases.log"; done
 $PY - "$WORK" "$OUT/train_logs.json" <<'EOF'
 import json, sys
 from pathlib import Path
