@@ -14,11 +14,15 @@ The wrapper builds the multimodal prompt itself and leaves decoding to
 Nothing goes through ``VideoLlavaForConditionalGeneration.forward`` with pixel arguments,
 so the 5.17 trap of silently ignored ``pixel_values=`` cannot bite; tests check parity with
 that forward (given ``pixel_values_videos``) and that changing the frames changes the logits.
+
+The prompt ids come from :mod:`evspec.models.target_prompt` (re-exported here:
+``PROMPT_TEMPLATE``, ``VIDEO_PLACEHOLDER``), the checkpoint-folder checks from
+:mod:`evspec.models.target_checkpoint`; the named shapes from
+:mod:`evspec.models.presets.target`.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -37,9 +41,10 @@ from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
 from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_tokenizer
 from evspec.models.request import Request
 from evspec.models.state import TargetState
+from evspec.models.target_checkpoint import check_checkpoint_folder, raise_on_bad_weights
+from evspec.models.target_prompt import PROMPT_TEMPLATE, VIDEO_PLACEHOLDER, build_video_prompt_ids
 
-PROMPT_TEMPLATE = "USER: <video>\n{question} ASSISTANT:"
-VIDEO_PLACEHOLDER = "<video>"
+__all__ = ["PROMPT_TEMPLATE", "VIDEO_PLACEHOLDER", "VideoLlavaTarget"]
 
 
 class VideoLlavaTarget(CausalLMWrapper):
@@ -121,7 +126,7 @@ class VideoLlavaTarget(CausalLMWrapper):
         at random with only a log line).
         """
         folder = Path(path)
-        _check_checkpoint_folder(folder)
+        check_checkpoint_folder(folder)
         device = torch.device(device)
         kwargs = {} if device.type == "cpu" else {"device_map": {"": str(device)}}
         model, info = VideoLlavaForConditionalGeneration.from_pretrained(
@@ -131,7 +136,7 @@ class VideoLlavaTarget(CausalLMWrapper):
             ignore_mismatched_sizes=True,  # we report mismatches ourselves, by name
             **kwargs,
         )
-        _raise_on_bad_weights(folder, info)
+        raise_on_bad_weights(folder, info)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         image_processor = VideoLlavaImageProcessor.from_pretrained(folder)
         return cls(model, tokenizer, image_processor, num_frames=num_frames)
@@ -207,22 +212,13 @@ class VideoLlavaTarget(CausalLMWrapper):
     def build_prompt_ids(self, question: str) -> torch.Tensor:
         """``[L]`` int64 ids of ``USER: <video>\\n{question} ASSISTANT:`` with BOS once and
         the ``<video>`` id repeated ``num_frames * tokens_per_frame`` times."""
-        if VIDEO_PLACEHOLDER in question:
-            raise ValueError(f"the question must not contain {VIDEO_PLACEHOLDER!r}")
-        text = PROMPT_TEMPLATE.format(question=question.strip())
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        while ids and ids[0] == self.bos_token_id:
-            ids.pop(0)
-        at = [i for i, t in enumerate(ids) if t == self.video_token_id]
-        if len(at) != 1:
-            raise ValueError(
-                f"the tokenizer produced {len(at)} {VIDEO_PLACEHOLDER!r} ids for the prompt "
-                "(expected exactly one); is <video> a special token of this tokenizer?"
-            )
-        pos = at[0]
-        video = [self.video_token_id] * self.video_tokens
-        full = [self.bos_token_id, *ids[:pos], *video, *ids[pos + 1 :]]
-        return torch.tensor(full, dtype=torch.long)
+        return build_video_prompt_ids(
+            self.tokenizer,
+            question,
+            bos_token_id=self.bos_token_id,
+            video_token_id=self.video_token_id,
+            video_tokens=self.video_tokens,
+        )
 
     def preprocess_video(self, video: np.ndarray | None) -> torch.Tensor:
         """``[T, H, W, 3]`` uint8 frames -> ``[T, 3, S, S]`` pixels on the model's device
@@ -390,56 +386,3 @@ class VideoLlavaTarget(CausalLMWrapper):
             )
         new = out[0, input_ids.shape[1] :].tolist()
         return new, timing["ms"]
-
-
-# -- checkpoint checks -------------------------------------------------------------------
-
-
-def _check_checkpoint_folder(folder: Path) -> None:
-    """Fail early, naming the file, when a checkpoint folder is incomplete."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
-    config = folder / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} is missing (expected the Video-LLaVA-7B-hf layout)")
-    model_type = json.loads(config.read_text()).get("model_type")
-    if model_type != "video_llava":
-        raise ValueError(f"{config}: model_type is {model_type!r}, expected 'video_llava'")
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
-        if not shards:
-            raise ValueError(f"{index} has an empty weight_map")
-        missing = [s for s in shards if not (folder / s).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{folder}: weight shards listed in {index.name} are missing: {missing}"
-            )
-    elif not single.is_file():
-        raise FileNotFoundError(
-            f"{folder}: no weights (expected model.safetensors or model.safetensors.index.json)"
-        )
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
-        raise FileNotFoundError(
-            f"{folder}: no tokenizer (expected tokenizer.json or tokenizer.model)"
-        )
-    if not (folder / "preprocessor_config.json").is_file():
-        raise FileNotFoundError(
-            f"{folder / 'preprocessor_config.json'} is missing (the frame preprocessing settings)"
-        )
-
-
-def _raise_on_bad_weights(folder: Path, info: dict) -> None:
-    """Turn transformers' loading report into an error naming the bad weights."""
-    missing = sorted(info.get("missing_keys") or [])
-    mismatched = sorted(info.get("mismatched_keys") or [])
-    problems = []
-    if missing:
-        problems.append(f"missing weights: {', '.join(missing)}")
-    if mismatched:
-        shapes = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched]
-        problems.append(f"wrongly shaped weights: {', '.join(shapes)}")
-    if problems:
-        raise ValueError(
-            f"checkpoint {folder} does not match its config.json: " + "; ".join(problems)
-        )

@@ -1,0 +1,61 @@
+"""Checks of a local Video-LLaVA checkpoint folder (the ``LanguageBind/Video-LLaVA-7B-hf``
+layout) for :meth:`evspec.models.target.VideoLlavaTarget.from_pretrained`: fail early,
+naming the missing file, and turn transformers' loading report into an error naming the
+missing or wrongly shaped weights (transformers would otherwise initialise them at random
+with only a log line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """Fail early, naming the file, when a checkpoint folder is incomplete."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing (expected the Video-LLaVA-7B-hf layout)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != "video_llava":
+        raise ValueError(f"{config}: model_type is {model_type!r}, expected 'video_llava'")
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        if not shards:
+            raise ValueError(f"{index} has an empty weight_map")
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder}: weight shards listed in {index.name} are missing: {missing}"
+            )
+    elif not single.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no weights (expected model.safetensors or model.safetensors.index.json)"
+        )
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer (expected tokenizer.json or tokenizer.model)"
+        )
+    if not (folder / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder / 'preprocessor_config.json'} is missing (the frame preprocessing settings)"
+        )
+
+
+def raise_on_bad_weights(folder: Path, info: dict) -> None:
+    """Turn transformers' loading report into an error naming the bad weights."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    problems = []
+    if missing:
+        problems.append(f"missing weights: {', '.join(missing)}")
+    if mismatched:
+        shapes = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched]
+        problems.append(f"wrongly shaped weights: {', '.join(shapes)}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {folder} does not match its config.json: " + "; ".join(problems)
+        )
