@@ -54,6 +54,11 @@ class ControlledDrafter:
         """The inner drafter's prefill timings (the engine records them)."""
         return getattr(self.inner, "timings", {})
 
+    @property
+    def needs_target_hidden(self) -> bool:
+        """As the inner drafter (heads over the target's features need its hidden states)."""
+        return bool(getattr(self.inner, "needs_target_hidden", False))
+
     def set_reference(self, tokens: list[int], *, stream: int = 0) -> None:
         """The target's greedy answer for the next request (first token included).
 
@@ -112,12 +117,16 @@ class ControlledDrafter:
         self._proposed = len(out)
         return Draft(tokens=torch.tensor(out, dtype=torch.long), probs=None)
 
-    def accept(self, n_accepted: int, next_token: int) -> None:
+    def accept(self, n_accepted: int, next_token: int, target_hidden: torch.Tensor | None = None) -> None:
+        """``target_hidden`` ``[n + 1, H]``: passed on to an inner drafter that needs it."""
         if not 0 <= n_accepted <= self._proposed:
             raise ValueError(f"accepted {n_accepted} of {self._proposed} drafts")
         self._position += n_accepted + 1
         self._proposed = 0
-        self.inner.accept(n_accepted, next_token)
+        if self.needs_target_hidden:
+            self.inner.accept(n_accepted, next_token, target_hidden=target_hidden)
+        else:
+            self.inner.accept(n_accepted, next_token)
 
     @property
     def rewindable(self) -> bool:
