@@ -81,7 +81,8 @@ def test_head_drafter_samples_with_a_distribution(ckpts, requests, target):
     drafter.end()
 
 
-def test_wrong_checkpoints_are_refused(ckpts, target, eventgpt):
+def test_wrong_checkpoints_are_refused(ckpts, target, eventgpt, tmp_path, monkeypatch):
+    import evspec.decoding.drafters as drafters
     from evspec.models.target import VideoLlavaTarget
 
     other = VideoLlavaTarget.from_preset("tiny-random", seed=7)
@@ -91,6 +92,9 @@ def test_wrong_checkpoints_are_refused(ckpts, target, eventgpt):
         make_drafter("eventgpt-adapter", target=target, draft_model=eventgpt, adapter_path=ckpts["event-head"])
     with pytest.raises(DrafterError, match="draft model"):
         make_drafter("event-head", target=target, head_path=ckpts["event-head"])
+    with pytest.raises(DrafterError, match="another target"):  # the shipped world head, not for this target
+        make_drafter("target-head", target=target)
+    monkeypatch.setattr(drafters, "SHIPPED_MODULES", tmp_path / "none")  # no shipped module at all
     with pytest.raises(DrafterError, match="head_path"):
         make_drafter("target-head", target=target)
 
