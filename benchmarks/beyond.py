@@ -55,6 +55,7 @@ class Setting:
     warmup: bool = True  # one untimed request per configuration (lazy inits, allocator, kernels)
     repeats: int = 1  # timed passes over the set; each request keeps its fastest
     references: list[list[int]] = field(default_factory=list)  # target-only greedy answers
+    drafter: str = "eventgpt"  # the drafter of the gamma and router features (make_drafter name)
 
     @property
     def controlled(self) -> bool:
@@ -119,8 +120,15 @@ def engine_fn(s: Setting, make: Callable[[int], object], gamma: int = 4, policy=
     return fn
 
 
-def eventgpt(s: Setting) -> Callable[[int], ModelDrafter]:
-    return lambda i: ModelDrafter(s.draft_model, name="eventgpt")
+def eventgpt(s: Setting) -> Callable[[int], object]:
+    """The drafter of the γ and router features: ``s.drafter`` (``eventgpt`` by default; a
+    trained one such as ``event-head`` loads its shipped checkpoint once)."""
+    if s.drafter == "eventgpt":
+        return lambda i: ModelDrafter(s.draft_model, name="eventgpt")
+    from evspec.decoding.drafters import make_drafter
+
+    one = make_drafter(s.drafter, target=s.target, draft_model=s.draft_model)
+    return lambda i: one
 
 
 # -- the features ------------------------------------------------------------------------------------
@@ -129,18 +137,18 @@ def eventgpt(s: Setting) -> Callable[[int], ModelDrafter]:
 def feature_gamma(s: Setting, base: dict, gammas: list[int]) -> tuple[list[dict], int, list[Result]]:
     """Fixed-γ sweep (the best one in hindsight is the reference) and three dynamic policies."""
     sweep = {g: run_set(s, engine_fn(s, eventgpt(s), g)) for g in gammas}
-    rows = [summarise(f"eventgpt γ={g}", res, s, base["total_ms"], gamma=g) for g, res in sweep.items()]
+    rows = [summarise(f"{s.drafter} γ={g}", res, s, base["total_ms"], gamma=g) for g, res in sweep.items()]
     best = min(rows, key=lambda r: r["total_ms"])
     best["config"] += " (best fixed, hindsight)"
     c_sweep = next((r["c"] for r in rows if r["c"]), 0.5)
     shared = DynamicGamma(c=0.5, max_gamma=max(gammas), measure_c=True, window=16)
-    rows.append(summarise("eventgpt dynamic γ (running α, online c)",
+    rows.append(summarise(f"{s.drafter} dynamic γ (running α, online c)",
                           run_set(s, engine_fn(s, eventgpt(s), policy=lambda i: shared)), s, base["total_ms"]))
     fresh = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), prior_alpha=0.5, window=16)  # noqa: E731
-    rows.append(summarise(f"eventgpt dynamic γ (per request, c={c_sweep:.3f} measured)",
+    rows.append(summarise(f"{s.drafter} dynamic γ (per request, c={c_sweep:.3f} measured)",
                           run_set(s, engine_fn(s, eventgpt(s), policy=fresh)), s, base["total_ms"]))
     off = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), min_gamma=0)  # noqa: E731
-    rows.append(summarise("eventgpt dynamic γ (may stop drafting)",
+    rows.append(summarise(f"{s.drafter} dynamic γ (may stop drafting)",
                           run_set(s, engine_fn(s, eventgpt(s), policy=off)), s, base["total_ms"]))
     return rows, int(best["gamma"]), sweep[int(best["gamma"])]
 
@@ -158,16 +166,17 @@ def feature_cascade(s: Setting, base: dict, best_g: int, best_row: dict) -> list
 
 
 def feature_router(s: Setting, base: dict, best_g: int, best_row: dict, base_results, best_results) -> list[dict]:
-    rows = [dict(base, config="none (target only)"), dict(best_row, config=f"always eventgpt γ={best_g}")]
-    pool = lambda: {"eventgpt": ModelDrafter(s.draft_model, name="eventgpt")}  # noqa: E731
-    heur = HeuristicRouter(event_drafter="eventgpt")
+    rows = [dict(base, config="none (target only)"), dict(best_row, config=f"always {s.drafter} γ={best_g}")]
+    make = eventgpt(s)
+    pool = lambda: {s.drafter: make(0)}  # noqa: E731
+    heur = HeuristicRouter(event_drafter=s.drafter)
     routed = RoutedDrafter(heur, pool())
     res = run_set(s, engine_fn(s, lambda i: routed, best_g))
     rows.append(summarise("heuristic router (colour → none)", res, s, base["total_ms"],
                           routes=_share(routed.routes[-len(res):])))
     # learned: labels = faster of none / eventgpt per request; 2-fold cross-fit by clip
     labels = fastest_labels({"none": [r.stats.total_ms for r in base_results],
-                             "eventgpt": [r.stats.total_ms for r in best_results]}, margin=0.02)
+                             s.drafter: [r.stats.total_ms for r in best_results]}, margin=0.02)
     clips = sorted({r.clip_id or str(i) for i, r in enumerate(s.requests)})
     fold = {c: k % 2 for k, c in enumerate(clips)}
     fold_of = [fold[r.clip_id or str(i)] for i, r in enumerate(s.requests)]
@@ -274,7 +283,7 @@ def load_setting(args) -> Setting | None:
         target, draft = load_world_models()
         cases = load_world_cases(target, draft, limit=args.requests)
         return Setting("world", target, draft, [c.request for c in cases], args.max_new_tokens, True,
-                       warmup=not args.no_warmup, repeats=args.repeats)
+                       warmup=not args.no_warmup, repeats=args.repeats, drafter=args.drafter)
     from evspec.bench.datasets import dataset_items
     from evspec.models.eventgpt import EventGPT
     from evspec.models.target import VideoLlavaTarget
@@ -289,7 +298,7 @@ def load_setting(args) -> Setting | None:
                           n_event_images=draft.config.n_event_images, event_size=(draft.config.image_size,) * 2)
     alphas = [float(a) for a in args.alpha.split(",")] if args.setting == "7b" else None
     return Setting(args.setting, target, draft, [it.load() for it in items], args.max_new_tokens, False,
-                   alphas=alphas, warmup=not args.no_warmup, repeats=args.repeats)
+                   alphas=alphas, warmup=not args.no_warmup, repeats=args.repeats, drafter=args.drafter)
 
 
 def env(s: Setting) -> dict:
@@ -378,6 +387,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed request per configuration")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes; each request keeps its fastest")
+    ap.add_argument("--drafter", default="eventgpt",
+                    help="drafter of the gamma and router features (e.g. event-head, target-head: the shipped "
+                         "world modules); cascade, tree and batch always use eventgpt")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()) if torch.cuda.is_available() else 1)
     out = run(args)
