@@ -73,6 +73,23 @@ class RandomSource:
         return out
 
 
+WORLD_SOURCE = "evspec synthetic world"
+
+
+def render_options(meta: dict) -> tuple[str, bool]:
+    """``(canvas, warn_window)`` for a manifest's event streams: ``meta["event_canvas"]``
+    when set; the synthetic world's models were trained on sensor-sized canvases over 1 s
+    clips, so its manifests render that way without the ~50 ms window warning; anything
+    else gets EventGPT's data-sized canvas and the warning."""
+    canvas = meta.get("event_canvas")
+    world = meta.get("source") == WORLD_SOURCE
+    if canvas is None:
+        canvas = "sensor" if world else "data"
+    if canvas not in ("data", "sensor"):
+        raise ValueError(f"manifest meta.event_canvas = {canvas!r}: use 'data' or 'sensor'")
+    return canvas, not world
+
+
 def manifest_items(
     path: Path, *, split: str | None = "test", n_event_images: int = 5, num_frames: int = 8
 ) -> list[BenchItem]:
@@ -82,6 +99,7 @@ def manifest_items(
     from evspec.data.manifest import load_manifest
 
     manifest = load_manifest(path)
+    canvas, warn = render_options(manifest.meta)
     clips = manifest.clips if split is None else manifest.split(split)
     if not clips:
         have = sorted({c.split for c in manifest.clips})
@@ -92,7 +110,8 @@ def manifest_items(
 
             def load(entry=entry, qa=qa) -> Request:
                 video, events = load_clip_inputs(
-                    entry, manifest.root, n_event_images=n_event_images, num_frames=num_frames
+                    entry, manifest.root, n_event_images=n_event_images, num_frames=num_frames,
+                    canvas=canvas, warn_window=warn,
                 )
                 return Request(qa.question, video=video, event_images=events, clip_id=entry.id, qtype=qa.qtype)
 

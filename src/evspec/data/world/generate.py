@@ -235,6 +235,7 @@ def generate_world(
         "duration_us": cfg.duration_us,
         "video_fps": cfg.video_fps,
         "sensor_size": [cfg.scene.resolution, cfg.scene.resolution],
+        "event_canvas": "sensor",  # how the world models see events (bench renders likewise)
     }
     _write_index(out, done, splits, meta)
     seconds = time.perf_counter() - start

@@ -1,0 +1,56 @@
+"""Benchmarks render a manifest's events the way its models were trained: the synthetic
+world on sensor-sized canvases without the ~50 ms window warning, other data on EventGPT's
+data-sized canvas (with the warning)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evspec.bench.datasets import manifest_items, render_options
+from evspec.data.loading import load_clip_inputs
+from evspec.data.manifest import load_manifest
+
+WORLD = Path(__file__).resolve().parents[2] / "src" / "evspec" / "assets" / "world"
+
+
+def test_render_options_from_meta() -> None:
+    assert render_options({"source": "evspec synthetic world"}) == ("sensor", False)
+    assert render_options({}) == ("data", True)
+    assert render_options({"event_canvas": "sensor"}) == ("sensor", True)
+    with pytest.raises(ValueError, match="event_canvas"):
+        render_options({"event_canvas": "screen"})
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="world assets not shipped")
+def test_world_manifest_renders_on_the_sensor_canvas(tmp_path: Path) -> None:
+    manifest = load_manifest(WORLD / "manifest.json")
+    items = manifest_items(WORLD / "manifest.json", split=None)
+    # a clip whose events do not reach the sensor's far edges: the two canvases differ
+    for entry in manifest.clips:
+        sensor = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)[1]
+        data = load_clip_inputs(entry, manifest.root, canvas="data", warn_window=False)[1]
+        if not np.array_equal(sensor, data):
+            break
+    else:
+        pytest.fail("no shipped clip tells the canvases apart")
+    item = next(it for it in items if it.clip_id == entry.id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no window warning for the world's 1 s clips
+        req = item.load()
+    np.testing.assert_array_equal(req.event_images, sensor)
+    # the same files under a manifest that is not the world's: EventGPT's data canvas
+    other = tmp_path / "other"
+    shutil.copytree(WORLD / "clips", other / "clips")
+    raw = json.loads((WORLD / "manifest.json").read_text())
+    raw["meta"] = {"source": "somewhere else"}
+    (other / "manifest.json").write_text(json.dumps(raw))
+    other_item = next(it for it in manifest_items(other / "manifest.json", split=None) if it.clip_id == entry.id)
+    with pytest.warns(Warning, match="window"):
+        req = other_item.load()
+    np.testing.assert_array_equal(req.event_images, data)
