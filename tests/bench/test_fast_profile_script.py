@@ -1,0 +1,38 @@
+"""benchmarks/fast_profile.py at tiny size on the CPU: the per-step breakdown adds up."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fast_profile.py"
+
+
+@pytest.fixture(scope="module")
+def fast_profile():
+    spec = importlib.util.spec_from_file_location("fast_profile", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kernel_families(fast_profile) -> None:
+    f = fast_profile.family
+    assert f("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert f("void flash_fwd_splitkv_kernel<...>") == "attention"
+    assert f("aten::argmax") == "sampling"
+    assert f("triton_red_fused_rms_norm_0") == "norm/rope/elementwise"
+    assert f("Memcpy DtoD (Device -> Device)") == "copy"
+
+
+def test_tiny_cpu_profile_adds_up(fast_profile, tmp_path: Path) -> None:
+    out = fast_profile.main(["--preset", "tiny-random", "--device", "cpu", "--steps", "2", "--top", "5",
+                             "--json", str(tmp_path / "p.json")])
+    (mode, r), = out["modes"].items()
+    assert r["wall_ms"] > 0 and 0 < r["kernel_ms"]
+    assert abs(sum(r["families_ms"].values()) - r["kernel_ms"]) < 1e-6
+    assert len(r["top_kernels_ms"]) <= 5 and r["weight_bytes"] > 0
+    assert (tmp_path / "p.json").is_file()
