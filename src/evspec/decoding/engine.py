@@ -31,6 +31,31 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return gen
 
 
+def check_run(
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    forced_reference: list[int] | None = None,
+    gamma: int | None = None,
+) -> int:
+    """Validate a decoding loop's arguments (shared by the engine, the pipelined schedule
+    and tree verification) and return ``max_new_tokens``, capped at the forced reference's
+    length in acceptance-controlled runs."""
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1):
+        raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    validate_sampling(temperature, top_p)
+    if forced_reference is not None:
+        if temperature != 0:
+            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
+        if not forced_reference:
+            raise ValueError("forced_reference is empty")
+        max_new_tokens = min(max_new_tokens, len(forced_reference))
+    return max_new_tokens
+
+
 def prefill_target(
     target: Target,
     request: Request,
@@ -91,17 +116,8 @@ def generate(
     ``max_gamma`` and ``RoundStats.drafted`` the γ really used).  A policy may answer 0:
     that round is a plain target step.
     """
-    if gamma < 1:
-        raise ValueError(f"gamma must be >= 1, got {gamma}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    validate_sampling(temperature, top_p)
-    if forced_reference is not None:
-        if temperature != 0:
-            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
-        if not forced_reference:
-            raise ValueError("forced_reference is empty")
-        max_new_tokens = min(max_new_tokens, len(forced_reference))
+    max_new_tokens = check_run(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               forced_reference=forced_reference, gamma=gamma)
 
     device = target.device
     gen = _generator(device, seed) if temperature > 0 else None

@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from evspec.decoding.engine import TokenCallback, generate, prefill_target
+from evspec.decoding.engine import TokenCallback, check_run, generate, prefill_target
 from evspec.decoding.pipeline_worker import (
     _Block,
     _DraftWorker,
@@ -65,7 +65,7 @@ from evspec.decoding.pipeline_worker import (
     pipeline_support,
 )
 from evspec.decoding.protocols import Drafter, Target
-from evspec.decoding.sampling import validate_sampling, verify
+from evspec.decoding.sampling import verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.models.causal_lm import sync
 from evspec.models.request import Request
@@ -133,17 +133,8 @@ def generate_pipelined(
         return generate(target, request, None, gamma=gamma, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, seed=seed, on_token=on_token,
                         stop_at_eos=stop_at_eos, forced_reference=forced_reference)
-    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
-        raise ValueError(f"gamma must be an integer >= 1, got {gamma!r}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    validate_sampling(temperature, top_p)
-    if forced_reference is not None:
-        if temperature != 0:
-            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
-        if not forced_reference:
-            raise ValueError("forced_reference is empty")
-        max_new_tokens = min(max_new_tokens, len(forced_reference))
+    max_new_tokens = check_run(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               forced_reference=forced_reference, gamma=gamma)
 
     device = torch.device(target.device)
     d_device = drafter_device(drafter)

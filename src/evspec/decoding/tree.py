@@ -42,9 +42,8 @@ import time
 
 import torch
 
-from evspec.decoding.engine import prefill_target
+from evspec.decoding.engine import check_run, prefill_target
 from evspec.decoding.protocols import Target
-from evspec.decoding.sampling import validate_sampling
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.decoding.tree_control import TreeControl
 from evspec.decoding.tree_draft import TreeDrafter
@@ -94,13 +93,8 @@ def generate_tree(
     timing (greedy only), as in ``engine.generate``.
     """
     shape = TreeShape(tuple(branching)) if branching is not None else TreeShape.uniform(depth, branch)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    validate_sampling(temperature, top_p)
-    if forced_reference is not None:
-        if temperature != 0:
-            raise ValueError("forced_reference (acceptance-controlled) needs greedy decoding")
-        max_new_tokens = min(max_new_tokens, len(forced_reference))
+    max_new_tokens = check_run(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               forced_reference=forced_reference)
     device = target.device
     gen = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     stats = RequestStats(drafter=f"tree{shape.branching}", gamma=shape.depth)
