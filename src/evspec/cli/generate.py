@@ -18,7 +18,10 @@ def generate_cmd(
     events: Optional[str] = typer.Option(
         None, help="Events: a stream file (.npz/.npy/.h5), a folder of rendered event images, or 'random'."),
     drafter: str = typer.Option("none", help=f"Draft strategy: {', '.join(DRAFTER_NAMES)}."),
-    gamma: int = typer.Option(4, help="Tokens drafted per round (γ ≥ 1)."),
+    gamma: int = typer.Option(4, help="Tokens drafted per round (γ ≥ 1); the most per round with --gamma-policy dynamic."),
+    gamma_policy: str = typer.Option(
+        "fixed", help="fixed (γ every round), or dynamic: γ each round from the running acceptance and the "
+                      "measured draft cost, 0 (no drafting) when drafting would not pay (docs/beyond.md)."),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples (lossless rejection sampling)."),
     top_p: float = typer.Option(1.0, help="Nucleus filtering for sampling."),
     seed: int = typer.Option(0, help="Sampling seed (and the random-weight presets' seed)."),
@@ -44,7 +47,9 @@ def generate_cmd(
     next block while the target scores the current one (docs/two_gpu.md).
     """
     from evspec.bench.config import SCHEDULES
+    from evspec.bench.run import MODEL_DRAFTERS
     from evspec.decoding.drafters import make_drafter
+    from evspec.decoding.gamma import DynamicGamma
     from evspec.session import load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
     if schedule == "pipelined":
@@ -57,13 +62,20 @@ def generate_cmd(
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if quant not in ("none", "4bit"):
             raise ValueError(f"--quant must be none or 4bit, got {quant!r}")
+        if gamma_policy not in ("fixed", "dynamic"):
+            raise ValueError(f"--gamma-policy must be fixed or dynamic, got {gamma_policy!r}")
+        if gamma_policy == "dynamic" and schedule == "pipelined":
+            raise ValueError("--gamma-policy dynamic runs with --schedule sequential (the pipelined "
+                             "schedule drafts a fixed γ ahead)")
+        if gamma < 1:
+            raise ValueError(f"--gamma must be >= 1, got {gamma}")
         dev = resolve_device(target_device or device)
         draft_dev = resolve_device(draft_device or device)
         dt = resolve_dtype(dtype, dev)
         extra = {"quant": quant} if quant != "none" else {}  # older session.py: no quant keyword
         tgt = load_target(target, device=dev, dtype=dt, seed=seed, **extra)
         dm = None
-        if drafter == "eventgpt":
+        if drafter.partition("@")[0] in MODEL_DRAFTERS:  # drafters that run the EventGPT side
             dm = load_eventgpt(draft_model, device=draft_dev, dtype=dt, seed=seed + 1, **extra)
         inputs = load_inputs(
             video if video is not None else "random",
@@ -96,10 +108,13 @@ def generate_cmd(
     if not as_json:
         typer.echo(f"Q: {question}")
         sys.stdout.write("A: ")
+    policy = {}
+    if gamma_policy == "dynamic" and drafter_obj is not None:
+        policy = {"gamma_policy": DynamicGamma(c=0.3, max_gamma=gamma, min_gamma=0, measure_c=True)}
     try:
         result = generate(tgt, request, drafter_obj, gamma=gamma, max_new_tokens=max_new_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
-                          on_token=None if as_json else stream, stop_at_eos=not ignore_eos)
+                          on_token=None if as_json else stream, stop_at_eos=not ignore_eos, **policy)
     except ValueError as exc:
         typer.echo(f"\nerror: {exc}", err=True)
         raise typer.Exit(2)
