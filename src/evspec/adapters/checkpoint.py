@@ -10,14 +10,14 @@ drafter that decodes with it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from evspec.data.atomic import atomic_file, atomic_write_text
 
 from evspec.adapters.adapter_base import HiddenAdapter
 from evspec.adapters.aligner import AlignerConfig, CrossModalAligner
@@ -131,18 +131,10 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     drafter_for(kind)  # validates the kind
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".module.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    with atomic_file(folder / WEIGHTS_FILE) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     body = {"format": CHECKPOINT_FORMAT, "kind": kind, "drafter": drafter_for(kind), "config": config, **meta}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(body, fh, indent=1)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / CONFIG_FILE)
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(body, indent=1) + "\n")
     return folder
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from evspec.data.atomic import atomic_write_text
 
 from evspec.bench.harness import RUN_SCHEMA
 from evspec.bench.records import RECORDS_FILE, RUN_FILE, read_json, read_records, write_json_atomic
@@ -187,17 +187,8 @@ def _merged_run(run_dir: Path, plans: dict[int, ShardPlan], dirs: dict[int, Path
 
 def _write_records(path: Path, records: list[dict]) -> None:
     """Write the merged ``records.jsonl`` atomically (a merge can be repeated safely)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, allow_nan=False, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(json.dumps(rec, allow_nan=False, separators=(",", ":")) + "\n"
+                                    for rec in records))
 
 
 def merge_runs(run_dir: Path, out: Path | None = None) -> MergeSummary:
