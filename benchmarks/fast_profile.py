@@ -32,6 +32,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from evspec.models.request import Request
+from evspec.models.timing import sync
 from evspec.session import random_images, resolve_device, resolve_dtype
 
 FAMILIES = (  # first match wins; names are lower-cased kernel / operator names
@@ -58,11 +59,6 @@ def _weight_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for m in mods for p in m.parameters() if p.ndim >= 2)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int) -> dict[str, Any]:
     """Profile ``steps`` decode steps at the end of the prompt (rolled back after each)."""
     device = model.device
@@ -77,19 +73,19 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
 
     for _ in range(5):  # capture / warm up
         step()
-    _sync(device)
+    sync(device)
     walls = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
-        _sync(device)
+        sync(device)
         walls.append((time.perf_counter() - t0) * 1e3)
     on_cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
             step()
-        _sync(device)
+        sync(device)
     per_kernel: dict[str, float] = defaultdict(float)
     for ev in prof.key_averages():
         if on_cuda:

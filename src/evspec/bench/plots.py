@@ -37,6 +37,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def _by_drafter(summaries: list[ConfigSummary]) -> dict[str, list[ConfigSummary]]:
     groups: dict[str, list[ConfigSummary]] = defaultdict(list)
     for s in summaries:
@@ -73,10 +81,7 @@ def speedup_vs_gamma(summaries: list[ConfigSummary], path: Path, title: str) -> 
     ax.set_ylabel("speedup over evspec target-only")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def alpha_by_position(summaries: list[ConfigSummary], path: Path, title: str) -> Path:
@@ -95,10 +100,7 @@ def alpha_by_position(summaries: list[ConfigSummary], path: Path, title: str) ->
     ax.set_ylabel("P(accepted | earlier drafts accepted)")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def time_breakdown(summaries: list[ConfigSummary], path: Path, title: str) -> Path:
@@ -120,10 +122,7 @@ def time_breakdown(summaries: list[ConfigSummary], path: Path, title: str) -> Pa
     ax.set_xlabel("mean ms per answer")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def accepted_histogram(summaries: list[ConfigSummary], path: Path, title: str) -> Path:
@@ -143,10 +142,7 @@ def accepted_histogram(summaries: list[ConfigSummary], path: Path, title: str) -
         ax.set_ylabel("fraction of rounds")
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def make_plots(summaries: list[ConfigSummary], out_dir: Path, label: str) -> list[Path]:

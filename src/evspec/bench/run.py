@@ -13,11 +13,9 @@ from evspec.bench.datasets import dataset_items
 from evspec.bench.harness import BenchOutcome, run_bench
 from evspec.bench.shard import Shard, partition, select_device
 from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
+from evspec.decoding.names import needs_draft_model
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-#: drafters that run a second model (the EventGPT side) and so need ``draft_model``
-#: drafters that need the EventGPT draft model (names may carry an "@label")
-MODEL_DRAFTERS = ("eventgpt", "eventgpt-adapter", "eventgpt-lora", "event-head", "cascade")
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
     dtype = resolve_dtype(spec.dtype, device)
     target = load_target(spec.target, device=device, dtype=dtype, seed=spec.seed)
     draft_name = spec.draft_model
-    if draft_name is None and spec.target in TARGET_PRESETS and any(d.partition("@")[0] in MODEL_DRAFTERS for d in drafters):
+    if draft_name is None and spec.target in TARGET_PRESETS and any(map(needs_draft_model, drafters)):
         draft_name = spec.target
     draft = None
     if draft_name is not None:

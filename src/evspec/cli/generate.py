@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from evspec.decoding.names import DRAFTER_NAMES
+from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 
 
 def generate_cmd(
@@ -47,7 +47,6 @@ def generate_cmd(
     next block while the target scores the current one (docs/two_gpu.md).
     """
     from evspec.bench.config import SCHEDULES
-    from evspec.bench.run import MODEL_DRAFTERS
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
     from evspec.session import load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
@@ -75,7 +74,7 @@ def generate_cmd(
         extra = {"quant": quant} if quant != "none" else {}  # older session.py: no quant keyword
         tgt = load_target(target, device=dev, dtype=dt, seed=seed, **extra)
         dm = None
-        if drafter.partition("@")[0] in MODEL_DRAFTERS:  # drafters that run the EventGPT side
+        if needs_draft_model(drafter):
             dm = load_eventgpt(draft_model, device=draft_dev, dtype=dt, seed=seed + 1, **extra)
         inputs = load_inputs(
             video if video is not None else "random",

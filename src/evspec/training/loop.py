@@ -248,6 +248,7 @@ def train_world_model(
     if aux is not None:
         groups.append({"params": list(aux.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fused)
+    params = [p for g in groups for p in g["params"]]  # what the gradient clip sees
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, plan, cfg.warmup_steps, cfg.min_lr_ratio)
     )
@@ -303,7 +304,6 @@ def train_world_model(
         with autocast():
             loss, _ = fwd.loss(batch, train_px, train_labels)
         loss.backward()
-        params = [p for g in groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
