@@ -16,6 +16,7 @@ then never touches the disk.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,26 @@ def decode_clip(args: tuple[ClipEntry, str, str, int, int]) -> np.ndarray:
     return fit_images(images, size)
 
 
+def _pool_map(fn: Any, jobs: list[Any], *, workers: int, progress: bool, desc: str) -> Iterator[Any]:
+    """``fn(job)`` for every job, in order, by ``workers`` processes (in this process when
+    1 or few jobs), with a progress bar."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+    try:
+        if workers <= 1 or len(jobs) < 8:
+            for job in jobs:
+                yield fn(job)
+                bar.update(1)
+            return
+        ctx = multiprocessing.get_context("spawn")  # the parent may hold CUDA
+        chunk = max(1, min(64, len(jobs) // (workers * 4)))
+        with ctx.Pool(min(workers, len(jobs))) as pool:
+            for out in pool.imap(fn, jobs, chunksize=chunk):
+                yield out
+                bar.update(1)
+    finally:
+        bar.close()
+
+
 def predecode(
     entries: list[ClipEntry],
     root: Path,
@@ -165,50 +186,45 @@ def predecode(
         raise ValueError(f"predecode: kind must be 'video' or 'events', got {kind!r}")
     jobs = [(e, str(root), kind, count, size) for e in entries]
     out = np.empty((len(jobs), count, size, size, 3), dtype=np.uint8)
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
-    if workers <= 1 or len(jobs) < 8:
-        for i, job in enumerate(jobs):
-            out[i] = decode_clip(job)
-            bar.update(1)
-    else:
-        ctx = multiprocessing.get_context("spawn")  # the parent may hold CUDA
-        chunk = max(1, min(64, len(jobs) // (workers * 4)))
-        with ctx.Pool(min(workers, len(jobs))) as pool:
-            for i, arr in enumerate(pool.imap(decode_clip, jobs, chunksize=chunk)):
-                out[i] = arr
-                bar.update(1)
-    bar.close()
+    for i, arr in enumerate(_pool_map(decode_clip, jobs, workers=workers, progress=progress, desc=desc)):
+        out[i] = arr
     return out
+
+
+def clip_labels(args: tuple[dict[str, Any], str, int, int, float]) -> PatchLabels:
+    """One clip's auxiliary labels from its scene spec (a process-pool job)."""
+    from evspec.data.world.scene import SceneSpec
+
+    scene_dict, role, count, grid, fps = args
+    scene = SceneSpec.from_dict(scene_dict)
+    if role == "target":
+        n_frames = round(scene.duration_s * fps)
+        return frame_labels(scene, n_video_frames=n_frames, fps=fps, num_frames=count, grid=grid)
+    return event_labels(scene, n_images=count, grid=grid)
 
 
 def patch_labels(
     data: Path, entries: list[ClipEntry], extra: dict[str, dict[str, Any]], role: str,
-    *, count: int, size: int, tokens_per_image: int,
+    *, count: int, size: int, tokens_per_image: int, workers: int = 1, progress: bool = True,
 ) -> PatchLabels:
     """The auxiliary labels ``[N, count, g * g]`` of ``entries`` from their scene specs
-    (``g * g + 1 = tokens_per_image``)."""
-    from evspec.data.world.scene import SceneSpec
-
+    (``g * g + 1 = tokens_per_image``), computed by ``workers`` processes."""
     grid = int(round((tokens_per_image - 1) ** 0.5))
     if grid * grid + 1 != tokens_per_image:
         raise ValueError(f"{tokens_per_image} tokens per image is not a square patch grid plus CLS")
-    meta = load_manifest(Path(data) / MANIFEST).meta
-    fps = float(meta.get("video_fps", 0))
-    rows = []
+    fps = float(load_manifest(Path(data) / MANIFEST).meta.get("video_fps", 0))
+    if role == "target" and fps <= 0:
+        raise ValueError(f"{data}/{MANIFEST}: meta.video_fps is missing; regenerate the world")
+    jobs = []
     for e in entries:
-        scene = SceneSpec.from_dict(extra[e.id]["scene"])
-        if scene.width != size or scene.height != size:
+        scene = extra[e.id]["scene"]
+        if scene["width"] != size or scene["height"] != size:
             raise ValueError(
-                f"clip {e.id!r} is {scene.width}x{scene.height} px but the vision tower takes {size} "
+                f"clip {e.id!r} is {scene['width']}x{scene['height']} px but the vision tower takes {size} "
                 "px; auxiliary labels need them equal (train with --aux-weight 0)"
             )
-        if role == "target":
-            if fps <= 0:
-                raise ValueError(f"{data}/{MANIFEST}: meta.video_fps is missing; regenerate the world")
-            n_frames = round(scene.duration_s * fps)
-            rows.append(frame_labels(scene, n_video_frames=n_frames, fps=fps, num_frames=count, grid=grid))
-        else:
-            rows.append(event_labels(scene, n_images=count, grid=grid))
+        jobs.append((scene, role, count, grid, fps))
+    rows = list(_pool_map(clip_labels, jobs, workers=workers, progress=progress, desc="patch labels"))
     return PatchLabels.stack(rows)
 
 
@@ -276,5 +292,5 @@ def load_split(
     labels = None
     if aux_labels:
         labels = patch_labels(data, entries, extra, role, count=count, size=size,
-                              tokens_per_image=per_image)
+                              tokens_per_image=per_image, workers=workers, progress=progress)
     return WorldSplit(split, [e.id for e in entries], pixels, examples, labels)
