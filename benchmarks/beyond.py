@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from evspec.bench.mdtable import md_table
 from evspec.bench.theory import alpha_from_rounds, measured_c
 from evspec.decoding.batch import generate_batch
 from evspec.decoding.drafters import ModelDrafter, PromptLookupDrafter
@@ -35,7 +36,7 @@ from evspec.decoding.engine import generate
 from evspec.decoding.gamma import DynamicGamma
 from evspec.decoding.router import HeuristicRouter, LearnedRouter, RoutedDrafter, fastest_labels
 from evspec.decoding.stats import Result
-from evspec.decoding.tree import TreeControl, generate_tree
+from evspec.decoding.tree import TreeControl, TreeShape, generate_tree
 from evspec.models.request import Request
 
 FEATURES = ("gamma", "cascade", "router", "tree", "batch")
@@ -56,6 +57,7 @@ class Setting:
     repeats: int = 1  # timed passes over the set; each request keeps its fastest
     references: list[list[int]] = field(default_factory=list)  # target-only greedy answers
     drafter: str = "eventgpt"  # the drafter of the gamma and router features (make_drafter name)
+    main: Callable[[int], object] | None = None  # its factory, built once by run()
 
     @property
     def controlled(self) -> bool:
@@ -120,7 +122,7 @@ def engine_fn(s: Setting, make: Callable[[int], object], gamma: int = 4, policy=
     return fn
 
 
-def eventgpt(s: Setting) -> Callable[[int], object]:
+def main_drafter(s: Setting) -> Callable[[int], object]:
     """The drafter of the γ and router features: ``s.drafter`` (``eventgpt`` by default; a
     trained one such as ``event-head`` loads its shipped checkpoint once)."""
     if s.drafter == "eventgpt":
@@ -136,20 +138,20 @@ def eventgpt(s: Setting) -> Callable[[int], object]:
 
 def feature_gamma(s: Setting, base: dict, gammas: list[int]) -> tuple[list[dict], int, list[Result]]:
     """Fixed-γ sweep (the best one in hindsight is the reference) and three dynamic policies."""
-    sweep = {g: run_set(s, engine_fn(s, eventgpt(s), g)) for g in gammas}
+    sweep = {g: run_set(s, engine_fn(s, s.main, g)) for g in gammas}
     rows = [summarise(f"{s.drafter} γ={g}", res, s, base["total_ms"], gamma=g) for g, res in sweep.items()]
     best = min(rows, key=lambda r: r["total_ms"])
     best["config"] += " (best fixed, hindsight)"
     c_sweep = next((r["c"] for r in rows if r["c"]), 0.5)
     shared = DynamicGamma(c=0.5, max_gamma=max(gammas), measure_c=True, window=16)
     rows.append(summarise(f"{s.drafter} dynamic γ (running α, online c)",
-                          run_set(s, engine_fn(s, eventgpt(s), policy=lambda i: shared)), s, base["total_ms"]))
+                          run_set(s, engine_fn(s, s.main, policy=lambda i: shared)), s, base["total_ms"]))
     fresh = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), prior_alpha=0.5, window=16)  # noqa: E731
     rows.append(summarise(f"{s.drafter} dynamic γ (per request, c={c_sweep:.3f} measured)",
-                          run_set(s, engine_fn(s, eventgpt(s), policy=fresh)), s, base["total_ms"]))
+                          run_set(s, engine_fn(s, s.main, policy=fresh)), s, base["total_ms"]))
     off = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), min_gamma=0)  # noqa: E731
     rows.append(summarise(f"{s.drafter} dynamic γ (may stop drafting)",
-                          run_set(s, engine_fn(s, eventgpt(s), policy=off)), s, base["total_ms"]))
+                          run_set(s, engine_fn(s, s.main, policy=off)), s, base["total_ms"]))
     return rows, int(best["gamma"]), sweep[int(best["gamma"])]
 
 
@@ -167,8 +169,7 @@ def feature_cascade(s: Setting, base: dict, best_g: int, best_row: dict) -> list
 
 def feature_router(s: Setting, base: dict, best_g: int, best_row: dict, base_results, best_results) -> list[dict]:
     rows = [dict(base, config="none (target only)"), dict(best_row, config=f"always {s.drafter} γ={best_g}")]
-    make = eventgpt(s)
-    pool = lambda: {s.drafter: make(0)}  # noqa: E731
+    pool = lambda: {s.drafter: s.main(0)}  # noqa: E731
     heur = HeuristicRouter(event_drafter=s.drafter)
     routed = RoutedDrafter(heur, pool())
     res = run_set(s, engine_fn(s, lambda i: routed, best_g))
@@ -213,16 +214,9 @@ def feature_tree(s: Setting, base: dict, best_g: int, best_row: dict, shapes: li
             return generate_tree(s.target, req, s.draft_model, branching=shape, max_new_tokens=s.max_new_tokens,
                                  stop_at_eos=s.stop_at_eos, forced_reference=ref, control=ctl)
 
-        rows.append(summarise(f"tree {shape} ({_nodes(shape)} nodes)", run_set(s, fn), s, base["total_ms"]))
+        rows.append(summarise(f"tree {shape} ({TreeShape(shape).nodes} nodes)", run_set(s, fn), s,
+                              base["total_ms"]))
     return rows
-
-
-def _nodes(shape: tuple[int, ...]) -> int:
-    total, width = 0, 1
-    for b in shape:
-        width *= b
-        total += width
-    return total
 
 
 def feature_batch(s: Setting, best_g: int, sizes: list[int]) -> list[dict]:
@@ -324,6 +318,7 @@ def run(args) -> dict | None:
     if bad:
         raise SystemExit(f"--features: unknown {bad}; choose from {', '.join(FEATURES)}")
     gammas = [int(g) for g in args.gammas.split(",")]
+    s.main = main_drafter(s)
     base_results = run_set(s, engine_fn(s, lambda i: None))
     s.references = [r.tokens for r in base_results]
     base = summarise("none (target only)", base_results, s, None)
@@ -363,12 +358,9 @@ def markdown(out: dict) -> str:
             lines += [rows, ""]
             continue
         extra = [k for k in ("routes", "label_share") if any(k in r for r in rows)]
-        lines.append("| " + " | ".join([c[1] for c in COLS] + extra) + " |")
-        lines.append("|" + "---|" * (len(COLS) + len(extra)))
-        for r in rows:
-            cells = ["–" if r.get(k) is None else f.format(r[k]) for k, _, f in COLS]
-            lines.append("| " + " | ".join(cells + [str(r.get(k, "")) for k in extra]) + " |")
-        lines.append("")
+        lines += md_table([c[1] for c in COLS] + extra,
+                          [["–" if r.get(k) is None else f.format(r[k]) for k, _, f in COLS]
+                           + [str(r.get(k, "")) for k in extra] for r in rows])
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from evspec.bench.mdtable import md_table
 from evspec.bench.records import RUN_FILE, read_json, read_records, write_json_atomic
 from evspec.bench.summary import STAGES, ConfigSummary, Speedup, summarize
 
@@ -35,12 +36,6 @@ def _mor(sp: Speedup | None) -> str:
 
 def _name(s: ConfigSummary) -> str:
     return {"target": "evspec target-only", "hf": "HF generate"}.get(s.kind, s.drafter)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines + [""]
 
 
 def _lossless(s: ConfigSummary, greedy: bool) -> str:
@@ -148,7 +143,7 @@ def _pipeline_section(summaries: list[ConfigSummary], records: list[dict]) -> li
             "discarded (a rejection or a wrong guess); cold rounds launched none (EOS in the "
             "block, no room, or no pre-drafting: see fallback). Hidden ms = pre-drafting time "
             "overlapped with scoring, mean per answer.", "",
-            *_table(["drafter", "γ", "answers", "pre-drafts launched", "used", "discarded", "used share",
+            *md_table(["drafter", "γ", "answers", "pre-drafts launched", "used", "discarded", "used share",
                      "cold rounds", "hidden pre-draft ms", "fallback"], rows)]
 
 
@@ -194,7 +189,7 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
             _sp(s.vs_target), _mor(s.vs_target), _sp(s.vs_hf),
             _f(s.decode_speedup, ".2f", "×"), _f(s.predicted, ".2f", "×"), _f(s.predicted_v, ".2f", "×"),
         ])
-    out += _table(
+    out += md_table(
         ["drafter", "γ", "ok", "ms/answer", "ms/token", "vs target-only", "mean of ratios",
          "vs HF generate", "decode (measured)", "predicted", "predicted (v)"], rows)
 
@@ -211,7 +206,7 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
     ]
     lossless_base = [[_name(s), _lossless(s, greedy)] for s in summaries if s.kind == "hf"]
     if rows:
-        out += _table(["drafter", "γ", "α", "α model", "τ", "γ̄", "c", "v", "best γ (theory)", "lossless check"], rows)
+        out += md_table(["drafter", "γ", "α", "α model", "τ", "γ̄", "c", "v", "best γ (theory)", "lossless check"], rows)
     if lossless_base:
         out += [f"HF generate vs evspec target-only: {lossless_base[0][1]}.", ""]
 
@@ -231,7 +226,7 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
             *[_f(st.get(k), ".1f") for k in (*STAGES, "other_ms")],
             _f(s.mean_total_ms, ".1f"),
         ])
-    out += _table(["drafter", "γ", "target preprocess", "target vision", "target prefill", "draft preprocess",
+    out += md_table(["drafter", "γ", "target preprocess", "target vision", "target prefill", "draft preprocess",
                    "draft vision", "draft prefill", "drafting", "scoring", "other", "total"], stage_rows)
 
     qtypes = sorted({r.get("qtype") for r in records if r.get("qtype")})
@@ -247,14 +242,14 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
                 x = per_type[q].get((s.drafter, s.gamma))
                 cells.append("–" if x is None else f"α {_f(x.alpha_model, '.2f')}, {_sp(x.vs_target).split(' [')[0]}")
             rows.append([q, *cells])
-        out += ["## By question type (α model, speedup vs target-only)", "", *_table(header, rows)]
+        out += ["## By question type (α model, speedup vs target-only)", "", *md_table(header, rows)]
 
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         counts = Counter((r.get("drafter"), r.get("error_type"), r.get("error")) for r in failed)
         rows = [[str(d), str(t), str(e).replace("|", "/").replace("\n", " ")[:160], str(n)]
                 for (d, t, e), n in counts.most_common(20)]
-        out += ["## Failures", "", *_table(["drafter", "error", "message", "count"], rows)]
+        out += ["## Failures", "", *md_table(["drafter", "error", "message", "count"], rows)]
 
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
