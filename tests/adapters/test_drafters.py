@@ -97,6 +97,14 @@ def test_wrong_checkpoints_are_refused(ckpts, target, eventgpt, tmp_path, monkey
     monkeypatch.setattr(drafters, "SHIPPED_MODULES", tmp_path / "none")  # no shipped module at all
     with pytest.raises(DrafterError, match="head_path"):
         make_drafter("target-head", target=target)
+    # $EVSPEC_ASSETS/world/heads is where shipped modules are looked up when it is set
+    other_assets = tmp_path / "assets"
+    import shutil
+
+    shutil.copytree(ckpts["target-head"], other_assets / "world" / "heads" / "target-head")
+    monkeypatch.setenv("EVSPEC_ASSETS", str(other_assets))
+    assert drafters.shipped_modules() == other_assets / "world" / "heads"
+    assert make_drafter("target-head", target=target).name == "target-head"
 
 
 def test_lora_drafter_leaves_the_naive_model_alone(ckpts, target, eventgpt):

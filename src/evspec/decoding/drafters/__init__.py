@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from evspec.decoding.names import DRAFTER_NAMES  # one list, importable without 
 
 #: trained modules shipped with the world checkpoints: drafter name -> folder
 SHIPPED_MODULES = Path(__file__).resolve().parents[2] / "assets" / "world" / "heads"
+
+
+def shipped_modules() -> Path:
+    """Where the shipped trained modules are: ``$EVSPEC_ASSETS/world/heads`` when that variable
+    names another assets folder (as for the world checkpoints, see :mod:`evspec.demo`), else
+    the package's own."""
+    other = os.environ.get("EVSPEC_ASSETS")
+    return Path(other) / "world" / "heads" if other else SHIPPED_MODULES
 
 #: drafters that load a trained module, and the option that names its checkpoint folder
 _TRAINED = {
@@ -28,7 +37,7 @@ def _checkpoint(base: str, options: dict[str, Any]) -> Path:
     key = _TRAINED[base]
     path = options.pop(key, None)
     if path is None:
-        shipped = SHIPPED_MODULES / base
+        shipped = shipped_modules() / base
         if (shipped / "config.json").is_file():
             return shipped
         raise DrafterError(
@@ -46,7 +55,8 @@ def make_drafter(
     ``eventgpt`` needs ``draft_model`` (an :class:`evspec.models.eventgpt.EventGPT`);
     ``self`` drafts with the target itself (a correctness check: everything is accepted).
     Trained drafters take their checkpoint folder as an option, defaulting to the module
-    shipped with the world checkpoints (``assets/world/heads/<name>``):
+    shipped with the world checkpoints (``assets/world/heads/<name>``, or
+    ``$EVSPEC_ASSETS/world/heads/<name>``):
     ``eventgpt-adapter`` (``adapter_path``, needs ``draft_model``), ``eventgpt-lora``
     (``lora_path``, needs ``draft_model``; ``copy_model=False`` merges in place),
     ``event-head`` (``head_path``, needs ``draft_model`` for its event memory),
