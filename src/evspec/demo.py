@@ -141,20 +141,32 @@ def run_demo(
     gamma: int = 4,
     max_new_tokens: int = 32,
     on_row: Callable[[DemoRow], None] | None = None,
+    warmup: bool = True,
 ) -> list[DemoRow]:
-    """Run every case target-only and with ``drafter``; return both results per case."""
+    """Run every case target-only and with ``drafter``; return both results per case.
+
+    With ``warmup`` the first case runs once both ways untimed first, so the first row's
+    times are not those of a cold start (lazy initialisation, first-call allocations)."""
+    draft = make_drafter(drafter, target=target, draft_model=drafter_model)
+    if warmup and cases:
+        generate(target, cases[0].request, None, max_new_tokens=max_new_tokens)
+        generate(target, cases[0].request, draft, gamma=gamma, max_new_tokens=max_new_tokens)
     rows = []
     for case in cases:
         base = generate(target, case.request, None, max_new_tokens=max_new_tokens)
-        spec = generate(
-            target, case.request, make_drafter(drafter, target=target, draft_model=drafter_model),
-            gamma=gamma, max_new_tokens=max_new_tokens,
-        )
+        spec = generate(target, case.request, draft, gamma=gamma, max_new_tokens=max_new_tokens)
         row = DemoRow(case, base, spec)
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
+
+
+def default_drafter(assets: str | Path | None = None) -> str:
+    """The demo's drafter: ``event-head`` (the event-conditioned draft head) when it is
+    shipped beside the world checkpoints, else the naive ``eventgpt`` drafter."""
+    head = world_assets(assets) / "heads" / "event-head" / "config.json"
+    return "event-head" if world_available(assets) and head.is_file() else "eventgpt"
 
 
 def format_rounds(result: Result, target) -> list[str]:

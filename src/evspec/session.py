@@ -114,13 +114,16 @@ def load_inputs(
     event_image_size: int = 336,
     window_ms: float | None = None,
     seed: int = 0,
+    world: bool = False,
 ) -> Inputs:
     """Read a video (mp4 or frame folder) and an events file into model inputs.
 
     ``"random"`` gives random images (useful with the random-weight presets).  Events may
     be a stream file (rendered with EventGPT's rendering into ``n_event_images`` images;
     ``window_ms`` keeps only the first window of that length) or a folder of already
-    rendered event images.
+    rendered event images.  ``world=True`` (a drafter trained on the synthetic world, see
+    :func:`is_world_model`) renders on the stream's sensor-sized canvas over the whole clip,
+    as the world models were trained, without the ~50 ms window warning.
     """
     vid = None
     if video == "random":
@@ -147,8 +150,19 @@ def load_inputs(
             if window_ms is not None:
                 t0 = int(stream.t[0]) if len(stream) else 0
                 stream = stream.window_time(t0, t0 + int(window_ms * 1000))
-            ev = render_event_images(stream, n=n_event_images)
+            if world:
+                ev = render_event_images(stream, n=n_event_images, sensor_size=stream.sensor_size,
+                                         warn_window=False)
+            else:
+                ev = render_event_images(stream, n=n_event_images)
     return Inputs(video=vid, event_images=ev)
+
+
+def is_world_model(model) -> bool:
+    """Whether ``model`` (an EventGPT wrapper) is one of the synthetic world's drafters: their
+    CLIP tower is named ``evspec/world...-clip`` by the world presets."""
+    tower = getattr(getattr(model, "config", None), "mm_visual_tower", "") or ""
+    return isinstance(tower, str) and tower.startswith("evspec/world")
 
 
 def make_request(question: str, inputs: Inputs, *, clip_id: str | None = None, qtype: str | None = None) -> Request:

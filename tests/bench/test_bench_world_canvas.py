@@ -54,3 +54,31 @@ def test_world_manifest_renders_on_the_sensor_canvas(tmp_path: Path) -> None:
     with pytest.warns(Warning, match="window"):
         req = other_item.load()
     np.testing.assert_array_equal(req.event_images, data)
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="world assets not shipped")
+def test_generate_inputs_render_world_clips_like_the_bench() -> None:
+    """`evspec generate` with a world drafter renders a clip's events exactly as the bench and
+    the demo do (sensor canvas, no window warning); other drafters keep EventGPT's rendering."""
+    from types import SimpleNamespace
+
+    from evspec.session import is_world_model, load_inputs
+
+    manifest = load_manifest(WORLD / "manifest.json")
+    for entry in manifest.clips:  # a clip where the two canvases differ
+        sensor = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)[1]
+        if not np.array_equal(sensor, load_clip_inputs(entry, manifest.root, canvas="data", warn_window=False)[1]):
+            break
+    events = WORLD / "clips" / entry.id / "events.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the ~50 ms window warning would fail here
+        got = load_inputs(None, str(events), num_frames=8, n_event_images=5, world=True).event_images
+    np.testing.assert_array_equal(got, sensor)
+    with pytest.warns(Warning, match="window"):
+        plain = load_inputs(None, str(events), num_frames=8, n_event_images=5).event_images
+    assert not np.array_equal(plain, sensor)
+
+    assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-clip")))
+    assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-micro-clip")))
+    assert not is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="openai/clip-vit-large-patch14-336")))
+    assert not is_world_model(SimpleNamespace(config=SimpleNamespace()))

@@ -49,7 +49,7 @@ def generate_cmd(
     from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
-    from evspec.session import load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
+    from evspec.session import is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
     if schedule == "pipelined":
         from evspec.decoding.pipeline import generate_pipelined as generate
@@ -85,6 +85,7 @@ def generate_cmd(
             event_image_size=dm.config.image_size if dm is not None else 336,
             window_ms=window_ms,
             seed=seed,
+            world=dm is not None and is_world_model(dm),
         )
         if fast:
             for model in (tgt, dm):
