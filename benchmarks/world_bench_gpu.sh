@@ -14,7 +14,9 @@
 #   DRAFTERS    [none,eventgpt,prompt-lookup,eventgpt-adapter,eventgpt-lora,event-head,target-head]
 #   DEVICE, DTYPE  [cuda, float32: the exact lossless check]
 #   VARIANTS    [plain fast]   CAP_S seconds per variant [150]
-# Writes OUT/<variant>/ (records.jsonl, run.json, summary.json, report.md, plots) and OUT/log.txt.
+# Writes OUT/<variant>.tar.gz (the run folder: records.jsonl, run.json, summary.json, report.md,
+# plots; PACK=0 leaves the folder instead), OUT/<variant>_report.md, OUT/<variant>.log and
+# OUT/log.txt: 7 files, within what the device runner returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -60,6 +62,10 @@ for variant in $VARIANTS; do
   (( rc == 0 )) || log "variant $variant stopped with exit $rc (a cap stop is 124 or 130; the records so far are kept)"
   if [[ ! -f $OUT/$variant/report.md && -f $OUT/$variant/records.jsonl ]]; then
     EVSPEC_ASSETS="$ASSETS" $PY -m evspec report "$OUT/$variant" >>"$LOG" 2>&1 || log "report for $variant failed"
+  fi
+  if [[ ${PACK:-1} == 1 && -d $OUT/$variant ]]; then  # the device runner returns at most 8 files
+    cp "$OUT/$variant/report.md" "$OUT/${variant}_report.md" 2>/dev/null || true
+    tar czf "$OUT/$variant.tar.gz" -C "$OUT" "$variant" && rm -rf "${OUT:?}/$variant"
   fi
 done
 log "done in ${SECONDS}s"
