@@ -137,6 +137,20 @@ def test_bench_warm_up_prepares_every_step_size(tmp_path, monkeypatch):
         assert 0 <= start < upto and upto - start >= cfg.max_new_tokens + 3
 
 
+def test_bench_warm_up_prepares_drafters_with_their_own_steps(tmp_path, monkeypatch):
+    """Drafters with fixed-shape steps of their own (the draft heads on the fast engine)
+    are asked to make them ready once, for the largest γ, after the warm-up runs."""
+    from evspec.decoding.drafters.prompt_lookup import PromptLookupDrafter
+
+    asked: list[int] = []
+    monkeypatch.setattr(PromptLookupDrafter, "prepare_steps", lambda self, g: asked.append(g), raising=False)
+    spec = ModelSpec(target="tiny-random", device="cpu", fast=True)
+    cfg = BenchConfig(drafters=("none", "prompt-lookup"), gammas=(2, 5), max_new_tokens=6, warmup=1,
+                      hf_baseline=False, dataset="random:2")
+    bench(cfg, tmp_path / "run", spec, report=False, progress=False)
+    assert asked == [5]
+
+
 def test_fake_backends_without_prepare_steps_still_warm_up(tmp_path):
     from bench_fakes import FakeBackend, make_items
 

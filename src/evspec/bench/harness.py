@@ -113,6 +113,10 @@ class _Drafters:
             raise made
         return made
 
+    def built(self) -> list[Drafter]:
+        """The drafters built so far (build errors and target-only left out)."""
+        return [d for d in self._made.values() if d is not None and not isinstance(d, Exception)]
+
 
 def _run_one(
     backend: BenchBackend,
@@ -171,15 +175,18 @@ def _warm_up(
                 continue
             if name == TARGET_ONLY:
                 reference = tokens
-        _prepare_steps(backend, config, runs, request, bar)
+        _prepare_steps(backend, config, runs, request, bar, drafters.built())
 
 
 def _prepare_steps(
-    backend: BenchBackend, config: BenchConfig, runs: list[tuple[str, int]], request: Request, bar: tqdm
+    backend: BenchBackend, config: BenchConfig, runs: list[tuple[str, int]], request: Request, bar: tqdm,
+    drafters: Sequence[Drafter] = (),
 ) -> None:
     """Have the backend capture/compile every step size the timed runs may take (a round
     drafting k < γ near an answer's end scores k + 1 tokens: a shape warm-up runs may not
-    have used).  Skipped for backends without ``prepare_steps`` (test doubles)."""
+    have used), and so every drafter with its own fixed-shape steps (``prepare_steps``,
+    e.g. the draft heads on the fast engine).  Skipped for backends without
+    ``prepare_steps`` (test doubles)."""
     prepare = getattr(backend, "prepare_steps", None)
     if not callable(prepare):
         return
@@ -187,6 +194,11 @@ def _prepare_steps(
     bar.set_postfix_str(f"warm-up: step sizes 1..{max_gamma + 1}")
     try:
         prepare(request, max_gamma=max_gamma, max_new_tokens=config.max_new_tokens)
+        for drafter in drafters:
+            inner = getattr(drafter, "inner", drafter)  # the acceptance-controlled wrapper's drafter
+            ready = getattr(inner, "prepare_steps", None)
+            if callable(ready):
+                ready(max_gamma)
     except Exception as exc:  # the run goes on; the timed rounds then capture lazily
         bar.write(f"warm-up step capture failed: {type(exc).__name__}: {exc}")
         backend.recover()

@@ -15,10 +15,19 @@ head's cache holds positions built from *true* target states only; known-true pa
 * ``accept(n, t, target_hidden [n + 1, H])``: drop every speculative position (they were
   built from predicted features) and queue the ``n + 1`` verified pairs
   ``(h, x) = zip(target_hidden, d_1..d_n, t)``: recomputed from true states next round.
+
+With the fast engine on CUDA graphs (``target.fast``) or ``static=True`` the same steps run over
+fixed-size buffers (:class:`~evspec.adapters.head_static.StaticHeadRunner`), captured as
+CUDA graphs on a GPU: one replay feeds the verified pairs, one replay drafts the greedy
+chain.  A head over EventGPT's prompt states (varying memory length) stays eager.  When
+the draft model has its prefix cache on, the event memory of a clip is computed once and
+reused for the clip's next questions (keyed like the prefix cache: clip id + a media
+fingerprint).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,8 @@ class HeadDrafter:
         name: str,
         draft_model: Any = None,
         top_p: float = 1.0,
+        static: bool | None = None,
+        memory_cache_clips: int = 4,
     ) -> None:
         cfg = head.config
         if cfg.has_memory and draft_model is None:
@@ -60,6 +71,13 @@ class HeadDrafter:
         self._pending: list[tuple[torch.Tensor, int]] = []
         self._proposed: list[int] = []
         self._committed = 0
+        if static and cfg.memory_source == "prefill":
+            raise DrafterError(f"drafter {name!r}: a head over EventGPT's prompt states cannot run static")
+        self.static = static  # None: static exactly when the target replays CUDA graphs
+        self._runner = None  # StaticHeadRunner, built at the first static request
+        self._use_runner = False
+        self._memories: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.memory_cache_clips = memory_cache_clips
 
     # -- helpers -------------------------------------------------------------------------
     def _logits(self, f: torch.Tensor) -> torch.Tensor:
@@ -71,24 +89,55 @@ class HeadDrafter:
         w = self.embed.weight
         return self.embed(torch.tensor(ids, dtype=torch.long, device=w.device))  # [T, H]
 
+    def _wants_static(self) -> bool:
+        if self.head.config.memory_source == "prefill":
+            return False
+        if self.static is not None:
+            return self.static
+        fast = getattr(self.target, "fast", None)  # on the CPU the eager head is cheaper
+        return fast is not None and bool(getattr(getattr(fast, "config", None), "cuda_graphs", False))
+
+    def _memory(self, request: Request) -> torch.Tensor:
+        """The request's event memory; reused per clip while the draft model's prefix cache is on."""
+        from evspec.adapters.memory import event_memory
+        from evspec.models.fast.prefix_cache import media_fingerprint
+
+        if request.event_images is None:
+            raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
+        reuse = (request.clip_id is not None and self.memory_cache_clips > 0
+                 and getattr(self.draft_model, "prefix_cache", None) is not None)
+        key = (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source)
+        if reuse and key in self._memories:
+            self._memories.move_to_end(key)
+            return self._memories[key]
+        try:
+            memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
+        except ValueError as exc:
+            raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
+        self.timings.update(t)
+        if reuse:
+            self._memories[key] = memory
+            while len(self._memories) > self.memory_cache_clips:
+                self._memories.popitem(last=False)
+        return memory
+
     # -- Drafter protocol --------------------------------------------------------------
     def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
         if state.last_hidden is None:
             raise DrafterError(f"drafter {self.name!r} needs the target's hidden states (prefill return_hidden)")
         self.timings = {}
-        memory = None
-        if self.head.config.has_memory:
-            from evspec.adapters.memory import event_memory
-
-            if request.event_images is None:
-                raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
-            try:
-                memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
-            except ValueError as exc:
-                raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
-            self.timings.update(t)
+        memory = self._memory(request) if self.head.config.has_memory else None
+        self._use_runner = self._wants_static()
         with torch.inference_mode():
-            self._cache = self.head.new_cache(memory)
+            if self._use_runner:
+                if self._runner is None:
+                    from evspec.adapters.head_static import StaticHeadRunner
+
+                    self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head)
+                self._runner.begin(memory)
+                self._cache = self._runner
+            else:
+                self._cache = self.head.new_cache(memory)
         self._pending = [(state.last_hidden, int(first_token))]
         self._proposed = []
         self._committed = 0
@@ -98,6 +147,8 @@ class HeadDrafter:
         cache = self._cache
         if cache is None:
             raise RuntimeError("propose() before begin()")
+        if self._use_runner:
+            return self._propose_static(k, temperature, generator)
         room = self.head.config.max_positions - cache.length - len(self._pending)
         k = max(0, min(k, room))
         if k == 0 or not self._pending:
@@ -125,6 +176,33 @@ class HeadDrafter:
         self._proposed = ids.tolist()
         return Draft(tokens=ids, probs=torch.stack(probs) if probs else None)
 
+    def _propose_static(self, k: int, temperature: float, generator: torch.Generator | None) -> Draft:
+        runner = self._runner
+        assert runner is not None
+        k = max(0, min(k, runner.room - len(self._pending), runner.max_chain))
+        if k == 0 or not self._pending:
+            self._proposed = []
+            return empty_draft(self.lm_head.weight.device)
+        f = runner.feed(torch.stack([h for h, _ in self._pending]), [x for _, x in self._pending])
+        self._committed = runner.length
+        self._pending = []
+        probs: list[torch.Tensor] = []
+        if temperature == 0:
+            ids = runner.greedy_chain(k).cpu()  # [k], one sync per round
+        else:
+            f = f.clone()
+            tokens: list[torch.Tensor] = []
+            for i in range(k):
+                q = logits_to_probs(self._logits(f), temperature, self.top_p)
+                tok = torch.multinomial(q, 1, generator=generator)[0]
+                probs.append(q)
+                tokens.append(tok)
+                if i < k - 1:
+                    f = runner.extend_one(f, tok, i)
+            ids = torch.stack(tokens).cpu()
+        self._proposed = ids.tolist()
+        return Draft(tokens=ids, probs=torch.stack(probs) if probs else None)
+
     def accept(self, n_accepted: int, next_token: int, target_hidden: torch.Tensor | None = None) -> None:
         if self._cache is None:
             raise RuntimeError("accept() before begin()")
@@ -136,11 +214,19 @@ class HeadDrafter:
                 f"drafter {self.name!r} needs target_hidden [n + 1, H] = [{n_accepted + 1}, H]; got "
                 f"{None if target_hidden is None else tuple(target_hidden.shape)}"
             )
-        if k:
+        if k and not self._use_runner:  # (the runner's speculative rows lie beyond its length)
             self._cache.truncate(self._committed)  # drop the speculative positions
         tokens = self._proposed[:n_accepted] + [int(next_token)]
         self._pending.extend(zip(target_hidden, tokens))
         self._proposed = []
+
+    def prepare_steps(self, max_gamma: int) -> int:
+        """Capture the fixed-shape steps rounds of up to ``max_gamma`` drafts take (after a
+        first request built the static runner; a no-op on the eager path or without CUDA
+        graphs).  Returns the graphs made."""
+        if self._runner is None or not self._use_runner:
+            return 0
+        return self._runner.prepare(max_gamma + 1, max_gamma)
 
     def end(self) -> None:
         self._cache = None
@@ -149,7 +235,8 @@ class HeadDrafter:
 
 
 def make_head_drafter(
-    name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None, top_p: float = 1.0
+    name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None,
+    top_p: float = 1.0, static: bool | None = None,
 ) -> HeadDrafter:
     """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``."""
     from evspec.adapters.checkpoint import load_checkpoint
@@ -167,4 +254,4 @@ def make_head_drafter(
         width = int(draft_model.lm_head.weight.shape[1])
         if head.config.memory_size != width:
             raise DrafterError(f"{head_path}: memory width {head.config.memory_size} != EventGPT's {width}")
-    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p)
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)

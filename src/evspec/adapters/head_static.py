@@ -1,0 +1,225 @@
+"""The draft head's drafting steps over fixed-size buffers, replayable as CUDA graphs.
+
+With the fast engine the target's step is a replayed CUDA graph (~1 ms for the world
+models on an H200), while an eager :meth:`DraftHead.extend` launches some forty small
+kernels per drafted token and costs more than the target step it should save
+(benchmarks/world_bench_gpu.md: c 0.66–1.28).  :class:`StaticHeadRunner` runs the same
+arithmetic with every shape fixed:
+
+* the head's keys/values live in buffers of ``capacity`` rows; positions are a 0-d device
+  tensor ``pos``; new rows are written with ``index_copy_`` and attention runs over all
+  ``capacity`` rows under a mask ``key <= query position`` (masked rows weigh exactly 0);
+* the event memory's keys/values are copied into fixed buffers at :meth:`begin`;
+* two step kinds: ``feed(P)`` appends ``P`` verified ``(hidden, token)`` pairs and keeps
+  the last feature; ``chain(k)`` turns that feature into ``k`` greedy drafts, feeding each
+  draft back (``k - 1`` one-row extends) — exactly :class:`~evspec.decoding.drafters.head.HeadDrafter`'s
+  eager loop.  Speculative rows written by a chain sit beyond ``length`` and are
+  overwritten next round, so rollback is free.
+
+On CUDA (``cuda_graphs``) each ``feed(P)`` and ``chain(k)`` is captured at first use (two
+warm-up runs on a side stream, then capture, graphs sharing one memory pool) and replayed
+afterwards: one launch per step kind per round.  Elsewhere the very same code runs
+eagerly, which is what the CPU tests check against the eager head.  Sampling
+(temperature > 0) uses :meth:`extend_one` eagerly between host-side draws.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from evspec.adapters.head import DraftHead
+
+
+class StaticHeadRunner:
+    """Fixed-shape drafting for one :class:`DraftHead` with the target's ``embed`` and
+    ``lm_head``.  ``max_feed``: the most pairs one round feeds (γ + 1);
+    ``max_chain``: the longest chain (γ)."""
+
+    def __init__(
+        self,
+        head: DraftHead,
+        embed: torch.nn.Module,
+        lm_head: torch.nn.Module,
+        *,
+        max_feed: int = 17,
+        max_chain: int = 16,
+        cuda_graphs: bool | None = None,
+    ) -> None:
+        if head.config.memory_source == "prefill":
+            raise ValueError("a head over EventGPT's prompt states (memory_source='prefill') has a "
+                             "memory of varying length; it drafts on the eager path")
+        p = head.fc.weight
+        self.head, self.embed, self.lm_head = head, embed, lm_head
+        self.device, self.dtype = p.device, p.dtype
+        self.max_feed, self.max_chain = int(max_feed), int(max_chain)
+        self.capacity = head.config.max_positions + self.max_feed + self.max_chain
+        self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs needs the head on a CUDA device")
+        cfg = head.config
+        h, d = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        shape = (1, h, self.capacity, d)
+        self.keys = [p.new_zeros(shape) for _ in head.blocks]
+        self.values = [p.new_zeros(shape) for _ in head.blocks]
+        self.mem: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        rotary = head.blocks[0].attn.rotary
+        self.cos, self.sin = rotary.tables(self.capacity, self.device, self.dtype)
+        self.key_pos = torch.arange(self.capacity, device=self.device)  # [C]
+        self.offsets = torch.arange(max(self.max_feed, 1), device=self.device)  # [F]
+        self.pos = torch.zeros((), dtype=torch.long, device=self.device)
+        self.hid_buf = p.new_zeros(self.max_feed, cfg.hidden_size)
+        self.tok_buf = torch.zeros(self.max_feed, dtype=torch.long, device=self.device)
+        self.feature = p.new_zeros(cfg.hidden_size)
+        self.drafts = torch.zeros(self.max_chain, dtype=torch.long, device=self.device)
+        self.length = 0
+        self._graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
+        self._pool = None
+        self.stats = {"graphs": 0, "capture_ms": 0.0, "replays": 0, "eager_steps": 0}
+
+    # -- the arithmetic (fixed shapes) ---------------------------------------------------
+    def _extend(self, hidden: torch.Tensor, embeds: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Append ``T`` rows at positions ``pos .. pos + T - 1``; ``hidden``, ``embeds``
+        ``[T, H]`` -> features ``[T, H]``.  Same math as :meth:`DraftHead.extend`."""
+        head = self.head
+        t = hidden.shape[0]
+        idx = pos + self.offsets[:t]  # [T]
+        cos, sin = self.cos.index_select(0, idx), self.sin.index_select(0, idx)  # [T, d]
+        mask = self.key_pos[None, :] <= idx[:, None]  # [T, C]
+        x = head.fuse(hidden[None], embeds[None])  # [1, T, H]
+        for i, blk in enumerate(head.blocks):
+            attn = blk.attn
+            xn = blk.attn_norm(x)
+            q = _rotate(attn._split(attn.q_proj(xn)), cos, sin)
+            k = _rotate(attn._split(attn.k_proj(xn)), cos, sin)
+            self.keys[i].index_copy_(2, idx, k)
+            self.values[i].index_copy_(2, idx, attn._split(attn.v_proj(xn)))
+            out = attn.attend(q, self.keys[i], self.values[i], mask)
+            x = blk.finish(x, out, None if self.mem is None else self.mem[i])
+        return head.norm(x)[0]
+
+    def _feed_fn(self, n: int) -> Callable[[], None]:
+        def run() -> None:
+            ids = self.tok_buf[:n]
+            f = self._extend(self.hid_buf[:n], self.embed(ids).to(self.dtype), self.pos)
+            self.feature.copy_(f[-1])
+        return run
+
+    def _chain_fn(self, k: int) -> Callable[[], None]:
+        def run() -> None:
+            f = self.feature
+            w = self.lm_head.weight
+            for i in range(k):
+                tok = torch.argmax(self.lm_head(f.to(w.dtype)).float())
+                self.drafts[i].copy_(tok)
+                if i < k - 1:
+                    emb = self.embed(tok.reshape(1)).to(self.dtype)  # [1, H]
+                    f = self._extend(f[None], emb, self.pos + i)[0]
+        return run
+
+    def _run(self, kind: str, n: int, fn: Callable[[], None]) -> None:
+        if not self.cuda_graphs:
+            fn()
+            self.stats["eager_steps"] += 1
+            return
+        graph = self._graphs.get((kind, n))
+        if graph is None:
+            t0 = time.perf_counter()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up: writes only what the replay writes
+                    fn()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                fn()
+            if self._pool is None:
+                self._pool = graph.pool()
+            self._graphs[(kind, n)] = graph
+            torch.cuda.synchronize(self.device)
+            self.stats["graphs"] += 1
+            self.stats["capture_ms"] += (time.perf_counter() - t0) * 1e3
+        graph.replay()
+        self.stats["replays"] += 1
+
+    @torch.inference_mode()
+    def prepare(self, max_feed: int, max_chain: int) -> int:
+        """Capture ``feed(1..max_feed)`` and ``chain(1..max_chain)`` now (with CUDA graphs;
+        otherwise nothing to do), so no capture lands inside a timed round; returns the
+        graphs made.  Writes only rows a later request overwrites before reading them
+        (every row a step attends to was written earlier in the same request)."""
+        if not self.cuda_graphs:
+            return 0
+        before = self.stats["graphs"]
+        self.pos.fill_(0)
+        for n in range(1, min(max_feed, self.max_feed) + 1):
+            self._run("feed", n, self._feed_fn(n))
+        for k in range(1, min(max_chain, self.max_chain) + 1):
+            self._run("chain", k, self._chain_fn(k))
+        self.length = 0
+        return self.stats["graphs"] - before
+
+    # -- one request --------------------------------------------------------------------
+    @torch.inference_mode()
+    def begin(self, memory: torch.Tensor | None) -> None:
+        """Start a request: ``memory`` ``[M, H_d]`` for a head with event memory."""
+        self.length = 0
+        if not self.head.config.has_memory:
+            return
+        kv = self.head.memory_kv(None if memory is None else memory[None].to(self.device, self.dtype))
+        assert kv is not None
+        if self.mem is None or self.mem[0][0].shape != kv[0][0].shape:  # new memory size: new buffers
+            self.mem = [(k.clone(), v.clone()) for k, v in kv]
+            self._graphs.clear()
+            return
+        for (k_buf, v_buf), (k, v) in zip(self.mem, kv):
+            k_buf.copy_(k)
+            v_buf.copy_(v)
+
+    @property
+    def room(self) -> int:
+        """Positions left before ``max_positions``."""
+        return self.head.config.max_positions - self.length
+
+    @torch.inference_mode()
+    def feed(self, hidden: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        """Append verified pairs (``hidden`` ``[P, H]``, ``tokens`` ``[P]``) at ``length``;
+        returns the last feature ``[H]`` (the runner's buffer: copy it to keep it)."""
+        n = len(tokens)
+        if not 1 <= n <= self.max_feed:
+            raise ValueError(f"feed of {n} pairs: the runner takes 1..{self.max_feed} (max_feed)")
+        if self.length + n > self.head.config.max_positions:
+            raise ValueError(f"draft head cache full: {self.length} + {n} exceed max_positions "
+                             f"{self.head.config.max_positions}")
+        self.hid_buf[:n].copy_(hidden.to(self.device, self.dtype), non_blocking=True)
+        self.tok_buf[:n].copy_(torch.tensor(tokens, dtype=torch.long), non_blocking=True)
+        self.pos.fill_(self.length)
+        self._run("feed", n, self._feed_fn(n))
+        self.length += n
+        return self.feature
+
+    @torch.inference_mode()
+    def greedy_chain(self, k: int) -> torch.Tensor:
+        """``k`` greedy drafts after the last :meth:`feed` -> device tensor ``[k]`` (a view of
+        the runner's buffer).  The speculative rows it writes stay beyond ``length``."""
+        if not 1 <= k <= self.max_chain:
+            raise ValueError(f"chain of {k} drafts: the runner takes 1..{self.max_chain} (max_chain)")
+        self.pos.fill_(self.length)
+        self._run("chain", k, self._chain_fn(k))
+        return self.drafts[:k]
+
+    @torch.inference_mode()
+    def extend_one(self, feature: torch.Tensor, token: torch.Tensor, offset: int) -> torch.Tensor:
+        """Eager one-row extend at ``length + offset`` (a speculative row; sampling path)."""
+        emb = self.embed(token.reshape(1).to(self.device)).to(self.dtype)
+        return self._extend(feature[None].to(self.dtype), emb, self.pos.new_tensor(self.length + offset))[0]
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions on ``x`` ``[B, h, T, d]`` with per-row ``cos``/``sin`` ``[T, d]``
+    (the halves convention of :class:`evspec.adapters.layers.Rotary`)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
