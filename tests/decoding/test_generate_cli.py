@@ -42,7 +42,32 @@ def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tup
     (("--gamma-policy", "dynamic", "--schedule", "pipelined", "--drafter", "eventgpt"), "sequential"),
     (("--gamma", "0"), "--gamma"),
     (("--drafter", "oracle"), "unknown drafter"),
+    (("--drafter", "eventgpt", "--drafter-path", "runs/x"), "loads no trained module"),
+    (("--drafter", "target-head", "--drafter-path", "untrained"), "controlled"),
+    (("--drafter", "target-head", "--drafter-path", "/nonexistent/head"), "not a module checkpoint"),
 ])
 def test_bad_options_exit_2_with_a_message(extra: tuple[str, ...], message: str) -> None:
     res = CliRunner().invoke(app, [*BASE, *extra])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+WORLD = __import__("pathlib").Path(__file__).resolve().parents[2] / "src" / "evspec" / "assets" / "world"
+
+
+@pytest.mark.skipif(not (WORLD / "heads" / "target-head" / "config.json").is_file(), reason="world assets not shipped")
+def test_a_trained_head_from_any_folder(tmp_path) -> None:
+    """--drafter-path loads a trained head from a folder of the user's (here a copy of the
+    shipped one) and the answer is the target-only answer."""
+    import shutil
+
+    clip = sorted((WORLD / "clips").iterdir())[0]
+    mine = shutil.copytree(WORLD / "heads" / "target-head", tmp_path / "my-head")
+    args = ["generate", "-q", "What is moving?", "--target", str(WORLD / "target"), "--draft-model",
+            str(WORLD / "drafter"), "--video", str(clip / "frames"), "--events", str(clip / "events.npz"),
+            "--max-new-tokens", "16", "--json", "--device", "cpu"]
+    base = CliRunner().invoke(app, args)
+    head = CliRunner().invoke(app, [*args, "--drafter", "target-head", "--drafter-path", str(mine)])
+    assert base.exit_code == 0 and head.exit_code == 0, head.output
+    got = json.loads(head.stdout.strip().splitlines()[-1])
+    assert got["tokens"] == json.loads(base.stdout.strip().splitlines()[-1])["tokens"]
+    assert got["stats"]["accepted"] > 0

@@ -31,7 +31,10 @@ class ModelSpec:
     ``fast``: both models on evspec's fast engine (static KV cache, CUDA graphs on GPU).
     ``prefix_cache``: reuse each clip's video/event prefix across its questions.
     ``target_device`` / ``draft_device``: place the two models apart (e.g. ``cuda:0`` and
-    ``cuda:1``, for the pipelined schedule); None = ``device``.
+    ``cuda:1``, for the pipelined schedule); None = ``device``.  ``drafter_paths``:
+    ``(drafter name, checkpoint folder)`` pairs for the trained drafters (default: the
+    modules shipped with the world checkpoints); ``untrained`` for a head = random weights of
+    the right shapes, allowed with an acceptance-controlled run only.
     """
 
     target: str = "tiny-random"
@@ -44,6 +47,7 @@ class ModelSpec:
     prefix_cache: bool = False
     target_device: str | None = None
     draft_device: str | None = None
+    drafter_paths: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -85,7 +89,25 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
             "fast": spec.fast, "prefix_cache": spec.prefix_cache}
     if spec.target_device or spec.draft_device:  # absent by default: older run folders still resume
         info["placement"] = {"target": str(device), "draft": str(draft_device)}
-    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache, schedule=schedule)
+    options = drafter_options(spec.drafter_paths)
+    if options:  # likewise
+        info["drafter_paths"] = {name: path for name, path in spec.drafter_paths}
+    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache, schedule=schedule,
+                         drafter_options=options)
+
+
+def drafter_options(paths: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
+    """``make_drafter`` options per drafter name from ``(name, folder)`` pairs."""
+    from evspec.decoding.drafters import UNTRAINED, checkpoint_option
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, path in paths:
+        if name in out:
+            raise ValueError(f"--drafter-path names {name!r} twice")
+        if path != UNTRAINED and not Path(path).is_dir():
+            raise FileNotFoundError(f"--drafter-path {name}={path}: no such checkpoint folder")
+        out[name] = {checkpoint_option(name): path}
+    return out
 
 
 def _shapes(backend: EngineBackend) -> dict[str, Any]:
@@ -134,6 +156,13 @@ def bench(
     built (``evspec merge out`` combines the shards, then reports).  ``models.device ==
     "auto"`` becomes ``cuda:{LOCAL_RANK}`` under torchrun.
     """
+    untrained = [name for name, path in models.drafter_paths if path == "untrained"]
+    if untrained and config.controlled_alpha is None:
+        raise ValueError(f"--drafter-path {untrained[0]}=untrained drafts noise: use it with "
+                         "--controlled-alpha (timing at a set acceptance) only")
+    unused = [name for name, _ in models.drafter_paths if name not in config.drafters]
+    if unused:
+        raise ValueError(f"--drafter-path names {unused[0]!r}, which is not in --drafters")
     shard = shard or Shard()
     run_dir = shard_run_dir(out, shard)
     if backend is None:

@@ -72,6 +72,12 @@ def bench(
         str | None,
         typer.Option(help="cache_implementation of the HF baseline (default dynamic; 'static')."),
     ] = None,
+    drafter_path: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=FOLDER: the checkpoint of a trained drafter in --drafters (repeatable; "
+                          "default: the modules shipped with the world models); NAME=untrained for a "
+                          "random head of the right shapes, with --controlled-alpha only."),
+    ] = None,
     fast: Annotated[bool, typer.Option(help="evspec's fast engine (static KV cache; CUDA graphs on GPU).")] = False,
     prefix_cache: Annotated[bool, typer.Option(help="Reuse each clip's prefix KV across its questions.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run measurements recorded as failed.")] = False,
@@ -114,6 +120,7 @@ def bench(
         models = ModelSpec(
             target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
             fast=fast, prefix_cache=prefix_cache, target_device=target_device, draft_device=draft_device,
+            drafter_paths=_pairs(drafter_path or [], "drafter-path"),
         )
         outcome = run(
             config, out, models, limit=limit, split=None if split == "all" else split,
@@ -135,6 +142,17 @@ def bench(
         typer.echo(f"when every shard is done: evspec merge {out}")
     elif report:
         typer.echo(f"report: {out / 'report.md'}")
+
+
+def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` strings -> pairs (clear errors for anything else)."""
+    out = []
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise typer.BadParameter(f"--{option} {v!r}: use NAME=VALUE, e.g. event-head=runs/head/best")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
 
 
 def report(

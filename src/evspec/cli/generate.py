@@ -18,6 +18,9 @@ def generate_cmd(
     events: Optional[str] = typer.Option(
         None, help="Events: a stream file (.npz/.npy/.h5), a folder of rendered event images, or 'random'."),
     drafter: str = typer.Option("none", help=f"Draft strategy: {', '.join(DRAFTER_NAMES)}."),
+    drafter_path: Optional[str] = typer.Option(
+        None, help="Checkpoint folder of a trained drafter (eventgpt-adapter, eventgpt-lora, event-head, "
+                   "target-head; default: the module shipped with the world models)."),
     gamma: int = typer.Option(4, help="Tokens drafted per round (γ ≥ 1); the most per round with --gamma-policy dynamic."),
     gamma_policy: str = typer.Option(
         "fixed", help="fixed (γ every round), or dynamic: γ each round from the running acceptance and the "
@@ -68,6 +71,14 @@ def generate_cmd(
                              "schedule drafts a fixed γ ahead)")
         if gamma < 1:
             raise ValueError(f"--gamma must be >= 1, got {gamma}")
+        options = {}
+        if drafter_path is not None:
+            from evspec.decoding.drafters import checkpoint_option
+
+            if drafter_path == "untrained":
+                raise ValueError("--drafter-path untrained drafts noise; it is for the acceptance-controlled "
+                                 "bench only (evspec bench --controlled-alpha)")
+            options[checkpoint_option(drafter)] = drafter_path
         dev = resolve_device(target_device or device)
         draft_dev = resolve_device(draft_device or device)
         dt = resolve_dtype(dtype, dev)
@@ -92,7 +103,7 @@ def generate_cmd(
                 if model is not None:
                     model.enable_fast()
         request = make_request(question, inputs)
-        drafter_obj = make_drafter(drafter, target=tgt, draft_model=dm)
+        drafter_obj = make_drafter(drafter, target=tgt, draft_model=dm, **options)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

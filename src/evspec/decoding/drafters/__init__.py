@@ -24,6 +24,10 @@ def shipped_modules() -> Path:
     other = os.environ.get("EVSPEC_ASSETS")
     return Path(other) / "world" / "heads" if other else SHIPPED_MODULES
 
+#: ``head_path`` value for a randomly initialised head of the right shapes: its drafts are
+#: noise, so it is for acceptance-controlled timing only (the bench enforces that)
+UNTRAINED = "untrained"
+
 #: drafters that load a trained module, and the option that names its checkpoint folder
 _TRAINED = {
     "eventgpt-adapter": "adapter_path",
@@ -33,9 +37,24 @@ _TRAINED = {
 }
 
 
-def _checkpoint(base: str, options: dict[str, Any]) -> Path:
+def checkpoint_option(name: str) -> str:
+    """The ``make_drafter`` option naming the checkpoint folder of drafter ``name``
+    (``event-head@seed1`` -> ``head_path``); ``ValueError`` for drafters without one."""
+    base = name.partition("@")[0]
+    if base not in _TRAINED:
+        raise ValueError(f"drafter {name!r} loads no trained module; checkpoints go with "
+                         f"{', '.join(_TRAINED)}")
+    return _TRAINED[base]
+
+
+def _checkpoint(base: str, options: dict[str, Any]) -> Path | str:
     key = _TRAINED[base]
     path = options.pop(key, None)
+    if path == UNTRAINED:
+        if base not in ("event-head", "target-head"):
+            raise DrafterError(f"{key}={UNTRAINED!r} builds a random draft head; drafter {base!r} needs a "
+                               "trained checkpoint")
+        return UNTRAINED
     if path is None:
         shipped = shipped_modules() / base
         if (shipped / "config.json").is_file():

@@ -238,9 +238,13 @@ def make_head_drafter(
     name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None,
     top_p: float = 1.0, static: bool | None = None,
 ) -> HeadDrafter:
-    """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``."""
+    """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``;
+    ``head_path="untrained"`` builds one with random weights and the shapes training would
+    give (acceptance-controlled timing at real scale, where no trained head exists)."""
     from evspec.adapters.checkpoint import load_checkpoint
 
+    if str(head_path) == "untrained":
+        return _untrained_head(name, target, draft_model, label=label, top_p=top_p, static=static)
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
         raise DrafterError(f"{head_path}: a {ckpt.kind} checkpoint, but drafter {name!r} was asked for")
@@ -254,4 +258,23 @@ def make_head_drafter(
         width = int(draft_model.lm_head.weight.shape[1])
         if head.config.memory_size != width:
             raise DrafterError(f"{head_path}: memory width {head.config.memory_size} != EventGPT's {width}")
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
+
+
+def _untrained_head(
+    name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float, static: bool | None
+) -> HeadDrafter:
+    from evspec.adapters.checkpoint import build_module
+    from evspec.adapters.train import ModuleOptions, module_config
+
+    if name == "event-head" and draft_model is None:
+        raise DrafterError("drafter 'event-head' needs a draft model for its event memory (--draft-model)")
+    w = target.lm_head.weight
+    dims = {"target_hidden": int(w.shape[1]),
+            "draft_hidden": int(draft_model.lm_head.weight.shape[1]) if draft_model is not None else 0}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = build_module(name, module_config(name, dims, ModuleOptions()))
+    dtype = w.dtype if w.dtype != torch.float16 else torch.float32
+    head = head.to(device=w.device, dtype=dtype).eval()
     return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
