@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
-# Acceptance-controlled sweep at real 7B shapes (issue 5): alpha x gamma, fast engine,
-# bf16, one GPU.  Usage (GPU machine, repo root):  bash benchmarks/controlled_7b.sh OUTDIR
+# Acceptance-controlled sweep at real 7B shapes (issues 5, 7): alpha x gamma x drafter, fast
+# engine, bf16, one GPU.  Usage (GPU machine, repo root):  bash benchmarks/controlled_7b.sh OUTDIR
+#
+# Knobs (environment): ALPHAS ["0.1 0.3 0.5 0.7 0.9"], GAMMAS [1,2,4,8], DRAFTERS [none,eventgpt],
+# TOKENS [64], REQUESTS [3], TARGET [7b], DEVICE [auto], HEADS=1 adds event-head and target-head
+# with random weights of the 7B shapes (--drafter-path NAME=untrained: what they cost per token
+# is real, what they draft is replaced by the controlled stream).  CPU rehearsal:
+#   TARGET=tiny-random DEVICE=cpu ALPHAS=0.7 GAMMAS=2 HEADS=1 TOKENS=8 REQUESTS=1 bash benchmarks/controlled_7b.sh /tmp/c
 set -euo pipefail
 out=${1:-runs/controlled_7b}
 tokens=${TOKENS:-64}
 requests=${REQUESTS:-3}
-export PYTHONPATH=src HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+alphas=${ALPHAS:-"0.1 0.3 0.5 0.7 0.9"}
+gammas=${GAMMAS:-1,2,4,8}
+drafters=${DRAFTERS:-none,eventgpt}
+target=${TARGET:-7b}
+device=${DEVICE:-auto}
+heads=()
+if [[ ${HEADS:-0} == 1 ]]; then
+  drafters="$drafters,event-head,target-head"
+  heads=(--drafter-path event-head=untrained --drafter-path target-head=untrained)
+fi
+export PYTHONPATH=${PYTHONPATH:-src} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 first=1
-for a in 0.1 0.3 0.5 0.7 0.9; do
+for a in $alphas; do
   hf=--no-hf-baseline
   if [ $first = 1 ]; then hf="--hf-baseline"; first=0; fi
-  python3 -m evspec bench --dataset random:$requests --target 7b --drafters none,eventgpt \
-    --gamma 1,2,4,8 --controlled-alpha $a --fast $hf --max-new-tokens $tokens \
+  python3 -m evspec bench --dataset random:$requests --target "$target" --device "$device" --drafters "$drafters" \
+    --gamma "$gammas" --controlled-alpha $a --fast $hf --max-new-tokens $tokens "${heads[@]}" \
     --out "$out/alpha-$a" --no-report
   python3 -m evspec report "$out/alpha-$a" --no-plots > /dev/null
 done
