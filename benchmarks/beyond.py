@@ -203,7 +203,13 @@ def _share(names: list[str]) -> str:
 
 
 def feature_tree(s: Setting, base: dict, best_g: int, best_row: dict, shapes: list[tuple[int, ...]]) -> list[dict]:
-    rows = [dict(best_row, config=f"eventgpt chain γ={best_g} (best fixed)")]
+    """Trees grown by EventGPT, or by the head when ``--drafter`` is a draft head (EAGLE-style)."""
+    rows = [dict(best_row, config=f"{s.drafter} chain γ={best_g} (best fixed)")]
+    grower = s.draft_model
+    if s.drafter.partition("@")[0] in ("event-head", "target-head"):
+        from evspec.decoding.tree import HeadTreeDrafter
+
+        grower = HeadTreeDrafter(s.main(0))
     for shape in shapes:
         def fn(i, req, shape=shape):
             ctl = ref = None
@@ -211,7 +217,7 @@ def feature_tree(s: Setting, base: dict, best_g: int, best_row: dict, shapes: li
                 a = s.alpha(i)
                 ctl = TreeControl((a, 0.3 * (1 - a)), s.target.vocab_size, seed=i)
                 ref = s.references[i]
-            return generate_tree(s.target, req, s.draft_model, branching=shape, max_new_tokens=s.max_new_tokens,
+            return generate_tree(s.target, req, grower, branching=shape, max_new_tokens=s.max_new_tokens,
                                  stop_at_eos=s.stop_at_eos, forced_reference=ref, control=ctl)
 
         rows.append(summarise(f"tree {shape} ({TreeShape(shape).nodes} nodes)", run_set(s, fn), s,
@@ -380,8 +386,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed request per configuration")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes; each request keeps its fastest")
     ap.add_argument("--drafter", default="eventgpt",
-                    help="drafter of the gamma and router features (e.g. event-head, target-head: the shipped "
-                         "world modules); cascade, tree and batch always use eventgpt")
+                    help="drafter of the gamma, router and tree features (e.g. event-head, target-head: the "
+                         "shipped world modules; a head grows its own trees); cascade and batch always use eventgpt")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()) if torch.cuda.is_available() else 1)
     out = run(args)

@@ -254,6 +254,38 @@ class DraftHead(nn.Module):
         return self.norm(x)[0]
 
 
+    @torch.no_grad()
+    def extend_tree(
+        self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor,
+        positions: torch.Tensor, mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Append ``T`` rows of a token tree: inputs ``hidden``, ``embeds`` ``[T, H]`` at
+        ``positions`` ``[T]``; ``mask`` bool ``[T, length + T]`` says which rows each new row
+        sees (the committed answer, its ancestors, itself).  Returns features ``[T, H]``."""
+        p = self.fc.weight
+        t = int(hidden.shape[0])
+        start = cache.length
+        if start + t > self.config.max_positions:
+            raise ValueError(f"draft head cache full: {start} + {t} tree rows exceed max_positions "
+                             f"{self.config.max_positions}")
+        if tuple(mask.shape) != (t, start + t):
+            raise ValueError(f"extend_tree: mask {tuple(mask.shape)}, expected {(t, start + t)}")
+        self._reserve(cache, start + t)
+        x = self.fuse(hidden.to(p.device, p.dtype)[None], embeds.to(p.device, p.dtype)[None])  # [1, T, H]
+        mask = mask.to(p.device)
+        for i, blk in enumerate(self.blocks):
+            attn = blk.attn
+            xn = blk.attn_norm(x)
+            q = attn.rotary.at(attn._split(attn.q_proj(xn)), positions)
+            k = attn.rotary.at(attn._split(attn.k_proj(xn)), positions)
+            cache.keys[i][:, :, start : start + t] = k
+            cache.values[i][:, :, start : start + t] = attn._split(attn.v_proj(xn))
+            out = attn.attend(q, cache.keys[i][:, :, : start + t], cache.values[i][:, :, : start + t], mask)
+            x = blk.finish(x, out, None if cache.memory_kv is None else cache.memory_kv[i])
+        cache.length = start + t
+        return self.norm(x)[0]
+
+
 def _ttt_mask(t: int, step: int, device: torch.device) -> torch.Tensor:
     """Bool ``[T, (step + 1) T]`` over keys ``[step 0 | step 1 | ... | step s]``: query j of
     step ``s`` sees step-0 keys ``i <= j - s`` and, for ``u = 1..s``, the step-``u`` key at

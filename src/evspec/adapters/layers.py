@@ -46,6 +46,15 @@ class Rotary:
             self._tables[key] = have
         return have
 
+    def at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``[B, h, T, d]`` at explicit ``positions`` ``[T]`` (token trees:
+        siblings share a position)."""
+        half = x.shape[-1] // 2
+        cos, sin = self.tables(int(positions.max()) + 1, x.device, x.dtype)
+        pos = positions.to(x.device)
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos[pos] + rotated * sin[pos]
+
     def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate ``x`` ``[B, h, T, d]`` at positions ``start .. start + T - 1`` (halves
         convention).  Only position differences matter for attention scores."""

@@ -47,6 +47,7 @@ from evspec.decoding.protocols import Target
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.decoding.tree_control import TreeControl
 from evspec.decoding.tree_draft import TreeDrafter
+from evspec.decoding.tree_head import HeadTreeDrafter
 from evspec.decoding.tree_shape import MAX_NODES, DraftTree, TreeShape
 from evspec.decoding.tree_verify import verify_tree
 from evspec.models import tree_attention as ta
@@ -58,6 +59,7 @@ __all__ = [
     "DraftTree",
     "TreeControl",
     "TreeDrafter",
+    "HeadTreeDrafter",
     "TreeShape",
     "generate_tree",
     "verify_tree",
@@ -70,7 +72,7 @@ __all__ = [
 def generate_tree(
     target: Target,
     request: Request,
-    drafter_model: Target,
+    drafter_model: Target | TreeDrafter | HeadTreeDrafter,
     *,
     depth: int = 4,
     branch: int = 2,
@@ -90,14 +92,19 @@ def generate_tree(
     ``depth`` levels.  Lossless like ``engine.generate``.  ``stats``: ``gamma`` = tree depth,
     per round ``drafted`` = the depth used and ``accepted`` = the accepted path length (so
     α and τ read as for a chain).  ``forced_reference`` / ``control``: acceptance-controlled
-    timing (greedy only), as in ``engine.generate``.
+    timing (greedy only), as in ``engine.generate``.  ``drafter_model``: a draft model (grown
+    by a :class:`TreeDrafter`), or a ready tree drafter such as
+    :class:`~evspec.decoding.tree_head.HeadTreeDrafter` (a trained draft head).
     """
     shape = TreeShape(tuple(branching)) if branching is not None else TreeShape.uniform(depth, branch)
     max_new_tokens = check_run(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                forced_reference=forced_reference)
     device = target.device
     gen = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
-    stats = RequestStats(drafter=f"tree{shape.branching}", gamma=shape.depth)
+    drafter = drafter_model if hasattr(drafter_model, "grow") else TreeDrafter(drafter_model, top_p=top_p)
+    hidden = bool(getattr(drafter, "needs_target_hidden", False))
+    label = f"{drafter.name} " if hidden else ""
+    stats = RequestStats(drafter=f"{label}tree{shape.branching}", gamma=shape.depth)
     eos = target.eos_token_id if stop_at_eos else -1
     sync(device)
     t_start = time.perf_counter()
@@ -105,7 +112,7 @@ def generate_tree(
     # -- phase 1: prefill the target, first token ------------------------------------------
     state, first = prefill_target(
         target, request, stats, t_start, temperature=temperature, top_p=top_p, generator=gen,
-        forced_reference=forced_reference,
+        forced_reference=forced_reference, return_hidden=hidden,
     )
     tokens = [first]
     if on_token:
@@ -113,9 +120,8 @@ def generate_tree(
     stop = "eos" if first == eos else ("max_new_tokens" if max_new_tokens == 1 else "")
 
     # -- phase 2: prefill the drafter -------------------------------------------------------
-    drafter = TreeDrafter(drafter_model, top_p=top_p)
     if not stop:
-        drafter.begin(request, target, first)
+        drafter.begin(request, target, first, state)
         stats.draft_preprocess_ms = drafter.timings.get("preprocess_ms", 0.0)
         stats.draft_prefill_ms = drafter.timings.get("prefill_ms", 0.0)
         stats.draft_vision_ms = drafter.timings.get("vision_ms", 0.0)
@@ -123,7 +129,7 @@ def generate_tree(
     try:
         while not stop:
             budget = max_new_tokens - len(tokens)
-            room = min(target.max_context - state.length, drafter_model.max_context - drafter._state.length - 1)
+            room = min(target.max_context - state.length, drafter.room())
             if target.max_context - state.length < 1:
                 stop = "context"
                 break
@@ -140,7 +146,7 @@ def generate_tree(
                 control.apply(tree, forced_reference, len(tokens) - 1)
             # -- phase 4: score every node in one target pass, verify ---------------------------
             with timed(device, rnd, "score_ms"):
-                scored = ta.score_tree(target, state, torch.tensor(tree.tokens), tree.parents)
+                scored = ta.score_tree(target, state, torch.tensor(tree.tokens), tree.parents, return_hidden=hidden)
                 if forced_reference is not None:
                     path, nxt = _follow_reference(tree, forced_reference, len(tokens))
                 else:
@@ -151,10 +157,15 @@ def generate_tree(
             if eos in new:
                 new = new[: new.index(eos) + 1]
                 stop = "eos"
-            if sub is not None and not stop:
-                drafter.accept(tree, path, nxt)
-            elif sub is None and not stop:
-                drafter._pending.append(nxt)
+            if not stop:
+                states = scored.hidden[[0, *path]] if hidden else None  # root + accepted path
+                if sub is not None:
+                    if hidden:
+                        drafter.accept(tree, path, nxt, states)
+                    else:
+                        drafter.accept(tree, path, nxt)
+                else:
+                    drafter.skip(nxt, states)
             # -- phase 6: record -------------------------------------------------------------------
             tokens.extend(new)
             pending = nxt

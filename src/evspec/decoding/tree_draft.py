@@ -19,6 +19,23 @@ from evspec.models import tree_attention as ta
 from evspec.models.request import Request
 from evspec.models.state import TargetState
 
+def tree_children(
+    logits: torch.Tensor, b: int, temperature: float, top_p: float, gen: torch.Generator | None
+) -> tuple[list[int], torch.Tensor | None]:
+    """``b`` children from one node's logits ``[V]``: the top-b (greedy), or ``b`` draws from
+    q without replacement, in draw order (what ``verify_tree``'s q_i assume); returns the
+    children and q (None when greedy)."""
+    if temperature == 0:
+        return torch.topk(logits, min(b, logits.numel())).indices.tolist(), None
+    q = logits_to_probs(logits, temperature, top_p)  # [V']
+    rest, kids = q.clone(), []
+    for _ in range(min(b, int((q > 0).sum()))):  # sequential draws without replacement
+        x = sample(rest / rest.sum(), gen)
+        kids.append(x)
+        rest[x] = 0.0
+    return kids, q
+
+
 class TreeDrafter:
     """Grows token trees with a draft model (the ``Target`` protocol on the dynamic cache),
     re-synchronised after every round like :class:`~evspec.decoding.drafters.model.ModelDrafter`:
@@ -33,7 +50,9 @@ class TreeDrafter:
         self._shared = 0
         self._fed = 0  # tree nodes (depths 1 .. depth-1) in the drafter's cache
 
-    def begin(self, request: Request, target: Target, first_token: int) -> None:
+    needs_target_hidden = False
+
+    def begin(self, request: Request, target: Target, first_token: int, state: TargetState | None = None) -> None:
         from evspec.decoding.drafters.model import ModelDrafter
 
         self._shared = ModelDrafter(self.model)._check_vocab(target)
@@ -45,17 +64,16 @@ class TreeDrafter:
         self._pending = [first_token]
 
     def _children(self, logits: torch.Tensor, b: int, temperature: float, gen) -> tuple[list[int], torch.Tensor | None]:
-        """``b`` children from one node's logits ``[V]``: top-b, or drawn without replacement."""
-        logits = logits[: self._shared]  # ids the target shares
-        if temperature == 0:
-            return torch.topk(logits, min(b, logits.numel())).indices.tolist(), None
-        q = logits_to_probs(logits, temperature, self.top_p)  # [V']
-        rest, kids = q.clone(), []
-        for _ in range(min(b, int((q > 0).sum()))):  # sequential draws without replacement:
-            x = sample(rest / rest.sum(), gen)  # the order verify_tree's q_i assumes
-            kids.append(x)
-            rest[x] = 0.0
-        return kids, q
+        return tree_children(logits[: self._shared], b, temperature, self.top_p, gen)  # ids the target shares
+
+    def room(self) -> int:
+        """Tree depth the drafter's context still holds."""
+        assert self._state is not None
+        return self.model.max_context - self._state.length - 1
+
+    def skip(self, next_token: int, hidden: torch.Tensor | None = None) -> None:
+        """A round without a tree (no room): the target's token waits to be fed."""
+        self._pending.append(next_token)
 
     def grow(self, shape: TreeShape, temperature: float, gen: torch.Generator | None) -> DraftTree:
         state = self._state
