@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# What is still unmeasured on the H200, in calls of at most 10 minutes each (issues 6, 7, 8):
+#
+#   STAGE=checks  PYTHONPATH=src HF_HUB_OFFLINE=1 bash benchmarks/gpu_pending.sh   # ~8 min
+#       the CUDA-only tests (static draft head, pipeline, graphs, step capture), the fast-engine
+#       profile of one 7B decode step, and every drafter on world test clips with the fast engine
+#       (the heads now replay CUDA graphs: benchmarks/world_bench_gpu.md measured them eager)
+#   STAGE=heads7b ...   # ~8 min: the heads at 7B shapes, acceptance-controlled (controlled_7b.sh HEADS=1)
+#   STAGE=beyond7b ...  # ~9 min: dynamic γ, trees and batching at 7B shapes, acceptance-controlled
+#   STAGE=compile ...   # ~9 min: the compiled variant in torch.compile's default mode
+#
+# Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
+# TINY=1 runs every stage at tiny size to prove the script (the figures mean nothing there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-out/gpu_pending}
+STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b or compile}
+TINY=${TINY:-0}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG"; }
+{ nvidia-smi -L 2>/dev/null || true; git rev-parse HEAD 2>/dev/null || true; } >>"$LOG"
+if [[ $TINY == 1 ]]; then
+  PRESET=tiny-random; DEVICE=cpu; WORLD_TEST=4; CAP=40; ALPHAS=0.7; REQ=1; TOK=8
+else
+  PRESET=7b; DEVICE=cuda; WORLD_TEST=${WORLD_TEST:-60}; CAP=${CAP:-200}; ALPHAS=${ALPHAS:-"0.5 0.7 0.9"}; REQ=3; TOK=64
+fi
+
+case $STAGE in
+checks)
+  log "CUDA-only tests"
+  python3 -m pytest -p no:warnings tests/adapters/test_head_static.py tests/decoding/test_pipeline.py \
+    tests/models/test_fast_graphs.py tests/bench/test_bench_step_prepare.py -k "cuda or graph" \
+    >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
+  tail -n 3 "$OUT/tests.txt" | tee -a "$LOG"
+  log "profile of one decode step ($PRESET)"
+  python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --json "$OUT/fast_profile.json" \
+    >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed (fast_profile.txt)"
+  log "world test clips ($WORLD_TEST of the 16 000-clip world) with the shipped models, fast engine"
+  python3 -m evspec.adapters.world_subset --out /tmp/gpu_pending_world --clips 16000 --seed 0 \
+    --train 0 --val 0 --test "$WORLD_TEST" >>"$LOG" 2>&1
+  MANIFEST=/tmp/gpu_pending_world/manifest.json VARIANTS=fast CAP_S=$CAP DEVICE=$DEVICE OUT=$OUT/bench \
+    bash benchmarks/world_bench_gpu.sh >>"$LOG" 2>&1 || log "world bench failed"
+  (cd "$OUT" && tar czf bench.tar.gz bench && rm -rf bench)
+  ;;
+heads7b)
+  log "heads at 7B shapes, acceptance-controlled (alphas $ALPHAS)"
+  TARGET=$PRESET DEVICE=$DEVICE HEADS=1 ALPHAS="$ALPHAS" GAMMAS=2,4,6 TOKENS=$TOK REQUESTS=$REQ \
+    bash benchmarks/controlled_7b.sh "$OUT/runs" >>"$LOG" 2>&1 || log "controlled_7b failed"
+  for d in "$OUT"/runs/alpha-*; do cp "$d/report.md" "$OUT/report_$(basename "$d").md" 2>/dev/null || true; done
+  (cd "$OUT" && tar czf runs.tar.gz runs && rm -rf runs)
+  ;;
+beyond7b)
+  log "beyond at 7B shapes, acceptance-controlled"
+  SETTING=7b; [[ $TINY == 1 ]] && SETTING=tiny
+  python3 benchmarks/beyond.py --setting "$SETTING" --device "$DEVICE" --requests "$((REQ * 2))" \
+    --max-new-tokens "$TOK" --alpha 0.2,0.5,0.8 --features gamma,tree,batch --out "$OUT" >>"$LOG" 2>&1 \
+    || log "beyond failed"
+  ;;
+compile)
+  log "compiled variant, compile mode default"
+  ARGS=(--sections variants --variants unfused,fused,compiled --compile-mode default)
+  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu)
+  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compile_default.json" \
+    >"$OUT/fast_engine.txt" 2>&1 || log "fast_engine failed (fast_engine.txt)"
+  ;;
+*) log "unknown STAGE=$STAGE"; exit 2 ;;
+esac
+log "stage $STAGE done in ${SECONDS}s: $(ls "$OUT" | tr '\n' ' ')"
