@@ -165,3 +165,32 @@ def test_cuda_graph_runner_matches_the_eager_runner() -> None:
         torch.testing.assert_close(graphed.feed(hidden, tokens), eager.feed(hidden, tokens))
         assert graphed.greedy_chain(k).tolist() == eager.greedy_chain(k).tolist()
     assert graphed.stats["graphs"] == 9 and graphed.stats["replays"] >= 10
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_static_heads_on_the_fast_engine_are_lossless(device: str) -> None:
+    """The fast target (CUDA graphs on a GPU) with static heads: the answer is target-only's."""
+    from evspec.models.eventgpt import EventGPT
+    from evspec.models.request import Request
+    from evspec.models.target import VideoLlavaTarget
+    from evspec.session import random_images
+
+    dtype = torch.float32
+    tgt = VideoLlavaTarget.from_preset("tiny-random", seed=0, device=device, dtype=dtype)
+    ev = EventGPT.from_preset("tiny-random", seed=1, device=device, dtype=dtype)
+    req = Request("What is moving?", random_images(tgt.num_frames, tgt.config.vision_config.image_size, 0),
+                  random_images(ev.n_event_images, ev.config.image_size, 1), clip_id="c0")
+    base = generate(tgt, req, None, max_new_tokens=12, stop_at_eos=False)
+    tgt.enable_fast()
+    try:
+        for name in ("event-head", "target-head"):
+            head = make_drafter(name, target=tgt, draft_model=ev, head_path="untrained", static=True)
+            for gamma in (1, 4):
+                out = generate(tgt, req, head, gamma=gamma, max_new_tokens=12, stop_at_eos=False)
+                assert out.tokens == base.tokens, (name, gamma)
+            assert head._use_runner and head._runner.cuda_graphs == (device == "cuda")
+            if device == "cuda":
+                assert head.prepare_steps(4) >= 0 and head._runner.stats["replays"] > 0
+    finally:
+        tgt.disable_fast()
