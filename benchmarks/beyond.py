@@ -228,12 +228,17 @@ def feature_tree(s: Setting, base: dict, best_g: int, best_row: dict, shapes: li
 def feature_batch(s: Setting, best_g: int, sizes: list[int]) -> list[dict]:
     rows, base_tps = [], None
     n = len(s.requests)
-    for kind in ("none", "eventgpt"):
+    for kind in ("none", s.drafter):
         for b in [x for x in sizes if x <= n]:
             def factory(i, req, off=0):
                 if kind == "none":
                     return None
-                d = ModelDrafter(s.draft_model, name="eventgpt")
+                if kind == "eventgpt":
+                    d = ModelDrafter(s.draft_model, name="eventgpt")
+                else:  # a trained drafter: one instance per request (each row keeps its own state)
+                    from evspec.decoding.drafters import make_drafter
+
+                    d = make_drafter(kind, target=s.target, draft_model=s.draft_model)
                 if s.controlled:
                     d = ControlledDrafter(d, s.target, s.alpha(off + i), seed=0)
                     d.set_reference(s.references[off + i], stream=off + i)
@@ -386,8 +391,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed request per configuration")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes; each request keeps its fastest")
     ap.add_argument("--drafter", default="eventgpt",
-                    help="drafter of the gamma, router and tree features (e.g. event-head, target-head: the "
-                         "shipped world modules; a head grows its own trees); cascade and batch always use eventgpt")
+                    help="drafter of the gamma, router, tree and batch features (e.g. event-head, target-head: "
+                         "the shipped world modules; a head grows its own trees); cascade always uses eventgpt")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()) if torch.cuda.is_available() else 1)
     out = run(args)
