@@ -63,3 +63,24 @@ def trained(collected, tmp_path_factory) -> dict[str, Path]:
         train(train_config(kind), collected, root / kind,
               draft_model=fresh_eventgpt() if kind == "lora" else None, progress=False)
     return {kind: root / kind for kind in MODULE_KINDS}
+
+
+@pytest.fixture(scope="session")
+def ckpts(trained) -> dict[str, Path]:
+    """kind -> the last checkpoint of its micro training run."""
+    return {kind: run / "last" for kind, run in trained.items()}
+
+
+@pytest.fixture(scope="session")
+def world_items(micro_world, target, eventgpt):
+    """The micro world's test and val questions as loadable request items."""
+    from evspec.adapters.requests import manifest_requests
+
+    return manifest_requests(micro_world, ("test", "val"), num_frames=target.num_frames,
+                             n_event_images=eventgpt.n_event_images, canvas="sensor")
+
+
+@pytest.fixture(scope="session")
+def requests(world_items):
+    """Two held-out requests on different clips (the first test and the last val question)."""
+    return [world_items[0].load(), world_items[-1].load()]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.requests import manifest_requests
 from evspec.decoding.drafters import DrafterError, make_drafter
 from evspec.decoding.engine import generate
 
@@ -18,18 +17,6 @@ KINDS = {  # module kind -> (drafter name, option)
     "target-head": ("target-head", "head_path"),
     "event-head": ("event-head", "head_path"),
 }
-
-
-@pytest.fixture(scope="module")
-def ckpts(trained):
-    return {kind: run / "last" for kind, run in trained.items()}
-
-
-@pytest.fixture(scope="module")
-def requests(micro_world, target, eventgpt):
-    items = manifest_requests(micro_world, ("test", "val"), num_frames=target.num_frames,
-                              n_event_images=eventgpt.n_event_images, canvas="sensor")
-    return [items[0].load(), items[-1].load()]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -9,21 +9,8 @@ import torch
 
 from evspec.adapters.head import DraftHead, HeadConfig
 from evspec.adapters.head_static import StaticHeadRunner
-from evspec.adapters.requests import manifest_requests
 from evspec.decoding.drafters import DrafterError, make_drafter
 from evspec.decoding.engine import generate
-
-
-@pytest.fixture(scope="module")
-def ckpts(trained):
-    return {kind: run / "last" for kind, run in trained.items()}
-
-
-@pytest.fixture(scope="module")
-def requests(micro_world, target, eventgpt):
-    items = manifest_requests(micro_world, ("test", "val"), num_frames=target.num_frames,
-                              n_event_images=eventgpt.n_event_images, canvas="sensor")
-    return [items[0].load(), items[1].load(), items[-1].load()]
 
 
 @pytest.mark.parametrize("memory", ["none", "events"])
@@ -124,9 +111,9 @@ def test_static_is_the_default_with_cuda_graphs(ckpts, requests, target, eventgp
                     target, name="x", draft_model=eventgpt, static=True)
 
 
-def test_event_memory_is_reused_per_clip_with_the_prefix_cache(ckpts, requests, target, eventgpt):
+def test_event_memory_is_reused_per_clip_with_the_prefix_cache(ckpts, requests, world_items, target, eventgpt):
     drafter = make_drafter("event-head", target=target, draft_model=eventgpt, head_path=ckpts["event-head"])
-    first, same_clip = requests[0], requests[1]
+    first, same_clip, other_clip = requests[0], world_items[1].load(), requests[1]
     assert first.clip_id == same_clip.clip_id and first.question != same_clip.question
 
     def memory_ms(req) -> float:
@@ -140,7 +127,7 @@ def test_event_memory_is_reused_per_clip_with_the_prefix_cache(ckpts, requests, 
     try:
         assert memory_ms(first) > 0
         assert memory_ms(same_clip) == 0.0  # reused
-        assert memory_ms(requests[2]) > 0  # another clip
+        assert memory_ms(other_clip) > 0  # another clip
         base = generate(target, same_clip, None, max_new_tokens=10)
         assert generate(target, same_clip, drafter, gamma=3, max_new_tokens=10).tokens == base.tokens
     finally:

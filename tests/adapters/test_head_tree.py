@@ -9,22 +9,9 @@ import torch
 
 from evspec.adapters.head import DraftHead, HeadConfig
 from evspec.adapters.layers import causal_mask
-from evspec.adapters.requests import manifest_requests
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
 from evspec.decoding.tree import HeadTreeDrafter, generate_tree
-
-
-@pytest.fixture(scope="module")
-def ckpts(trained):
-    return {kind: run / "last" for kind, run in trained.items()}
-
-
-@pytest.fixture(scope="module")
-def requests(micro_world, target, eventgpt):
-    items = manifest_requests(micro_world, ("test", "val"), num_frames=target.num_frames,
-                              n_event_images=eventgpt.n_event_images, canvas="sensor")
-    return [items[0].load(), items[-1].load()]
 
 
 def test_extend_tree_with_a_chain_mask_is_extend() -> None:
