@@ -178,6 +178,8 @@ def test_static_heads_on_the_fast_engine_are_lossless(device: str) -> None:
                 assert out.tokens == base.tokens, (name, gamma)
             assert head._use_runner and head._runner.cuda_graphs == (device == "cuda")
             if device == "cuda":
-                assert head.prepare_steps(4) >= 0 and head._runner.stats["replays"] > 0
+                head.prepare_steps(4)  # every feed (1..5 pairs) and chain (1..4 drafts) is a graph now
+                want = {("feed", n) for n in range(1, 6)} | {("chain", k) for k in range(1, 5)}
+                assert want <= set(head._runner._graphs) and head._runner.stats["replays"] > 0
     finally:
         tgt.disable_fast()
