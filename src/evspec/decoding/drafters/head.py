@@ -106,8 +106,8 @@ class HeadDrafter:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
         reuse = (request.clip_id is not None and self.memory_cache_clips > 0
                  and getattr(self.draft_model, "prefix_cache", None) is not None)
-        key = (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source)
-        if reuse and key in self._memories:
+        key = (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source) if reuse else None
+        if key is not None and key in self._memories:
             self._memories.move_to_end(key)
             return self._memories[key]
         try:
@@ -115,7 +115,7 @@ class HeadDrafter:
         except ValueError as exc:
             raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
         self.timings.update(t)
-        if reuse:
+        if key is not None:
             self._memories[key] = memory
             while len(self._memories) > self.memory_cache_clips:
                 self._memories.popitem(last=False)
