@@ -150,11 +150,8 @@ def load_inputs(
             if window_ms is not None:
                 t0 = int(stream.t[0]) if len(stream) else 0
                 stream = stream.window_time(t0, t0 + int(window_ms * 1000))
-            if world:
-                ev = render_event_images(stream, n=n_event_images, sensor_size=stream.sensor_size,
-                                         warn_window=False)
-            else:
-                ev = render_event_images(stream, n=n_event_images)
+            ev = render_event_images(stream, n=n_event_images, sensor_size=stream.sensor_size if world else None,
+                                     warn_window=not world)
     return Inputs(video=vid, event_images=ev)
 
 

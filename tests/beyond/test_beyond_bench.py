@@ -12,6 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "beyond.py"
 
 
 def _load():
+    if str(SCRIPT.parent) not in sys.path:  # the script imports its sibling beyond_features
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("beyond_bench", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["beyond_bench"] = mod  # dataclasses look their module up

@@ -22,13 +22,14 @@ steps' keys, exactly the keys the KV cache holds at draft depth ``s + 1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from evspec.adapters.layers import Block, RMSNorm, causal_mask
+from evspec.adapters.layers import Block, RMSNorm, Rotary, causal_mask
 
 MemorySource = Literal["none", "events", "prefill"]
 MEMORY_SOURCES: tuple[str, ...] = ("none", "events", "prefill")
@@ -227,10 +228,30 @@ class DraftHead(nn.Module):
                 grown[:, :, : cache.length] = buf[:, :, : cache.length]
                 lst[i] = grown
 
-    @torch.no_grad()
-    def extend(self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """Append ``T`` positions with inputs ``hidden``, ``embeds`` ``[T, H]``; returns the
-        features ``f`` ``[T, H]`` (``lm_head(f[i])`` is the next-token distribution)."""
+    def run_blocks(
+        self,
+        x: torch.Tensor,  # [1, T, H] fused inputs
+        cos: torch.Tensor,  # [T, d] rotary tables at the rows' positions
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,  # bool [T, S]: which attended rows each new row sees
+        store: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    ) -> torch.Tensor:
+        """The drafting pass over the blocks: ``store(i, k, v)`` writes block ``i``'s new
+        keys/values ``[1, h, T, d]`` into a cache and returns the keys/values to attend to
+        (the eager cache's valid rows, or a fixed-size buffer).  Returns features ``[T, H]``."""
+        for i, blk in enumerate(self.blocks):
+            attn = blk.attn
+            xn = blk.attn_norm(x)
+            q = Rotary.rotate(attn._split(attn.q_proj(xn)), cos, sin)
+            k = Rotary.rotate(attn._split(attn.k_proj(xn)), cos, sin)
+            keys, values = store(i, k, attn._split(attn.v_proj(xn)))
+            x = blk.finish(x, attn.attend(q, keys, values, mask), None if memory_kv is None else memory_kv[i])
+        return self.norm(x)[0]
+
+    def _append(self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor,
+                positions: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        """Append ``T`` rows at ``cache.length`` (positions ``positions``, default consecutive)."""
         p = self.fc.weight
         t = int(hidden.shape[0])
         start = cache.length
@@ -240,19 +261,32 @@ class DraftHead(nn.Module):
                 f"{self.config.max_positions}"
             )
         self._reserve(cache, start + t)
-        mask = None if t == 1 else causal_mask(t, p.device, offset=start)  # [T, start + T]
-        x = self.fuse(hidden.to(p.device, p.dtype)[None], embeds.to(p.device, p.dtype)[None])  # [1, T, H]
-        for i, blk in enumerate(self.blocks):
-            q, k, v = blk.self_qkv(x, start)
+        rotary = self.blocks[0].attn.rotary
+        if positions is None:
+            cos, sin = rotary.tables(start + t, p.device, p.dtype)
+            cos, sin = cos[start : start + t], sin[start : start + t]
+        else:
+            cos, sin = rotary.tables(int(positions.max()) + 1, p.device, p.dtype)
+            pos = positions.to(p.device)
+            cos, sin = cos[pos], sin[pos]
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             cache.keys[i][:, :, start : start + t] = k
             cache.values[i][:, :, start : start + t] = v
-            attn = blk.attn.attend(
-                q, cache.keys[i][:, :, : start + t], cache.values[i][:, :, : start + t], mask
-            )
-            x = blk.finish(x, attn, None if cache.memory_kv is None else cache.memory_kv[i])
-        cache.length = start + t
-        return self.norm(x)[0]
+            return cache.keys[i][:, :, : start + t], cache.values[i][:, :, : start + t]
 
+        x = self.fuse(hidden.to(p.device, p.dtype)[None], embeds.to(p.device, p.dtype)[None])  # [1, T, H]
+        out = self.run_blocks(x, cos, sin, mask, store, cache.memory_kv)
+        cache.length = start + t
+        return out
+
+    @torch.no_grad()
+    def extend(self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Append ``T`` positions with inputs ``hidden``, ``embeds`` ``[T, H]``; returns the
+        features ``f`` ``[T, H]`` (``lm_head(f[i])`` is the next-token distribution)."""
+        t, start = int(hidden.shape[0]), cache.length
+        mask = None if t == 1 else causal_mask(t, self.fc.weight.device, offset=start)  # [T, start + T]
+        return self._append(cache, hidden, embeds, None, mask)
 
     @torch.no_grad()
     def extend_tree(
@@ -262,28 +296,10 @@ class DraftHead(nn.Module):
         """Append ``T`` rows of a token tree: inputs ``hidden``, ``embeds`` ``[T, H]`` at
         ``positions`` ``[T]``; ``mask`` bool ``[T, length + T]`` says which rows each new row
         sees (the committed answer, its ancestors, itself).  Returns features ``[T, H]``."""
-        p = self.fc.weight
-        t = int(hidden.shape[0])
-        start = cache.length
-        if start + t > self.config.max_positions:
-            raise ValueError(f"draft head cache full: {start} + {t} tree rows exceed max_positions "
-                             f"{self.config.max_positions}")
+        t, start = int(hidden.shape[0]), cache.length
         if tuple(mask.shape) != (t, start + t):
             raise ValueError(f"extend_tree: mask {tuple(mask.shape)}, expected {(t, start + t)}")
-        self._reserve(cache, start + t)
-        x = self.fuse(hidden.to(p.device, p.dtype)[None], embeds.to(p.device, p.dtype)[None])  # [1, T, H]
-        mask = mask.to(p.device)
-        for i, blk in enumerate(self.blocks):
-            attn = blk.attn
-            xn = blk.attn_norm(x)
-            q = attn.rotary.at(attn._split(attn.q_proj(xn)), positions)
-            k = attn.rotary.at(attn._split(attn.k_proj(xn)), positions)
-            cache.keys[i][:, :, start : start + t] = k
-            cache.values[i][:, :, start : start + t] = attn._split(attn.v_proj(xn))
-            out = attn.attend(q, cache.keys[i][:, :, : start + t], cache.values[i][:, :, : start + t], mask)
-            x = blk.finish(x, out, None if cache.memory_kv is None else cache.memory_kv[i])
-        cache.length = start + t
-        return self.norm(x)[0]
+        return self._append(cache, hidden, embeds, positions, mask.to(self.fc.weight.device))
 
 
 def _ttt_mask(t: int, step: int, device: torch.device) -> torch.Tensor:

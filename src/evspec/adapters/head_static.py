@@ -82,23 +82,22 @@ class StaticHeadRunner:
     # -- the arithmetic (fixed shapes) ---------------------------------------------------
     def _extend(self, hidden: torch.Tensor, embeds: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Append ``T`` rows at positions ``pos .. pos + T - 1``; ``hidden``, ``embeds``
-        ``[T, H]`` -> features ``[T, H]``.  Same math as :meth:`DraftHead.extend`."""
+        ``[T, H]`` -> features ``[T, H]``.  :meth:`DraftHead.run_blocks` over the fixed buffers:
+        new rows go in with ``index_copy_``, attention runs over all ``capacity`` rows."""
         head = self.head
-        t = hidden.shape[0]
-        idx = pos + self.offsets[:t]  # [T]
-        cos, sin = self.cos.index_select(0, idx), self.sin.index_select(0, idx)  # [T, d]
-        mask = self.key_pos[None, :] <= idx[:, None]  # [T, C]
-        x = head.fuse(hidden[None], embeds[None])  # [1, T, H]
-        for i, blk in enumerate(head.blocks):
-            attn = blk.attn
-            xn = blk.attn_norm(x)
-            q = _rotate(attn._split(attn.q_proj(xn)), cos, sin)
-            k = _rotate(attn._split(attn.k_proj(xn)), cos, sin)
+        idx = pos + self.offsets[: hidden.shape[0]]  # [T]
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.keys[i].index_copy_(2, idx, k)
-            self.values[i].index_copy_(2, idx, attn._split(attn.v_proj(xn)))
-            out = attn.attend(q, self.keys[i], self.values[i], mask)
-            x = blk.finish(x, out, None if self.mem is None else self.mem[i])
-        return head.norm(x)[0]
+            self.values[i].index_copy_(2, idx, v)
+            return self.keys[i], self.values[i]
+
+        return head.run_blocks(
+            head.fuse(hidden[None], embeds[None]),  # [1, T, H]
+            self.cos.index_select(0, idx), self.sin.index_select(0, idx),
+            self.key_pos[None, :] <= idx[:, None],  # [T, C]
+            store, self.mem,
+        )
 
     def _feed_fn(self, n: int) -> Callable[[], None]:
         def run() -> None:
@@ -179,6 +178,13 @@ class StaticHeadRunner:
             k_buf.copy_(k)
             v_buf.copy_(v)
 
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions (as :meth:`HeadCache.truncate`; rows written
+        beyond them are simply overwritten later)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a head runner of {self.length} positions to {length}")
+        self.length = length
+
     @property
     def room(self) -> int:
         """Positions left before ``max_positions``."""
@@ -217,9 +223,3 @@ class StaticHeadRunner:
         emb = self.embed(token.reshape(1).to(self.device)).to(self.dtype)
         return self._extend(feature[None].to(self.dtype), emb, self.pos.new_tensor(self.length + offset))[0]
 
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary positions on ``x`` ``[B, h, T, d]`` with per-row ``cos``/``sin`` ``[T, d]``
-    (the halves convention of :class:`evspec.adapters.layers.Rotary`)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin

@@ -46,22 +46,19 @@ class Rotary:
             self._tables[key] = have
         return have
 
-    def at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` ``[B, h, T, d]`` at explicit ``positions`` ``[T]`` (token trees:
-        siblings share a position)."""
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``[B, h, T, d]`` by per-row tables ``cos``/``sin`` ``[T, d]`` (halves
+        convention)."""
         half = x.shape[-1] // 2
-        cos, sin = self.tables(int(positions.max()) + 1, x.device, x.dtype)
-        pos = positions.to(x.device)
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos[pos] + rotated * sin[pos]
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
     def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Rotate ``x`` ``[B, h, T, d]`` at positions ``start .. start + T - 1`` (halves
-        convention).  Only position differences matter for attention scores."""
-        t, half = x.shape[2], x.shape[-1] // 2
+        """Rotate ``x`` ``[B, h, T, d]`` at positions ``start .. start + T - 1``.  Only
+        position differences matter for attention scores."""
+        t = x.shape[2]
         cos, sin = self.tables(start + t, x.device, x.dtype)
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos[start : start + t] + rotated * sin[start : start + t]
+        return self.rotate(x, cos[start : start + t], sin[start : start + t])
 
 
 class SelfAttention(nn.Module):

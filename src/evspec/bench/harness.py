@@ -195,8 +195,7 @@ def _prepare_steps(
     try:
         prepare(request, max_gamma=max_gamma, max_new_tokens=config.max_new_tokens)
         for drafter in drafters:
-            inner = getattr(drafter, "inner", drafter)  # the acceptance-controlled wrapper's drafter
-            ready = getattr(inner, "prepare_steps", None)
+            ready = getattr(drafter, "prepare_steps", None)
             if callable(ready):
                 ready(max_gamma)
     except Exception as exc:  # the run goes on; the timed rounds then capture lazily

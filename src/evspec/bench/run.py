@@ -91,7 +91,7 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
         info["placement"] = {"target": str(device), "draft": str(draft_device)}
     options = drafter_options(spec.drafter_paths)
     if options:  # likewise
-        info["drafter_paths"] = {name: path for name, path in spec.drafter_paths}
+        info["drafter_paths"] = dict(spec.drafter_paths)
     return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache, schedule=schedule,
                          drafter_options=options)
 
@@ -156,9 +156,11 @@ def bench(
     built (``evspec merge out`` combines the shards, then reports).  ``models.device ==
     "auto"`` becomes ``cuda:{LOCAL_RANK}`` under torchrun.
     """
-    untrained = [name for name, path in models.drafter_paths if path == "untrained"]
+    from evspec.decoding.drafters import UNTRAINED
+
+    untrained = [name for name, path in models.drafter_paths if path == UNTRAINED]
     if untrained and config.controlled_alpha is None:
-        raise ValueError(f"--drafter-path {untrained[0]}=untrained drafts noise: use it with "
+        raise ValueError(f"--drafter-path {untrained[0]}={UNTRAINED} drafts noise: use it with "
                          "--controlled-alpha (timing at a set acceptance) only")
     unused = [name for name, _ in models.drafter_paths if name not in config.drafters]
     if unused:

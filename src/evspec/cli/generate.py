@@ -52,7 +52,7 @@ def generate_cmd(
     from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
-    from evspec.session import is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
+    from evspec.session import QUANT_CHOICES, is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
     if schedule == "pipelined":
         from evspec.decoding.pipeline import generate_pipelined as generate
@@ -62,8 +62,8 @@ def generate_cmd(
     try:
         if schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if quant not in ("none", "4bit"):
-            raise ValueError(f"--quant must be none or 4bit, got {quant!r}")
+        if quant not in QUANT_CHOICES:
+            raise ValueError(f"--quant must be one of {', '.join(QUANT_CHOICES)}, got {quant!r}")
         if gamma_policy not in ("fixed", "dynamic"):
             raise ValueError(f"--gamma-policy must be fixed or dynamic, got {gamma_policy!r}")
         if gamma_policy == "dynamic" and schedule == "pipelined":
@@ -73,20 +73,19 @@ def generate_cmd(
             raise ValueError(f"--gamma must be >= 1, got {gamma}")
         options = {}
         if drafter_path is not None:
-            from evspec.decoding.drafters import checkpoint_option
+            from evspec.decoding.drafters import UNTRAINED, checkpoint_option
 
-            if drafter_path == "untrained":
+            if drafter_path == UNTRAINED:
                 raise ValueError("--drafter-path untrained drafts noise; it is for the acceptance-controlled "
                                  "bench only (evspec bench --controlled-alpha)")
             options[checkpoint_option(drafter)] = drafter_path
         dev = resolve_device(target_device or device)
         draft_dev = resolve_device(draft_device or device)
         dt = resolve_dtype(dtype, dev)
-        extra = {"quant": quant} if quant != "none" else {}  # older session.py: no quant keyword
-        tgt = load_target(target, device=dev, dtype=dt, seed=seed, **extra)
+        tgt = load_target(target, device=dev, dtype=dt, seed=seed, quant=quant)
         dm = None
         if needs_draft_model(drafter):
-            dm = load_eventgpt(draft_model, device=draft_dev, dtype=dt, seed=seed + 1, **extra)
+            dm = load_eventgpt(draft_model, device=draft_dev, dtype=dt, seed=seed + 1, quant=quant)
         inputs = load_inputs(
             video if video is not None else "random",
             events if events is not None else ("random" if dm is not None else None),

@@ -82,6 +82,15 @@ def prefill_target(
     return state, first
 
 
+def follow_reference(drafts: list[int], reference: list[int], pos: int) -> tuple[int, int]:
+    """Acceptance-controlled verification: the reference answer stands in for the target's
+    argmax.  ``drafts`` start at answer index ``pos``; returns ``(n accepted, next token)``."""
+    n = 0
+    while n < len(drafts) and drafts[n] == reference[pos + n]:
+        n += 1
+    return n, reference[pos + n]
+
+
 def generate(
     target: Target,
     request: Request,
@@ -145,10 +154,7 @@ def generate(
     # -- phase 2: prefill the drafter (its own inputs, e.g. the event images) ----------
     if drafter is not None and not stop:
         drafter.begin(request, target, state, first)
-        timings = getattr(drafter, "timings", {})
-        stats.draft_preprocess_ms = timings.get("preprocess_ms", 0.0)
-        stats.draft_vision_ms = timings.get("vision_ms", 0.0)
-        stats.draft_prefill_ms = timings.get("prefill_ms", 0.0)
+        stats.record_draft_begin(drafter)
 
     pending = first
     try:
@@ -181,11 +187,7 @@ def generate(
                 )
             n, nxt = verdict.n_accepted, verdict.next_token
             if forced_reference is not None:  # the reference stands in for the argmax
-                pos = len(tokens)  # index of d_1 in the answer
-                n = 0
-                while n < k and int(d[n]) == forced_reference[pos + n]:
-                    n += 1
-                nxt = forced_reference[pos + n]
+                n, nxt = follow_reference(d.tolist(), forced_reference, len(tokens))
 
             # -- phase 5: accept, roll back both caches ---------------------------------
             new = d[:n].tolist() + [nxt]

@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from evspec.decoding.engine import TokenCallback, check_run, generate, prefill_target
+from evspec.decoding.engine import TokenCallback, check_run, follow_reference, generate, prefill_target
 from evspec.decoding.pipeline_worker import (
     _Block,
     _DraftWorker,
@@ -178,10 +178,7 @@ def generate_pipelined(
                 worker.submit(lane.replace_first, first)
         if begun is not None:
             worker.wait(begun)
-            timings = getattr(drafter, "timings", {})
-            stats.draft_preprocess_ms = timings.get("preprocess_ms", 0.0)
-            stats.draft_vision_ms = timings.get("vision_ms", 0.0)
-            stats.draft_prefill_ms = timings.get("prefill_ms", 0.0)
+            stats.record_draft_begin(drafter)
 
         pending = first
         block: _Block | None = None  # the next round's drafts, when already drafted
@@ -235,11 +232,7 @@ def generate_pipelined(
             score_ms = (time.perf_counter() - t0) * 1e3
             n, nxt = verdict.n_accepted, verdict.next_token
             if forced_reference is not None:  # the reference stands in for the argmax
-                pos = len(tokens)
-                n = 0
-                while n < k and d_list[n] == forced_reference[pos + n]:
-                    n += 1
-                nxt = forced_reference[pos + n]
+                n, nxt = follow_reference(d_list, forced_reference, len(tokens))
 
             # -- phase 5: accept; keep or discard the pre-draft; re-sync the drafter
             new = d_list[:n] + [nxt]

@@ -37,22 +37,11 @@ def drafter_device(drafter: Drafter) -> torch.device | None:
     return drafter_device(inner) if inner is not None else None
 
 
-def _can_rewind(drafter: Drafter) -> bool:
-    """Whether the drafter's public ``rewind`` works (``cascade.can_rewind``)."""
-    return can_rewind(drafter)
-
-
-def _rewind(drafter: Drafter, n: int) -> None:
-    """The drafter's public ``rewind(n)`` (``ControlledDrafter`` moves its answer position
-    back too), through ``cascade.rewind``."""
-    rewind(drafter, n)
-
-
 def pipeline_support(drafter: Drafter) -> str:
     """Why ``drafter`` cannot be pre-drafted ("" when it can)."""
     if getattr(drafter, "needs_target_hidden", False):
         return "needs the target's hidden states of tokens not yet scored"
-    if not _can_rewind(drafter):
+    if not can_rewind(drafter):
         return f"{type(drafter).__name__} cannot rewind committed tokens"
     return ""
 
@@ -157,7 +146,7 @@ class _Lane:
 
     def replace_first(self, first: int) -> None:
         """Swap the placeholder queued by an early ``begin`` for the target's first token."""
-        _rewind(self.drafter, 1)
+        rewind(self.drafter, 1)
         self.drafter.accept(0, first)
 
     def draft(self, k: int) -> _Block:
@@ -199,7 +188,7 @@ class _Lane:
             return
         self.drafter.accept(0, token)  # discards the pre-draft; committed: block + token
         if n < k:
-            _rewind(self.drafter, k - n + 1)
+            rewind(self.drafter, k - n + 1)
             self.drafter.accept(0, token)
         self.proposal, self.head = [], 0
 

@@ -40,6 +40,13 @@ class RequestStats:
     total_ms: float = 0.0
     stop_reason: str = ""  # "eos" | "max_new_tokens" | "context"
 
+    def record_draft_begin(self, drafter: object) -> None:
+        """Copy a drafter's begin-of-request stage times (its ``timings``) into the stats."""
+        timings = getattr(drafter, "timings", {})
+        self.draft_preprocess_ms = timings.get("preprocess_ms", 0.0)
+        self.draft_vision_ms = timings.get("vision_ms", 0.0)
+        self.draft_prefill_ms = timings.get("prefill_ms", 0.0)
+
     @property
     def drafted(self) -> int:
         return sum(r.drafted for r in self.rounds)

@@ -122,9 +122,7 @@ def generate_tree(
     # -- phase 2: prefill the drafter -------------------------------------------------------
     if not stop:
         drafter.begin(request, target, first, state)
-        stats.draft_preprocess_ms = drafter.timings.get("preprocess_ms", 0.0)
-        stats.draft_prefill_ms = drafter.timings.get("prefill_ms", 0.0)
-        stats.draft_vision_ms = drafter.timings.get("vision_ms", 0.0)
+        stats.record_draft_begin(drafter)
     pending = first
     try:
         while not stop:
@@ -160,10 +158,7 @@ def generate_tree(
             if not stop:
                 states = scored.hidden[[0, *path]] if hidden else None  # root + accepted path
                 if sub is not None:
-                    if hidden:
-                        drafter.accept(tree, path, nxt, states)
-                    else:
-                        drafter.accept(tree, path, nxt)
+                    drafter.accept(tree, path, nxt, states)
                 else:
                     drafter.skip(nxt, states)
             # -- phase 6: record -------------------------------------------------------------------

@@ -105,8 +105,10 @@ class TreeDrafter:
                 level_logits = list(out.logits[-len(level):])
         return tree
 
-    def accept(self, tree: DraftTree, path: Sequence[int], next_token: int) -> None:
-        """Keep the accepted ``path`` (tree node ids) in the drafter's cache; queue the rest."""
+    def accept(self, tree: DraftTree, path: Sequence[int], next_token: int,
+               target_hidden: torch.Tensor | None = None) -> None:
+        """Keep the accepted ``path`` (tree node ids) in the drafter's cache; queue the rest
+        (``target_hidden`` is unused: a draft model re-reads its own states)."""
         state = self._state
         assert state is not None
         fed_path = [i - 1 for i in path if i - 1 < self._fed]  # leaves were never fed

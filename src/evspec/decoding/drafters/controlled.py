@@ -59,6 +59,11 @@ class ControlledDrafter:
         """As the inner drafter (heads over the target's features need its hidden states)."""
         return bool(getattr(self.inner, "needs_target_hidden", False))
 
+    def prepare_steps(self, max_gamma: int) -> int:
+        """As the inner drafter (its fixed-shape steps are what runs); 0 when it has none."""
+        ready = getattr(self.inner, "prepare_steps", None)
+        return int(ready(max_gamma) or 0) if callable(ready) else 0
+
     def set_reference(self, tokens: list[int], *, stream: int = 0) -> None:
         """The target's greedy answer for the next request (first token included).
 

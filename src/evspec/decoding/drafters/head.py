@@ -144,20 +144,27 @@ class HeadDrafter:
 
     @torch.inference_mode()
     def propose(self, k: int, temperature: float, generator: torch.Generator | None) -> Draft:
-        cache = self._cache
+        cache = self._cache  # a HeadCache, or the StaticHeadRunner (same length/truncate)
         if cache is None:
             raise RuntimeError("propose() before begin()")
-        if self._use_runner:
-            return self._propose_static(k, temperature, generator)
+        runner = self._runner if self._use_runner else None
         room = self.head.config.max_positions - cache.length - len(self._pending)
-        k = max(0, min(k, room))
+        k = max(0, min(k, room, runner.max_chain if runner is not None else k))
         if k == 0 or not self._pending:
             self._proposed = []
             return empty_draft(self.lm_head.weight.device)
         hidden = torch.stack([h for h, _ in self._pending])  # [P, H]
-        f = self.head.extend(cache, hidden, self._emb([x for _, x in self._pending]))[-1]  # [H]
+        fed = [x for _, x in self._pending]
+        if runner is not None:
+            f = runner.feed(hidden, fed)  # a view of the runner's buffer, rewritten only by the next feed
+        else:
+            f = self.head.extend(cache, hidden, self._emb(fed))[-1]  # [H]
         self._committed = cache.length
         self._pending = []
+        if runner is not None and temperature == 0:  # the whole greedy chain is one graph replay
+            ids = runner.greedy_chain(k).cpu()  # [k], one sync per round
+            self._proposed = ids.tolist()
+            return Draft(tokens=ids, probs=None)
         tokens: list[torch.Tensor] = []  # 0-d device tensors: no host sync until the end
         probs: list[torch.Tensor] = []
         for i in range(k):
@@ -170,36 +177,12 @@ class HeadDrafter:
                 probs.append(q)
             tokens.append(tok)
             if i < k - 1:  # the head's own feature stands in for the unknown target state
-                emb = self.embed(tok.reshape(1).to(self.embed.weight.device))  # [1, H]
-                f = self.head.extend(cache, f[None], emb)[0]
-        ids = torch.stack(tokens).cpu()  # [k], one sync per round
-        self._proposed = ids.tolist()
-        return Draft(tokens=ids, probs=torch.stack(probs) if probs else None)
-
-    def _propose_static(self, k: int, temperature: float, generator: torch.Generator | None) -> Draft:
-        runner = self._runner
-        assert runner is not None
-        k = max(0, min(k, runner.room - len(self._pending), runner.max_chain))
-        if k == 0 or not self._pending:
-            self._proposed = []
-            return empty_draft(self.lm_head.weight.device)
-        f = runner.feed(torch.stack([h for h, _ in self._pending]), [x for _, x in self._pending])
-        self._committed = runner.length
-        self._pending = []
-        probs: list[torch.Tensor] = []
-        if temperature == 0:
-            ids = runner.greedy_chain(k).cpu()  # [k], one sync per round
-        else:
-            f = f.clone()
-            tokens: list[torch.Tensor] = []
-            for i in range(k):
-                q = logits_to_probs(self._logits(f), temperature, self.top_p)
-                tok = torch.multinomial(q, 1, generator=generator)[0]
-                probs.append(q)
-                tokens.append(tok)
-                if i < k - 1:
+                if runner is not None:
                     f = runner.extend_one(f, tok, i)
-            ids = torch.stack(tokens).cpu()
+                else:
+                    emb = self.embed(tok.reshape(1).to(self.embed.weight.device))  # [1, H]
+                    f = self.head.extend(cache, f[None], emb)[0]
+        ids = torch.stack(tokens).cpu()  # [k], one sync per round
         self._proposed = ids.tolist()
         return Draft(tokens=ids, probs=torch.stack(probs) if probs else None)
 
@@ -214,7 +197,7 @@ class HeadDrafter:
                 f"drafter {self.name!r} needs target_hidden [n + 1, H] = [{n_accepted + 1}, H]; got "
                 f"{None if target_hidden is None else tuple(target_hidden.shape)}"
             )
-        if k and not self._use_runner:  # (the runner's speculative rows lie beyond its length)
+        if k:
             self._cache.truncate(self._committed)  # drop the speculative positions
         tokens = self._proposed[:n_accepted] + [int(next_token)]
         self._pending.extend(zip(target_hidden, tokens))
@@ -242,8 +225,9 @@ def make_head_drafter(
     ``head_path="untrained"`` builds one with random weights and the shapes training would
     give (acceptance-controlled timing at real scale, where no trained head exists)."""
     from evspec.adapters.checkpoint import load_checkpoint
+    from evspec.decoding.drafters import UNTRAINED
 
-    if str(head_path) == "untrained":
+    if str(head_path) == UNTRAINED:
         return _untrained_head(name, target, draft_model, label=label, top_p=top_p, static=static)
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
