@@ -65,8 +65,11 @@ class Bench:
     def mode(self, model: Any, mode: str, *, prefix: bool = False) -> None:
         """Put ``model`` on ``dynamic`` or one of :data:`MODES` (``fast_eager``,
         ``fast_graphs``, ``unfused``, ``fused``, ``compiled``), optionally ``@sdpa`` / ``@matmul``
-        (attention kernel; default ``--attention``), re-enabling only on change: captured
+        (attention kernel; default ``--attention``); ``fast_graphs`` means ``--fast-mode``
+        (the fused graphs, or the compiled variant); re-enabling only on change: captured
         graphs survive between sections."""
+        if mode.startswith("fast_graphs") and getattr(self.args, "fast_mode", "fast_graphs") != "fast_graphs":
+            mode = self.args.fast_mode + mode.removeprefix("fast_graphs")  # --fast-mode compiled
         if "@" not in mode and mode != "dynamic":
             mode = f"{mode}@{self.args.attention}"
         want = f"{mode}+prefix" if prefix else mode

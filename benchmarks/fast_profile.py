@@ -10,7 +10,7 @@ effective bandwidth of the matmuls (weight bytes / matmul time) against the H200
 4.8 TB/s.  That says whether the remaining gap is in the GEMV kernels themselves or
 between kernels.
 
-    PYTHONPATH=src HF_HUB_OFFLINE=1 python3 benchmarks/fast_profile.py                 # 7b, cuda, bf16
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python3 benchmarks/fast_profile.py [--compiled]    # 7b, cuda, bf16
     PYTHONPATH=src HF_HUB_OFFLINE=1 python3 benchmarks/fast_profile.py --preset tiny-random --device cpu
 
 On the CPU the "kernels" are the profiler's CPU operator times (self time), so the same
@@ -39,6 +39,7 @@ FAMILIES = (  # first match wins; names are lower-cased kernel / operator names
     ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
     ("matmul", ("gemm", "gemv", "cutlass", "xmma", "sm90", "nvjet", "matmul", "addmm", "mm", "linear", "bmm")),
     ("sampling", ("argmax", "topk", "sort", "multinomial", "max")),
+    ("norm/rope/elementwise", ("triton_",)),  # inductor's fused kernels (names list every op, e.g. _to_copy)
     ("copy", ("copy", "memcpy", "memset", "cat", "index", "scatter", "gather", "fill")),
     ("norm/rope/elementwise", ("norm", "rsqrt", "pow", "mean", "mul", "add", "silu", "neg", "elementwise",
                                "vectorized", "reduce", "sigmoid", "exp", "sub", "div", "cos", "sin")),
@@ -59,11 +60,13 @@ def _weight_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for m in mods for p in m.parameters() if p.ndim >= 2)
 
 
-def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int) -> dict[str, Any]:
-    """Profile ``steps`` decode steps at the end of the prompt (rolled back after each)."""
+def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int,
+                 compile: bool = False) -> dict[str, Any]:
+    """Profile ``steps`` decode steps at the end of the prompt (rolled back after each);
+    ``compile``: the compiled variant (compiled during the warm-up steps, not profiled)."""
     device = model.device
     model.disable_fast()
-    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=2)
+    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=2, compile=compile)
     state = model.prefill(request)
     tok = torch.tensor([int(state.last_logits.argmax())])
 
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32")
     p.add_argument("--steps", type=int, default=20, help="profiled decode steps per mode")
     p.add_argument("--top", type=int, default=25, help="kernels listed per mode")
+    p.add_argument("--compiled", action="store_true",
+                   help="also profile the compiled variant (enable_fast(compile=True), torch.compile's default mode)")
     p.add_argument("--json", default=None, help="output JSON (default $OUT/fast_profile.json)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.top < 1:
@@ -154,12 +159,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = VideoLlavaTarget.from_preset(args.preset, device=device, dtype=dtype, seed=0)
     size = target.config.vision_config.image_size
     request = Request("What is moving in the scene?", video=random_images(target.num_frames, size, 0))
-    modes = {"fused, eager": False, "fused, CUDA graphs": True} if device.type == "cuda" else {"fast, CPU": False}
+    modes = {"fused, eager": (False, False), "fused, CUDA graphs": (True, False)} if device.type == "cuda" \
+        else {"fast, CPU": (False, False)}
+    if args.compiled:
+        modes[f"compiled, {'CUDA graphs' if device.type == 'cuda' else 'CPU'}"] = (True, True)
     results: dict[str, Any] = {
         "preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype), "torch": torch.__version__, "steps": args.steps,
-        "modes": {name: profile_mode(target, request, graphs=g, steps=args.steps, top=args.top)
-                  for name, g in modes.items()},
+        "modes": {name: profile_mode(target, request, graphs=g, steps=args.steps, top=args.top, compile=c)
+                  for name, (g, c) in modes.items()},
     }
     text = table(results)
     print(text)

@@ -7,7 +7,9 @@
 #       (the heads now replay CUDA graphs: benchmarks/world_bench_gpu.md measured them eager)
 #   STAGE=heads7b ...   # ~8 min: the heads at 7B shapes, acceptance-controlled (controlled_7b.sh HEADS=1)
 #   STAGE=beyond7b ...  # ~9 min: dynamic γ, trees and batching at 7B shapes, acceptance-controlled
-#   STAGE=compile ...   # ~9 min: the compiled variant in torch.compile's default mode
+#   STAGE=compile ...   # ~1 min: the variants, compiled in torch.compile's default mode
+#   STAGE=engine ...    # ~6 min: head tests, profile incl. the compiled step, every fast-engine
+#                       #   section on the compiled variant (--fast-mode compiled)
 #
 # Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
 # TINY=1 runs every stage at tiny size to prove the script (the figures mean nothing there).
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu_pending}
-STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b or compile}
+STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile or engine}
 TINY=${TINY:-0}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -37,6 +39,7 @@ checks)
   log "profile of one decode step ($PRESET)"
   python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --json "$OUT/fast_profile.json" \
     >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed (fast_profile.txt)"
+  [[ ${SKIP_WORLD:-0} == 1 ]] && { log "stage checks done (world bench skipped) in ${SECONDS}s"; exit 0; }
   log "world test clips ($WORLD_TEST of the 16 000-clip world) with the shipped models, fast engine"
   python3 -m evspec.adapters.world_subset --out /tmp/gpu_pending_world --clips 16000 --seed 0 \
     --train 0 --val 0 --test "$WORLD_TEST" >>"$LOG" 2>&1
@@ -64,6 +67,20 @@ compile)
   [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu)
   python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compile_default.json" \
     >"$OUT/fast_engine.txt" 2>&1 || log "fast_engine failed (fast_engine.txt)"
+  ;;
+engine)
+  log "CUDA tests of the graphed draft head"
+  python3 -m pytest -p no:warnings tests/adapters/test_head_static.py >"$OUT/tests.txt" 2>&1 \
+    || log "some tests failed (tests.txt)"
+  tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
+  log "profile of one decode step, fused and compiled ($PRESET)"
+  python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --compiled --steps 10 \
+    --json "$OUT/fast_profile_compiled.json" >"$OUT/fast_profile_compiled.txt" 2>&1 || log "fast_profile failed"
+  log "every fast-engine section with the compiled variant (compile mode default)"
+  ARGS=(--fast-mode compiled --skip hf_static,variants)
+  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
+  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compiled.json" \
+    >"$OUT/fast_engine_compiled.txt" 2>&1 || log "fast_engine failed (fast_engine_compiled.txt)"
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

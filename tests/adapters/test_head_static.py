@@ -143,10 +143,12 @@ def test_cuda_graph_runner_matches_the_eager_runner() -> None:
     embed, lm_head = torch.nn.Embedding(vocab, width).to(dev), torch.nn.Linear(width, vocab, bias=False).to(dev)
     graphed = StaticHeadRunner(head, embed, lm_head, max_feed=5, max_chain=4)
     eager = StaticHeadRunner(head, embed, lm_head, max_feed=5, max_chain=4, cuda_graphs=False)
-    assert graphed.prepare(5, 4) == 9  # every feed and chain shape, before any request
     mem = torch.randn(9, 32, device=dev)
+    with pytest.raises(ValueError, match="begin"):
+        graphed.prepare(5, 4)  # the memory's buffers do not exist yet
     for r in (graphed, eager):
         r.begin(mem)
+    assert graphed.prepare(5, 4) == 9  # every feed and chain shape, before the first feed
     for n_feed, k in ((1, 4), (4, 3), (5, 4), (2, 2), (3, 1)):
         hidden, tokens = torch.randn(n_feed, width, device=dev), torch.randint(0, vocab, (n_feed,)).tolist()
         torch.testing.assert_close(graphed.feed(hidden, tokens), eager.feed(hidden, tokens))

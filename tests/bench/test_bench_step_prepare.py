@@ -191,3 +191,20 @@ def test_cuda_no_graph_capture_inside_timed_runs():
         for gamma in (1, 2, 3):
             assert generate(target, random_request(i), drafter, gamma=gamma, max_new_tokens=24).tokens == ref
     assert target.fast.stats["graphs"] == before
+
+
+def test_compile_needs_fast_and_reaches_both_models():
+    """``--compile`` without ``--fast`` is refused; with it both models compile lazily (at
+    their first step, inside the bench warm-up) and the run records it."""
+    from evspec.bench.run import load_backend
+
+    with pytest.raises(ValueError, match="add --fast"):
+        ModelSpec(target="tiny-random", device="cpu", compile=True)
+    spec = ModelSpec(target="tiny-random", device="cpu", fast=True, compile=True)
+    backend = load_backend(spec, ("eventgpt",))
+    for model in (backend.target, backend.draft_model):
+        assert model.fast.config.compile and model.fast.config.step_buckets == (1, 2, 4, 8, 16)
+        assert not model.fast.stats["compiled_buckets"]  # nothing compiled before a step
+    assert backend.info["compile"] is True
+    plain = load_backend(ModelSpec(target="tiny-random", device="cpu", fast=True), ())
+    assert "compile" not in plain.info and not plain.target.fast.config.compile

@@ -25,6 +25,8 @@ def test_kernel_families(fast_profile) -> None:
     assert f("void flash_fwd_splitkv_kernel<...>") == "attention"
     assert f("aten::argmax") == "sampling"
     assert f("triton_red_fused_rms_norm_0") == "norm/rope/elementwise"
+    assert f("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_1") == "norm/rope/elementwise"
+    assert f("triton_red_fused_argmax_2") == "sampling"
     assert f("Memcpy DtoD (Device -> Device)") == "copy"
 
 

@@ -31,6 +31,7 @@ def reference() -> list[int]:
     ("--drafter", "eventgpt", "--events", "random", "--gamma-policy", "dynamic", "--gamma", "6"),
     ("--drafter", "cascade", "--events", "random"),  # needs the EventGPT side as its middle level
     ("--drafter", "prompt-lookup"),
+    ("--drafter", "eventgpt", "--events", "random", "--fast"),  # static caches on the CPU
 ])
 def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tuple[str, ...]) -> None:
     assert _tokens(*extra) == reference
@@ -41,6 +42,7 @@ def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tup
     (("--gamma-policy", "greedy"), "--gamma-policy"),
     (("--gamma-policy", "dynamic", "--schedule", "pipelined", "--drafter", "eventgpt"), "sequential"),
     (("--gamma", "0"), "--gamma"),
+    (("--compile",), "add --fast"),
     (("--drafter", "oracle"), "unknown drafter"),
     (("--drafter", "eventgpt", "--drafter-path", "runs/x"), "loads no trained module"),
     (("--drafter", "target-head", "--drafter-path", "untrained"), "controlled"),

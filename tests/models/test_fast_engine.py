@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from evspec.decoding.drafters import ModelDrafter, PromptLookupDrafter
 from evspec.decoding.engine import generate
 from evspec.models.causal_lm import CausalLMWrapper
+from evspec.models.fast.config import compile_buckets
 from evspec.models.fast.static_cache import StaticKVCache
 from evspec.models.request import Request
 from evspec.models.state import TargetState
@@ -140,6 +141,22 @@ def test_compiled_engine_is_greedy_identical() -> None:
         assert runtime.config.fuse and runtime.model.compiled
         assert [_run(target, "abcab xy", kind, None, 3, 20) for kind in ("none", "self")] == expected
         assert runtime.stats["compiled_buckets"]
+
+
+def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
+    """With compile and no buckets, every step size pads to a power of two (one compile
+    each), the mode is torch.compile's default, and dynamo may keep them all."""
+    assert compile_buckets(16) == (1, 2, 4, 8, 16)
+    assert compile_buckets(9) == (1, 2, 4, 8, 9) and compile_buckets(1) == (1,)
+    with pytest.raises(ValueError, match=">= 1"):
+        compile_buckets(0)
+    target = TinyLM(23, kv_heads=2)
+    expected = _run(target, "abcab xy", "self", None, 4, 12)
+    runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager")
+    assert runtime.config.step_buckets == (1, 2, 4, 5) and runtime.config.compile_mode is None
+    assert torch._dynamo.config.recompile_limit >= 64
+    assert _run(target, "abcab xy", "self", None, 4, 12) == expected
+    assert set(runtime.stats["compiled_buckets"]) <= {1, 2, 4, 5}
 
 
 def test_slots_are_reused_and_exhaustion_is_explained() -> None:

@@ -19,7 +19,7 @@ from transformers import DynamicCache
 
 from evspec.models import kv
 from evspec.models.causal_lm_prefix import PrefixBuilder, PrefixCacheMixin
-from evspec.models.fast.config import FastConfig
+from evspec.models.fast.config import FastConfig, compile_buckets
 from evspec.models.fast.fused import can_fuse
 from evspec.models.fast.runtime import FastRuntime
 from evspec.models.fast.static_cache import StaticKVCache
@@ -89,7 +89,10 @@ class CausalLMWrapper(PrefixCacheMixin):
         "on when on CUDA and the weights are plain linear layers", and to on with
         ``compile``; ``prefill_buckets`` defaults to ``(16, 32, 64)`` with graphs (a
         question after a cached prefix replays a graph) and ``()`` without;
-        ``compile_mode`` defaults to ``"max-autotune-no-cudagraphs"`` on CUDA;
+        ``compile_mode`` defaults to torch.compile's own default (on an H200 it compiles the
+        7B steps in ~9 s; ``"max-autotune-no-cudagraphs"`` autotunes every GEMM for ~130 s and
+        decodes no faster, benchmarks/fast_engine.md); ``buckets`` default with ``compile``
+        to the powers of two up to ``max_score_tokens`` (one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length.
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
@@ -117,8 +120,8 @@ class CausalLMWrapper(PrefixCacheMixin):
             fuse = compile or (on_cuda and can_fuse(self.decoder) is None)
         if prefill_buckets is None:
             prefill_buckets = (16, 32, 64) if cuda_graphs else ()
-        if compile and compile_mode is None and on_cuda and compile_backend == "inductor":
-            compile_mode = "max-autotune-no-cudagraphs"
+        if compile and buckets is None:  # each bucket is one compile: powers of two, not every size
+            buckets = compile_buckets(max_score_tokens)
         config = FastConfig(
             max_len=int(max_len),
             cuda_graphs=bool(cuda_graphs),

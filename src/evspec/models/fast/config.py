@@ -14,7 +14,7 @@ class FastConfig:
     ``max_len``: positions one static KV cache holds (prompt + answer);
     ``cuda_graphs``: capture/replay the fixed-size steps (CUDA only);
     ``compile``: ``torch.compile`` the step before capture (``compile_mode`` passed
-    through, e.g. ``"max-autotune-no-cudagraphs"``);
+    through; None = torch.compile's default mode);
     ``max_score_tokens``: the most tokens one score/decode step feeds (γ_max + 1);
     ``buckets``: step sizes steps are padded up to (ascending, ending at
     ``max_score_tokens``); ``None`` = every size ``1..max_score_tokens`` (no padding);
@@ -103,3 +103,16 @@ class FastConfig:
         bucket rounded up to 16 (aligned cache rows for the fused attention kernels)."""
         largest = max((self.step_buckets[-1], *self.prefill_buckets))
         return -(-largest // 16) * 16
+
+
+def compile_buckets(max_score_tokens: int) -> tuple[int, ...]:
+    """Step sizes for a compiled engine: powers of two below ``max_score_tokens``, then
+    ``max_score_tokens`` itself (each size is one ``torch.compile``; a score of 9 tokens
+    pads to 16)."""
+    if max_score_tokens < 1:
+        raise ValueError(f"max_score_tokens must be >= 1, got {max_score_tokens}")
+    sizes, b = [], 1
+    while b < max_score_tokens:
+        sizes.append(b)
+        b *= 2
+    return (*sizes, int(max_score_tokens))

@@ -219,12 +219,16 @@ class FastLlama:
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:
-        ``fullgraph=True, dynamic=False``; ``mode`` (e.g. ``"max-autotune-no-cudagraphs"``)
-        applies to the inductor backend.  With ``prefill``, also their any-length twins
+        ``fullgraph=True, dynamic=False``; ``mode`` (None = torch.compile's default; e.g.
+        ``"max-autotune-no-cudagraphs"``) applies to the inductor backend; raises dynamo's
+        recompile limit to 64 (process-wide) so every step size of every model compiles.  With ``prefill``, also their any-length twins
         (token dimension dynamic) for prefills.  Compilation happens at the first call of
         each step size (and at the first prefill); see :mod:`.layer` for the cut."""
         if self.fused is None:
             raise ValueError("compile needs the fused layer functions: build FastLlama with fuse=True")
+        # one compiled entry per step size and per model shape (target, drafter, heads'
+        # models): more than dynamo's default of 8 per function, past which it runs eager
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         opts: dict = {"fullgraph": True, "backend": backend}
         if backend == "inductor" and mode is not None:
             opts["mode"] = mode
