@@ -85,7 +85,7 @@ def test_fast_greedy_identical_randomized(block: int) -> None:
         buckets = rng.choice((None, (1, 2, 4, 9), (1, 3, 9)))
         fuse = rng.choice((False, True))
         target.enable_fast(max_score_tokens=9, buckets=buckets, kv_granularity=rng.choice((8, 32, 256)),
-                           attention=rng.choice(("sdpa", "matmul")), fuse=fuse)
+                           attention=rng.choice(("sdpa", "matmul", "auto")), fuse=fuse)
         drafter_model.enable_fast(max_score_tokens=9, fuse=rng.choice((False, True)))
         got = _run(target, question, kind, drafter_model, gamma, max_new)
         assert got == expected, f"case {case}: {kind} gamma={gamma} buckets={buckets} fuse={fuse}"

@@ -115,12 +115,13 @@ def test_prefill_parity_with_hf(kv_heads: int) -> None:
 
 @pytest.mark.parametrize(("seed", "attention", "kv_heads"), [
     (0, "sdpa", 2), (1, "sdpa", 4), (2, "matmul", 2), (3, "matmul", 1), (4, "matmul", 4),
+    (5, "auto", 4), (6, "auto", 2),
 ])
 def test_incremental_steps_after_rollbacks_match_hf(seed: int, attention: str, kv_heads: int) -> None:
     """Random steps of 1-6 tokens with random rollbacks; after every step the hidden
     states of the new positions equal a cache-free HF forward over the kept sequence.
-    Steps use int starts, device-tensor starts and padded kv lengths; both attention
-    kernels, MHA/GQA/MQA."""
+    Steps use int starts, device-tensor starts and padded kv lengths; every attention
+    kind (``auto`` mixes both kernels by step size), MHA/GQA/MQA."""
     gen = torch.Generator().manual_seed(seed)
     model = _llama(seed=10 + seed, kv_heads=kv_heads)
     fast = FastLlama(model, attention=attention)

@@ -96,6 +96,11 @@ def test_attention_plan_picks_the_cheapest_exact_form() -> None:
     assert isinstance(suffix.mask, CausalBias) and suffix.kv_len == 37  # no mask tensor
     assert isinstance(gqa.attention_plan(30, 7, None, 64, dt, cpu).mask, torch.Tensor)
     assert isinstance(_fast(4, "matmul").attention_plan(30, 7, None, 64, dt, cpu).mask, torch.Tensor)
+    auto = _fast(4, "auto")  # sdpa for one query (no mask), matmul (an additive mask) for several
+    assert (auto.kernel_for(1), auto.kernel_for(7)) == ("sdpa", "matmul")
+    assert auto.attention_plan(30, 1, None, 64, dt, cpu).mask is None
+    assert isinstance(auto.attention_plan(30, 7, None, 64, dt, cpu).mask, torch.Tensor)
+    assert (mha.kernel_for(7), _fast(4, "matmul").kernel_for(1)) == ("sdpa", "matmul")
     padded = mha.attention_plan(30, 7, 48, 64, dt, cpu)
     assert isinstance(padded.mask, torch.Tensor) and padded.mask.shape == (7, 48)
     device_start = mha.attention_plan(torch.tensor(30), 2, 48, 64, dt, cpu)

@@ -76,7 +76,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         kv_granularity: int = 256,
         max_slots: int = 2,
         compile_mode: str | None = None,
-        attention: str = "sdpa",
+        attention: str = "auto",
         fuse: bool | None = None,
         prefill_buckets: tuple[int, ...] | None = None,
         compile_backend: str = "inductor",

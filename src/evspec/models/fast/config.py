@@ -22,8 +22,8 @@ class FastConfig:
     multiple is one more captured shape; smaller = less wasted attention);
     ``max_slots``: static caches (each with its own graphs) that may be live at once,
     e.g. 2 when a model drafts for itself;
-    ``attention``: the step attention kernel, ``"sdpa"`` or ``"matmul"``
-    (see ``evspec.models.fast.llama.ATTENTION_KINDS``);
+    ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"`` or ``"auto"``
+    (sdpa for one query, matmul for several; see ``evspec.models.fast.llama.ATTENTION_KINDS``);
     ``fuse``: fused q/k/v and gate/up weights (views shared with the HF modules) and the
     compact layer functions (``evspec.models.fast.fused`` / ``layer``); needed by
     ``compile``, which compiles those per-layer functions (``compile_backend``:
@@ -43,7 +43,7 @@ class FastConfig:
     buckets: tuple[int, ...] | None = None
     kv_granularity: int = 256
     max_slots: int = 2
-    attention: str = "sdpa"
+    attention: str = "auto"
     fuse: bool = False
     compile_backend: str = "inductor"
     compile_prefill: bool = True

@@ -68,8 +68,11 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 #: attention over the cache for masked steps (exact-length passes always use SDPA's
 #: causal forms): ``sdpa`` = ``scaled_dot_product_attention`` with an additive mask (a
-#: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics)
-ATTENTION_KINDS = ("sdpa", "matmul")
+#: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics);
+#: ``auto`` = ``sdpa`` for one query, ``matmul`` for several (on the H200 at 7B shapes the
+#: fused kernel wins the decode step, 5.12 vs 5.51 ms, and loses the 9-token score step,
+#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3)
+ATTENTION_KINDS = ("sdpa", "matmul", "auto")
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,9 +216,15 @@ class FastLlama:
                 return AttentionPlan(positions, kv_len, None, is_causal=True)
             if t == 1:  # one query at the end sees every row
                 return AttentionPlan(positions, kv_len, None)
-            if self.attention == "sdpa" and self.num_kv_heads == self.num_heads:
+            if self.kernel_for(t) == "sdpa" and self.num_kv_heads == self.num_heads:
                 return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+
+    def kernel_for(self, queries: int) -> str:
+        """The kernel (``sdpa`` or ``matmul``) a masked pass of ``queries`` tokens uses."""
+        if self.attention == "auto":
+            return "sdpa" if queries == 1 else "matmul"
+        return self.attention
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:
@@ -332,7 +341,7 @@ class FastLlama:
         plan: AttentionPlan,
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
-        if self.attention == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
+        if self.kernel_for(q.shape[1]) == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
             return self._attend_matmul(q, keys, vals, plan.mask)
         return F.scaled_dot_product_attention(
             q[None], keys[None], vals[None],  # [1, heads, len, D]
