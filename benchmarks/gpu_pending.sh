@@ -10,6 +10,11 @@
 #   STAGE=compile ...   # ~1 min: the variants, compiled in torch.compile's default mode
 #   STAGE=engine ...    # ~6 min: head tests, profile incl. the compiled step, every fast-engine
 #                       #   section on the compiled variant (--fast-mode compiled)
+#   STAGE=splitkv ...   # ~3 min: the split-KV attention kernels (tests on CUDA, the kernels alone at
+#                       #   7B shapes, then the compiled engine with --attention splitkv)
+#
+# Done in session 4 (2026-11-29): checks, compile, engine, heads7b, beyond7b (reports in
+# fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md); left: splitkv.
 #
 # Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
 # TINY=1 runs every stage at tiny size to prove the script (the figures mean nothing there).
@@ -17,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu_pending}
-STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile or engine}
+STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile, engine or splitkv}
 TINY=${TINY:-0}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -81,6 +86,19 @@ engine)
   [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
   python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compiled.json" \
     >"$OUT/fast_engine_compiled.txt" 2>&1 || log "fast_engine failed (fast_engine_compiled.txt)"
+  ;;
+splitkv)
+  log "split-KV decode attention: CUDA tests, the kernels alone, then inside the compiled engine"
+  python3 -m pytest -p no:warnings tests/models/test_decode_attention.py tests/models/test_fast_llama.py \
+    -k "triton or splitkv" >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
+  tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
+  PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 2 --rows 128 --position 100 --heads 4 --dim 16 --repeats 2)
+  python3 benchmarks/attention_probe.py "${PROBE[@]}" --json "$OUT/attention_probe.json" \
+    >"$OUT/attention_probe.txt" 2>&1 || log "attention_probe failed"
+  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,e2e --attention splitkv)
+  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
+  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_splitkv.json" \
+    >"$OUT/fast_engine_splitkv.txt" 2>&1 || log "fast_engine failed (fast_engine_splitkv.txt)"
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

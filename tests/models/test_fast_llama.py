@@ -115,7 +115,7 @@ def test_prefill_parity_with_hf(kv_heads: int) -> None:
 
 @pytest.mark.parametrize(("seed", "attention", "kv_heads"), [
     (0, "sdpa", 2), (1, "sdpa", 4), (2, "matmul", 2), (3, "matmul", 1), (4, "matmul", 4),
-    (5, "auto", 4), (6, "auto", 2),
+    (5, "auto", 4), (6, "auto", 2), (7, "splitkv", 4), (8, "splitkv", 1),
 ])
 def test_incremental_steps_after_rollbacks_match_hf(seed: int, attention: str, kv_heads: int) -> None:
     """Random steps of 1-6 tokens with random rollbacks; after every step the hidden

@@ -22,8 +22,9 @@ class FastConfig:
     multiple is one more captured shape; smaller = less wasted attention);
     ``max_slots``: static caches (each with its own graphs) that may be live at once,
     e.g. 2 when a model drafts for itself;
-    ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"`` or ``"auto"``
-    (sdpa for one query, matmul for several; see ``evspec.models.fast.llama.ATTENTION_KINDS``);
+    ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"``, ``"auto"`` (sdpa for
+    one query, matmul for several) or ``"splitkv"`` (split-KV decode kernels; see
+    ``evspec.models.fast.llama.ATTENTION_KINDS``);
     ``fuse``: fused q/k/v and gate/up weights (views shared with the HF modules) and the
     compact layer functions (``evspec.models.fast.fused`` / ``layer``); needed by
     ``compile``, which compiles those per-layer functions (``compile_backend``:

@@ -60,6 +60,7 @@ from evspec.models.fast.ops import (
     rope_tables,
     rotation_sin,
 )
+from evspec.models.fast.decode_attention import MAX_ROWS, split_kv_attention
 from evspec.models.fast.static_cache import StaticKVCache
 
 #: RoPE variants whose frequencies are fixed at construction (read from the HF module);
@@ -71,8 +72,10 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 #: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics);
 #: ``auto`` = ``sdpa`` for one query, ``matmul`` for several (on the H200 at 7B shapes the
 #: fused kernel wins the decode step, 5.12 vs 5.51 ms, and loses the 9-token score step,
-#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3)
-ATTENTION_KINDS = ("sdpa", "matmul", "auto")
+#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3); ``splitkv`` = split-KV decode
+#: attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch reference elsewhere;
+#: not yet timed inside the engine, opt-in)
+ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,7 +224,7 @@ class FastLlama:
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
 
     def kernel_for(self, queries: int) -> str:
-        """The kernel (``sdpa`` or ``matmul``) a masked pass of ``queries`` tokens uses."""
+        """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens uses."""
         if self.attention == "auto":
             return "sdpa" if queries == 1 else "matmul"
         return self.attention
@@ -341,7 +344,11 @@ class FastLlama:
         plan: AttentionPlan,
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
-        if self.kernel_for(q.shape[1]) == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
+        kind = self.kernel_for(q.shape[1])
+        if kind == "splitkv" and not plan.is_causal and q.shape[1] * self.num_heads <= MAX_ROWS * self.num_kv_heads:
+            # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
+            return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
+        if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
             return self._attend_matmul(q, keys, vals, plan.mask)
         return F.scaled_dot_product_attention(
             q[None], keys[None], vals[None],  # [1, heads, len, D]

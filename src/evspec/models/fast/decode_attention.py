@@ -1,0 +1,213 @@
+"""Split-KV ("flash-decoding") attention for decode and score steps of a few queries.
+
+At batch 1 a decode step has one query per head, so a fused attention kernel that gives each
+(head, query block) one thread block runs 32 blocks on the H200's 132 multiprocessors, and
+reads the KV cache at about half the bandwidth a copy reaches; with a 9-token score step and
+an additive mask SDPA fell to 0.7 TB/s (benchmarks/results/attention_probe_h200_2026-11-29.json).
+Here the cache rows are cut into ``splits`` chunks and every (KV head, chunk) is one block:
+
+    stage 1, grid (H_kv, splits): the block's queries (all ``groups × T`` query rows that share
+        the KV head) against its chunk, online softmax -> a normalised partial output and its
+        log-sum-exp per query row;
+    stage 2, grid (H_kv, groups × T): the partials merged with weights exp(lse_s − max lse).
+
+Visibility is the engine's: query ``i`` (at position ``pos + i``) sees key ``j`` iff
+``j <= pos + i`` and ``j < kv_rows``.  ``pos`` is read on the device (one graph serves every
+position); loads past the last visible key are masked off, so the rows between the current
+length and the kv bucket are not read.  On CUDA with Triton the two stages are Triton
+kernels; elsewhere :func:`split_kv_reference` runs the same partition and merge in torch (what
+the CPU tests check against plain attention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; CPU-only installs run the torch reference
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+#: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
+BLOCK_N = 64
+#: the most query rows (groups × T) one block holds
+MAX_ROWS = 64
+
+
+def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = 264, block: int = BLOCK_N) -> tuple[int, int]:
+    """``(splits, chunk)``: enough chunks that ``kv_heads × splits`` blocks fill the GPU
+    (``blocks_wanted``, two per multiprocessor on an H200), each a multiple of ``block`` rows."""
+    if kv_rows < 1 or kv_heads < 1:
+        raise ValueError(f"kv_rows and kv_heads must be >= 1, got {kv_rows}, {kv_heads}")
+    want = max(1, min(math.ceil(kv_rows / block), math.ceil(blocks_wanted / kv_heads)))
+    chunk = math.ceil(math.ceil(kv_rows / want) / block) * block
+    return math.ceil(kv_rows / chunk), chunk
+
+
+def split_kv_reference(
+    q: torch.Tensor,  # [Hq, T, D]
+    keys: torch.Tensor,  # [Hkv, >= kv_rows, D]
+    values: torch.Tensor,
+    pos: torch.Tensor,  # 0-d or [>= 1] int64: position of the first query
+    kv_rows: int,
+    scale: float,
+    splits: int,
+    chunk: int,
+) -> torch.Tensor:
+    """The split-KV algorithm in torch (float32 statistics): each chunk's normalised output
+    and log-sum-exp, then the merge.  Equals softmax attention over the visible keys."""
+    hq, t, d = q.shape
+    hkv = keys.shape[0]
+    groups = hq // hkv
+    rows = splits * chunk
+    k = torch.zeros(hkv, rows, d, dtype=keys.dtype, device=keys.device)
+    v = torch.zeros_like(k)
+    k[:, :kv_rows], v[:, :kv_rows] = keys[:, :kv_rows], values[:, :kv_rows]
+    qf = q.float().reshape(hkv, groups * t, d)  # rows g*T + i share KV head h
+    scores = torch.einsum("hmd,hnd->hmn", qf, k.float()) * scale  # [Hkv, M, rows]
+    start = pos.reshape(-1)[0]
+    q_pos = start + torch.arange(t, device=q.device).repeat(groups)  # [M]
+    key = torch.arange(rows, device=q.device)
+    visible = (key[None, :] <= q_pos[:, None]) & (key[None, :] < kv_rows)  # [M, rows]
+    scores = scores.masked_fill(~visible, float("-inf")).view(hkv, groups * t, splits, chunk)
+    m = scores.amax(-1)  # [Hkv, M, S]
+    m_safe = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    p = torch.exp(scores - m_safe[..., None])
+    l = p.sum(-1)  # [Hkv, M, S]
+    part = torch.einsum("hmsn,hsnd->hmsd", p, v.float().view(hkv, splits, chunk, d))
+    part = part / torch.where(l > 0, l, torch.ones_like(l))[..., None]
+    lse = torch.where(l > 0, m_safe + torch.log(l), torch.full_like(l, float("-inf")))
+    w = torch.softmax(lse, dim=-1)  # empty chunks weigh 0
+    out = (part * w[..., None]).sum(2)  # [Hkv, M, D]
+    return out.view(hq, t, d).to(q.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _stage1(Q, K, V, POS, O_PART, LSE, kv_rows, scale,
+                stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn,
+                T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
+                CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        h = tl.program_id(0)
+        s = tl.program_id(1)
+        r = tl.arange(0, BLOCK_M)
+        row_ok = r < GROUPS * T
+        g = r // T
+        i = r % T
+        d = tl.arange(0, D)
+        q = tl.load(Q + (h * GROUPS + g)[:, None] * stride_qh + i[:, None] * stride_qt + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        pos = tl.load(POS)
+        lo = s * CHUNK
+        hi = tl.minimum(tl.minimum(lo + CHUNK, kv_rows), pos + T)  # last visible key + 1
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        for b in range(CHUNK // BLOCK_N):  # a static trip count (pipelined); masked loads past hi read nothing
+            n = lo + b * BLOCK_N + tl.arange(0, BLOCK_N)
+            k_ok = n < hi
+            k = tl.load(K + h * stride_kh + n[None, :] * stride_kn + d[:, None], mask=k_ok[None, :], other=0.0)
+            if IEEE:
+                qk = tl.dot(q, k, input_precision="ieee") * scale
+            else:
+                qk = tl.dot(q, k) * scale
+            vis = (n[None, :] <= pos + i[:, None]) & k_ok[None, :] & row_ok[:, None]
+            qk = tl.where(vis, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m_i - m_safe)
+            p = tl.exp(qk - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(V + h * stride_vh + n[:, None] * stride_vn + d[None, :], mask=k_ok[:, None], other=0.0)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        has = l_i > 0
+        lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+        o = acc / tl.where(has, l_i, 1.0)[:, None]
+        base = (h * SPLITS + s) * BLOCK_M + r
+        tl.store(O_PART + base[:, None] * D + d[None, :], o, mask=row_ok[:, None])
+        tl.store(LSE + base, lse, mask=row_ok)
+
+    @triton.jit
+    def _stage2(O_PART, LSE, OUT, stride_oh, stride_ot,
+                T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr):
+        h = tl.program_id(0)
+        r = tl.program_id(1)
+        s = tl.arange(0, BLOCK_S)
+        s_ok = s < SPLITS
+        base = (h * SPLITS + s) * BLOCK_M + r
+        lse = tl.load(LSE + base, mask=s_ok, other=float("-inf"))
+        w = tl.exp(lse - tl.max(lse, 0))
+        w = w / tl.sum(w, 0)
+        d = tl.arange(0, D)
+        o = tl.load(O_PART + base[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
+        out = tl.sum(o * w[:, None], 0)
+        g = r // T
+        i = r % T
+        tl.store(OUT + (h * GROUPS + g) * stride_oh + i * stride_ot + d, out.to(OUT.dtype.element_ty))
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run for tensors on ``device`` (CUDA with Triton, or
+    any device under ``TRITON_INTERPRET=1``, which the tests use on a CPU)."""
+    import os
+
+    return triton is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def split_kv_attention(
+    q: torch.Tensor,  # [Hq, T, D]
+    keys: torch.Tensor,  # [Hkv, >= kv_rows, D] (a cache view: rows contiguous)
+    values: torch.Tensor,
+    pos: torch.Tensor,  # 0-d or [>= 1] int64 on q's device: the first query's position
+    kv_rows: int,
+    scale: float,
+    *,
+    splits: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
+    -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
+    (Triton where :func:`triton_available`)."""
+    hq, t, d = q.shape
+    hkv = keys.shape[0]
+    if hq % hkv:
+        raise ValueError(f"{hq} query heads do not share {hkv} KV heads evenly")
+    groups = hq // hkv
+    if splits is None:
+        splits, chunk = choose_splits(kv_rows, hkv)
+    else:
+        chunk = math.ceil(math.ceil(kv_rows / splits) / BLOCK_N) * BLOCK_N
+        splits = math.ceil(kv_rows / chunk)
+    use_triton = backend == "triton" or (backend == "auto" and triton_available(q.device))
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
+    if not use_triton or groups * t > MAX_ROWS or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
+        return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
+    if triton is None:
+        raise RuntimeError("backend='triton' needs the triton package")
+    if keys.stride(-1) != 1 or values.stride(-1) != 1 or q.stride(-1) != 1:
+        raise ValueError("split_kv_attention needs the last dimension contiguous")
+    block_m = max(16, triton.next_power_of_2(groups * t))
+    o_part = torch.empty(hkv * splits * block_m, d, dtype=torch.float32, device=q.device)
+    lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
+    out = torch.empty(hq, t, d, dtype=q.dtype, device=q.device)
+    _stage1[(hkv, splits)](
+        q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
+        T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
+        IEEE=q.dtype == torch.float32,
+    )
+    _stage2[(hkv, groups * t)](
+        o_part, lse, out, out.stride(0), out.stride(1),
+        T=t, GROUPS=groups, SPLITS=splits, D=d, BLOCK_M=block_m, BLOCK_S=triton.next_power_of_2(splits),
+    )
+    return out
