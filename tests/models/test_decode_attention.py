@@ -86,6 +86,7 @@ def test_triton_kernels_equal_the_reference(case) -> None:
 def test_reference_handles_a_device_start_of_several_positions() -> None:
     """The engine passes its query positions ``[T]``; the first one is the start."""
     gen = torch.Generator().manual_seed(3)
-    q, k, v = torch.randn(2, 3, 16, generator=gen), torch.randn(2, 64, 16, generator=gen), torch.randn(2, 64, 16, generator=gen)
+    q = torch.randn(2, 3, 16, generator=gen)
+    k, v = torch.randn(2, 64, 16, generator=gen), torch.randn(2, 64, 16, generator=gen)
     a = split_kv_reference(q, k, v, torch.tensor([40, 41, 42]), 64, 0.5, 2, 64)
     torch.testing.assert_close(a, _plain(q, k, v, 40, 64, 0.5), atol=1e-5, rtol=1e-5)

@@ -148,8 +148,9 @@ class StaticHeadRunner:
     def prepare(self, max_feed: int, max_chain: int) -> int:
         """Capture ``feed(1..max_feed)`` and ``chain(1..max_chain)`` now (with CUDA graphs;
         otherwise nothing to do), so no capture lands inside a timed round; returns the
-        graphs made; a head with event memory needs :meth:`begin` first.  Writes only rows a later request overwrites before reading them
-        (every row a step attends to was written earlier in the same request)."""
+        graphs made; a head with event memory needs :meth:`begin` first.  Writes only rows
+        a later request overwrites before reading them (every row a step attends to was
+        written earlier in the same request)."""
         if not self.cuda_graphs:
             return 0
         if self.head.config.has_memory and self.mem is None:

@@ -121,7 +121,8 @@ def bench(
         )
         models = ModelSpec(
             target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
-            fast=fast, compile=compile_engine, prefix_cache=prefix_cache, target_device=target_device, draft_device=draft_device,
+            fast=fast, compile=compile_engine, prefix_cache=prefix_cache, target_device=target_device,
+            draft_device=draft_device,
             drafter_paths=_pairs(drafter_path or [], "drafter-path"),
         )
         outcome = run(

@@ -22,6 +22,7 @@ the CPU tests check against plain attention).
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -158,8 +159,6 @@ if triton is not None:
 def triton_available(device: torch.device) -> bool:
     """Whether the Triton kernels can run for tensors on ``device`` (CUDA with Triton, or
     any device under ``TRITON_INTERPRET=1``, which the tests use on a CPU)."""
-    import os
-
     return triton is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 
@@ -177,6 +176,8 @@ def split_kv_attention(
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
     (Triton where :func:`triton_available`)."""
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
     hkv = keys.shape[0]
     if hq % hkv:
@@ -188,8 +189,6 @@ def split_kv_attention(
         chunk = math.ceil(math.ceil(kv_rows / splits) / BLOCK_N) * BLOCK_N
         splits = math.ceil(kv_rows / chunk)
     use_triton = backend == "triton" or (backend == "auto" and triton_available(q.device))
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     if not use_triton or groups * t > MAX_ROWS or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
         return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
     if triton is None:

@@ -233,9 +233,10 @@ class FastLlama:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:
         ``fullgraph=True, dynamic=False``; ``mode`` (None = torch.compile's default; e.g.
         ``"max-autotune-no-cudagraphs"``) applies to the inductor backend; raises dynamo's
-        recompile limit to 64 (process-wide) so every step size of every model compiles.  With ``prefill``, also their any-length twins
-        (token dimension dynamic) for prefills.  Compilation happens at the first call of
-        each step size (and at the first prefill); see :mod:`.layer` for the cut."""
+        recompile limit to 64 (process-wide) so every step size of every model compiles.
+        With ``prefill``, also their any-length twins (token dimension dynamic) for
+        prefills.  Compilation happens at the first call of each step size (and at the
+        first prefill); see :mod:`.layer` for the cut."""
         if self.fused is None:
             raise ValueError("compile needs the fused layer functions: build FastLlama with fuse=True")
         # one compiled entry per step size and per model shape (target, drafter, heads'
