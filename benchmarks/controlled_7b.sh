@@ -3,7 +3,7 @@
 # engine, bf16, one GPU.  Usage (GPU machine, repo root):  bash benchmarks/controlled_7b.sh OUTDIR
 #
 # Knobs (environment): ALPHAS ["0.1 0.3 0.5 0.7 0.9"], GAMMAS [1,2,4,8], DRAFTERS [none,eventgpt],
-# TOKENS [64], REQUESTS [3], TARGET [7b], DEVICE [auto], HEADS=1 adds event-head and target-head
+# TOKENS [64], REQUESTS [3], TARGET [7b], DEVICE [auto], COMPILE=1 adds --compile, HEADS=1 adds event-head and target-head
 # with random weights of the 7B shapes (--drafter-path NAME=untrained: what they cost per token
 # is real, what they draft is replaced by the controlled stream).  CPU rehearsal:
 #   TARGET=tiny-random DEVICE=cpu ALPHAS=0.7 GAMMAS=2 HEADS=1 TOKENS=8 REQUESTS=1 bash benchmarks/controlled_7b.sh /tmp/c
@@ -21,13 +21,15 @@ if [[ ${HEADS:-0} == 1 ]]; then
   drafters="$drafters,event-head,target-head"
   heads=(--drafter-path event-head=untrained --drafter-path target-head=untrained)
 fi
+compile=()
+[[ ${COMPILE:-0} == 1 ]] && compile=(--compile)  # the compiled fast engine
 export PYTHONPATH=${PYTHONPATH:-src} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 first=1
 for a in $alphas; do
   hf=--no-hf-baseline
   if [ $first = 1 ]; then hf="--hf-baseline"; first=0; fi
   python3 -m evspec bench --dataset random:$requests --target "$target" --device "$device" --drafters "$drafters" \
-    --gamma "$gammas" --controlled-alpha $a --fast $hf --max-new-tokens $tokens "${heads[@]}" \
+    --gamma "$gammas" --controlled-alpha $a --fast "${compile[@]}" $hf --max-new-tokens $tokens "${heads[@]}" \
     --out "$out/alpha-$a" --no-report
   python3 -m evspec report "$out/alpha-$a" --no-plots > /dev/null
 done

@@ -14,7 +14,12 @@
 #                       #   7B shapes, then the compiled engine with --attention splitkv)
 #
 # Done in session 4 (2026-11-29): checks, compile, engine, heads7b, beyond7b (reports in
-# fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md); left: splitkv.
+# fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md).  Next, in this order:
+#   STAGE=splitkv                                          the split-KV kernels, timed
+#   STAGE=checks WORLD_VARIANTS=compiled CAP=150           world + heads on --fast --compile
+#                                                          (rehearsed on the CPU: lossless)
+#   STAGE=heads7b COMPILE=1 ALPHAS="0.5 0.8"               heads at 7B on the compiled engine
+# Knobs: SKIP_WORLD=1 (checks without the world bench), COMPILE=1 (heads7b), WORLD_VARIANTS.
 #
 # Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
 # TINY=1 runs every stage at tiny size to prove the script (the figures mean nothing there).
@@ -45,16 +50,16 @@ checks)
   python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --json "$OUT/fast_profile.json" \
     >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed (fast_profile.txt)"
   [[ ${SKIP_WORLD:-0} == 1 ]] && { log "stage checks done (world bench skipped) in ${SECONDS}s"; exit 0; }
-  log "world test clips ($WORLD_TEST of the 16 000-clip world) with the shipped models, fast engine"
+  log "world test clips ($WORLD_TEST of the 16 000-clip world) with the shipped models, ${WORLD_VARIANTS:-fast}"
   python3 -m evspec.adapters.world_subset --out /tmp/gpu_pending_world --clips 16000 --seed 0 \
     --train 0 --val 0 --test "$WORLD_TEST" >>"$LOG" 2>&1
-  MANIFEST=/tmp/gpu_pending_world/manifest.json VARIANTS=fast CAP_S=$CAP DEVICE=$DEVICE OUT=$OUT/bench \
+  MANIFEST=/tmp/gpu_pending_world/manifest.json VARIANTS=${WORLD_VARIANTS:-fast} CAP_S=$CAP DEVICE=$DEVICE OUT=$OUT/bench \
     bash benchmarks/world_bench_gpu.sh >>"$LOG" 2>&1 || log "world bench failed"
   (cd "$OUT" && tar czf bench.tar.gz bench && rm -rf bench)
   ;;
 heads7b)
   log "heads at 7B shapes, acceptance-controlled (alphas $ALPHAS)"
-  TARGET=$PRESET DEVICE=$DEVICE HEADS=1 ALPHAS="$ALPHAS" GAMMAS=2,4,6 TOKENS=$TOK REQUESTS=$REQ \
+  TARGET=$PRESET DEVICE=$DEVICE HEADS=1 COMPILE=${COMPILE:-0} ALPHAS="$ALPHAS" GAMMAS=2,4,6 TOKENS=$TOK REQUESTS=$REQ \
     bash benchmarks/controlled_7b.sh "$OUT/runs" >>"$LOG" 2>&1 || log "controlled_7b failed"
   for d in "$OUT"/runs/alpha-*; do cp "$d/report.md" "$OUT/report_$(basename "$d").md" 2>/dev/null || true; done
   (cd "$OUT" && tar czf runs.tar.gz runs && rm -rf runs)

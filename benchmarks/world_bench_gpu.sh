@@ -13,7 +13,7 @@
 #   SPLIT       [test]   LIMIT [0 = all]   GAMMAS [2,4,6]   MAX_NEW [48]
 #   DRAFTERS    [none,eventgpt,prompt-lookup,eventgpt-adapter,eventgpt-lora,event-head,target-head]
 #   DEVICE, DTYPE  [cuda, float32: the exact lossless check]
-#   VARIANTS    [plain fast]   CAP_S seconds per variant [150]
+#   VARIANTS    [plain fast]   (also: compiled = --fast --compile)   CAP_S seconds per variant [150]
 # Writes OUT/<variant>.tar.gz (the run folder: records.jsonl, run.json, summary.json, report.md,
 # plots; PACK=0 leaves the folder instead), OUT/<variant>_report.md, OUT/<variant>.log and
 # OUT/log.txt: 7 files, within what the device runner returns.
@@ -52,7 +52,8 @@ for variant in $VARIANTS; do
   case $variant in
     plain) EXTRA=() ;;
     fast) EXTRA=(--fast --prefix-cache) ;;
-    *) log "unknown variant $variant (plain, fast)"; exit 2 ;;
+    compiled) EXTRA=(--fast --compile --prefix-cache) ;;
+    *) log "unknown variant $variant (plain, fast, compiled)"; exit 2 ;;
   esac
   log "variant $variant: evspec bench ${EXTRA[*]:-} (at most ${CAP_S}s)"
   rc=0
