@@ -89,9 +89,9 @@ def verify(
     draft = draft.to(p_logits.device).long()
     if temperature == 0:
         best = torch.argmax(p_logits, dim=-1)  # [k + 1]
-        match = (best[:k] == draft).int()
-        n = int(torch.cumprod(match, dim=0).sum().item()) if k else 0
-        return Verdict(n, int(best[n].item()))
+        n_t = torch.cumprod((best[:k] == draft).long(), dim=0).sum()  # accepted drafts, on the device
+        n, nxt = torch.stack([n_t, best[n_t]]).tolist()  # the verdict's one host sync
+        return Verdict(n, nxt)
 
     p = logits_to_probs(p_logits, temperature, top_p)  # [k + 1, V]
     rows = torch.arange(k, device=p.device)
