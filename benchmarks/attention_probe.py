@@ -20,11 +20,6 @@ against ``matmul`` in float32 first.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,6 +28,7 @@ from torch.nn.attention.flex_attention import flex_attention
 
 from evspec.models.fast.decode_attention import split_kv_attention
 from evspec.models.fast.ops import attention_bias
+from probe_common import median_ms, replayable, write_json  # a sibling module: benchmarks/ is the script's folder
 
 
 def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool) -> dict[str, Callable]:
@@ -105,25 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
             def step() -> None:
                 for k, v in zip(ks, vs):
                     fn(q, k, v, mask)
-            for _ in range(3):
-                step()
-            run = step
-            if cuda:
-                torch.cuda.synchronize(dev)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    step()
-                run = graph.replay
-                run()
-                torch.cuda.synchronize(dev)
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                run()
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                times.append((time.perf_counter() - t0) * 1e3)
-            ms = statistics.median(times)
+            ms = median_ms(replayable(step, cuda), args.repeats, cuda)
             out["results"][kind][f"T{t}_ms"] = ms
             out["results"][kind][f"T{t}_gb_s"] = kv_bytes / (ms * 1e-3) / 1e9
     lines = ["| kernel | " + " | ".join(f"T={t} ms | T={t} GB/s | T={t} max err (fp32)" for t in sizes) + " |",
@@ -133,9 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     print(f"K/V read per step: {kv_bytes / 1e9:.2f} GB ({args.layers} layers x {args.rows} rows)")
     print("\n".join(lines))
-    dest = Path(args.json) if args.json else Path(os.environ.get("OUT", ".")) / "attention_probe.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(out, args.json, "attention_probe.json")
     return out
 
 

@@ -20,12 +20,9 @@ table shows where a CPU step goes.  Writes ``$OUT/fast_profile.json`` (or ``--js
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from evspec.models.request import Request
 from evspec.models.timing import sync
 from evspec.session import random_images, resolve_device, resolve_dtype
+from probe_common import write_json  # a sibling module: benchmarks/ is the script's folder
 
 FAMILIES = (  # first match wins; names are lower-cased kernel / operator names
     ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
@@ -171,9 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     text = table(results)
     print(text)
-    dest = Path(args.json) if args.json else Path(os.environ.get("OUT", ".")) / "fast_profile.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(results, indent=1) + "\n")
+    dest = write_json(results, args.json, "fast_profile.json")
     print(f"wrote {dest}")
     return results
 

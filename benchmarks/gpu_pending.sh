@@ -10,12 +10,12 @@
 #   STAGE=compile ...   # ~1 min: the variants, compiled in torch.compile's default mode
 #   STAGE=engine ...    # ~6 min: head tests, profile incl. the compiled step, every fast-engine
 #                       #   section on the compiled variant (--fast-mode compiled)
-#   STAGE=splitkv ...   # ~3 min: the split-KV attention kernels (tests on CUDA, the kernels alone at
-#                       #   7B shapes, then the compiled engine with --attention splitkv)
+#   STAGE=splitkv ...   # ~4 min: the split-KV attention and fused-GEMV kernels (tests on CUDA, each
+#                       #   alone at 7B shapes, then the compiled engine with --attention splitkv)
 #
 # Done in session 4 (2026-11-29): checks, compile, engine, heads7b, beyond7b (reports in
 # fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md).  Next, in this order:
-#   STAGE=splitkv                                          the split-KV kernels, timed
+#   STAGE=splitkv                                          the split-KV and GEMV kernels, timed
 #   STAGE=checks WORLD_VARIANTS=compiled CAP=150           world + heads on --fast --compile
 #                                                          (rehearsed on the CPU: lossless)
 #   STAGE=heads7b COMPILE=1 ALPHAS="0.5 0.8"               heads at 7B on the compiled engine
@@ -95,11 +95,15 @@ engine)
 splitkv)
   log "split-KV decode attention: CUDA tests, the kernels alone, then inside the compiled engine"
   python3 -m pytest -p no:warnings tests/models/test_decode_attention.py tests/models/test_fast_llama.py \
-    -k "triton or splitkv" >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
+    tests/models/test_gemv.py -k "triton or splitkv" >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
   tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 2 --rows 128 --position 100 --heads 4 --dim 16 --repeats 2)
   python3 benchmarks/attention_probe.py "${PROBE[@]}" --json "$OUT/attention_probe.json" \
     >"$OUT/attention_probe.txt" 2>&1 || log "attention_probe failed"
+  log "the 7B GEMVs alone: cuBLAS against the fused Triton kernel (norm prologue / residual epilogue)"
+  GEMV=(); [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2)
+  python3 benchmarks/gemv_probe.py "${GEMV[@]}" --json "$OUT/gemv_probe.json" >"$OUT/gemv_probe.txt" 2>&1 \
+    || log "gemv_probe failed"
   ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,e2e --attention splitkv)
   [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
   python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_splitkv.json" \

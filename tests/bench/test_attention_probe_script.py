@@ -18,6 +18,7 @@ def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     monkeypatch.setitem(sys.modules, "attention_probe", mod)  # FlexAttention's tracing imports it by name
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports its sibling probe_common
     spec.loader.exec_module(mod)
     out = mod.main(["--device", "cpu", "--layers", "2", "--rows", "128", "--position", "100", "--heads", "4",
                     "--dim", "16", "--queries", "1,5", "--repeats", "2", "--json", str(tmp_path / "a.json")])

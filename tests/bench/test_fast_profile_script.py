@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fast_profile.py"
 
 @pytest.fixture(scope="module")
 def fast_profile():
+    if str(SCRIPT.parent) not in sys.path:  # the script imports its sibling probe_common
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("fast_profile", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

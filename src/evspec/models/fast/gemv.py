@@ -1,0 +1,130 @@
+"""Skinny matrix products (a few token rows) with the layer's elementwise work folded in.
+
+A decode step is weight-bandwidth bound: on the H200 its GEMVs read 13.5 GB at 3.76 TB/s
+(benchmarks/fast_engine.md, round 3), and everything between them — the RMSNorm before
+q/k/v and gate/up, the residual adds after o and down, cuBLAS's split-K reductions — adds
+kernels, and each kernel a launch gap.  :func:`fused_linear` computes
+
+    y = linear(norm(x)) [+ residual]        norm(x) = weight_n * (x * rsqrt(mean(x^2) + eps))
+
+in one kernel: every program recomputes the rows' inverse RMS from ``x`` (a few KB, read
+from L2), normalises its slice of ``x`` on the fly with the transformers rounding points
+(float32, cast to the activation dtype, times the norm weight) and adds the residual in the
+epilogue (the product rounded to the activation dtype first, as ``x + o_proj(...)`` does).
+On CUDA with Triton it is a Triton kernel; elsewhere :func:`fused_linear_reference` is the
+same computation in torch.  Used by ``benchmarks/gemv_probe.py`` (against cuBLAS) before any
+engine path adopts it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from evspec.models.fast.decode_attention import triton_available
+from evspec.models.fast.ops import rms_norm
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+#: the most token rows one call takes (decode and score steps)
+MAX_ROWS = 16
+
+
+def fused_linear_reference(
+    x: torch.Tensor,  # [M, K]
+    weight: torch.Tensor,  # [N, K]
+    norm_weight: torch.Tensor | None = None,  # [K]
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,  # [M, N]
+) -> torch.Tensor:
+    """What :func:`fused_linear` computes, as separate torch ops (the HF rounding points)."""
+    h = x if norm_weight is None else rms_norm(x, norm_weight, eps)
+    y = F.linear(h, weight)
+    return y if residual is None else residual + y
+
+
+if triton is not None:
+
+    @triton.jit
+    def _fused_linear(X, W, NW, RES, Y, M, N, eps,
+                      stride_xm, stride_wn, stride_rm, stride_ym,
+                      K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, IEEE: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        m = tl.arange(0, BLOCK_M)
+        n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_ok = m < M
+        n_ok = n < N
+        if HAS_NORM:  # the rows' inverse RMS, in float32
+            ss = tl.zeros([BLOCK_M], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                k = k0 + tl.arange(0, BLOCK_K)
+                xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
+                             other=0.0).to(tl.float32)
+                ss += tl.sum(xk * xk, 1)
+            rstd = tl.rsqrt(ss / K + eps)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = k < K
+            xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if HAS_NORM:
+                nw = tl.load(NW + k, mask=k_ok, other=0.0)
+                xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
+            wk = tl.load(W + n[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            if IEEE:
+                acc += tl.dot(xk, tl.trans(wk), input_precision="ieee")
+            else:
+                acc += tl.dot(xk, tl.trans(wk))
+        y = acc.to(Y.dtype.element_ty)
+        if HAS_RES:
+            y = tl.load(RES + m[:, None] * stride_rm + n[None, :], mask=m_ok[:, None] & n_ok[None, :],
+                        other=0.0) + y
+        tl.store(Y + m[:, None] * stride_ym + n[None, :], y, mask=m_ok[:, None] & n_ok[None, :])
+
+
+def fused_linear(
+    x: torch.Tensor,  # [M, K], M <= MAX_ROWS
+    weight: torch.Tensor,  # [N, K]
+    norm_weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,
+    *,
+    block_n: int = 64,
+    block_k: int = 128,
+    num_warps: int = 4,
+    num_stages: int = 3,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``[M, N]``: ``linear(norm(x)) [+ residual]`` in one kernel (see the module docstring).
+    ``block_n``/``block_k``/``num_warps``/``num_stages``: the Triton launch configuration;
+    ``backend``: ``triton``, ``torch`` (:func:`fused_linear_reference`) or ``auto``."""
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
+    m, k = x.shape
+    n = weight.shape[0]
+    if weight.shape[1] != k or (norm_weight is not None and norm_weight.shape != (k,)):
+        raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
+                         f"norm {None if norm_weight is None else tuple(norm_weight.shape)}")
+    if residual is not None and residual.shape != (m, n):
+        raise ValueError(f"residual must be [{m}, {n}], got {tuple(residual.shape)}")
+    use_triton = backend == "triton" or (backend == "auto" and triton_available(x.device))
+    if not use_triton or m > MAX_ROWS:
+        return fused_linear_reference(x, weight, norm_weight, eps, residual)
+    if triton is None:
+        raise RuntimeError("backend='triton' needs the triton package")
+    x, weight = x.contiguous(), weight.contiguous()
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    res = residual.contiguous() if residual is not None else y
+    _fused_linear[(triton.cdiv(n, block_n),)](
+        x, weight, norm_weight if norm_weight is not None else x, res, y, m, n, float(eps),
+        x.stride(0), weight.stride(0), res.stride(0), y.stride(0),
+        K=k, HAS_NORM=norm_weight is not None, HAS_RES=residual is not None, IEEE=x.dtype == torch.float32,
+        BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return y
