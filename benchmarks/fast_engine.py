@@ -161,7 +161,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gammas", default="1,2,4,8", help="score steps of gamma + 1 tokens")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode of the compiled variant (CUDA; e.g. max-autotune-no-cudagraphs)")
-    p.add_argument("--fast-mode", default="fast_graphs", choices=("fast_graphs", "compiled"),
+    p.add_argument("--fast-mode", default="fast_graphs", choices=("fast_graphs", "compiled", "triton"),
                    help="what the fast sections (fast_graphs, eventgpt, prefill, e2e, overlap) run: "
                         "the fused graphs, or the compiled variant (--compile)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),

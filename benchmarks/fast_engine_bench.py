@@ -35,10 +35,13 @@ MODES: dict[str, dict[str, Any]] = {
     "fused": {"fuse": True},
     "compiled": {"compile": True},
     "compiled_steps": {"compile": True, "compile_prefill": False},
+    "triton": {"kernels": "triton", "compile": True},  # Triton layer kernels for steps, compiled prefills
 }
 #: variants of the variants section -> mode; ``compiled_steps`` (steps compiled, prefills
-#: eager) is not in the default list: it isolates a failing or slow prefill compile
-VARIANTS = {"unfused": "unfused", "fused": "fused", "compiled": "compiled", "compiled_steps": "compiled_steps"}
+#: eager) is not in the default list: it isolates a failing or slow prefill compile;
+#: ``triton`` = the Triton layer kernels with split-KV attention for steps (prefills compiled)
+VARIANTS = {"unfused": "unfused", "fused": "fused", "compiled": "compiled", "compiled_steps": "compiled_steps",
+            "triton": "triton@splitkv"}
 DEFAULT_VARIANTS = ("unfused", "fused", "compiled")
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
@@ -90,7 +93,7 @@ class Bench:
         if base not in MODES:
             raise ValueError(f"unknown mode {base!r}; choose dynamic or one of {', '.join(MODES)}")
         opts = dict(MODES[base])
-        if base.startswith("compiled"):
+        if base.startswith("compiled") or base == "triton":
             # few buckets = few compiles; a score of 9 pads to 16, the size the question
             # after a cached prefix pads to as well (one compiled shape for both)
             top = max(16, *self.score_sizes)

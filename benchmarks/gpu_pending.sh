@@ -10,8 +10,9 @@
 #   STAGE=compile ...   # ~1 min: the variants, compiled in torch.compile's default mode
 #   STAGE=engine ...    # ~6 min: head tests, profile incl. the compiled step, every fast-engine
 #                       #   section on the compiled variant (--fast-mode compiled)
-#   STAGE=splitkv ...   # ~4 min: the split-KV attention and fused-GEMV kernels (tests on CUDA, each
-#                       #   alone at 7B shapes, then the compiled engine with --attention splitkv)
+#   STAGE=splitkv ...   # ~5 min: the Triton kernels (split-KV attention, fused GEMVs, the 4-kernel
+#                       #   layer): CUDA tests, each alone at 7B shapes, then in the engine: every
+#                       #   attention kind on the compiled step, and the variants unfused/compiled/triton
 #
 # Done in session 4 (2026-11-29): checks, compile, engine, heads7b, beyond7b (reports in
 # fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md).  Next, in this order:
@@ -95,7 +96,8 @@ engine)
 splitkv)
   log "split-KV decode attention: CUDA tests, the kernels alone, then inside the compiled engine"
   python3 -m pytest -p no:warnings tests/models/test_decode_attention.py tests/models/test_fast_llama.py \
-    tests/models/test_gemv.py -k "triton or splitkv" >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
+    tests/models/test_gemv.py tests/models/test_triton_layer.py -k "triton or splitkv or torch_layer" \
+    >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
   tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 2 --rows 128 --position 100 --heads 4 --dim 16 --repeats 2)
   python3 benchmarks/attention_probe.py "${PROBE[@]}" --json "$OUT/attention_probe.json" \
@@ -104,7 +106,8 @@ splitkv)
   GEMV=(); [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2)
   python3 benchmarks/gemv_probe.py "${GEMV[@]}" --json "$OUT/gemv_probe.json" >"$OUT/gemv_probe.txt" 2>&1 \
     || log "gemv_probe failed"
-  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,e2e --attention splitkv)
+  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,variants --attention splitkv
+        --variants unfused,compiled,triton)
   [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
   python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_splitkv.json" \
     >"$OUT/fast_engine_splitkv.txt" 2>&1 || log "fast_engine failed (fast_engine_splitkv.txt)"

@@ -48,6 +48,27 @@ def test_bad_shapes_and_backends_are_refused() -> None:
                                fused_linear_reference(many, w, nw))
 
 
+def test_gated_silu_feeds_act_gate_times_up() -> None:
+    x, w, _, res = _inputs(2, 40, 24, torch.device("cpu"))
+    gate_up = torch.randn(2, 48)
+    want = res + (torch.nn.functional.silu(gate_up[:, :24]) * gate_up[:, 24:]) @ w.T
+    torch.testing.assert_close(fused_linear(gate_up, w, residual=res, gated_silu=True, backend="torch"), want)
+    with pytest.raises(ValueError, match="gated_silu"):
+        fused_linear(torch.randn(2, 47), w, gated_silu=True)
+
+
+@pytest.mark.skipif(not triton_available(_device()), reason="needs Triton on a GPU, or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("m, n, k", [(1, 40, 96), (9, 33, 130)])
+def test_triton_gated_silu_equals_the_torch_ops(m: int, n: int, k: int) -> None:
+    dev = _device()
+    gen = torch.Generator(device=dev).manual_seed(m)
+    gate_up = torch.randn(m, 2 * k, generator=gen, device=dev)
+    w, res = torch.randn(n, k, generator=gen, device=dev) / k ** 0.5, torch.randn(m, n, generator=gen, device=dev)
+    args = dict(residual=res, gated_silu=True)
+    torch.testing.assert_close(fused_linear(gate_up, w, backend="triton", **args),
+                               fused_linear_reference(gate_up, w, **args), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.skipif(not triton_available(_device()), reason="needs Triton on a GPU, or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("m, n, k, norm, residual", [
     (1, 96, 256, True, False),  # q/k/v, gate/up: the norm prologue

@@ -81,6 +81,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         prefill_buckets: tuple[int, ...] | None = None,
         compile_backend: str = "inductor",
         compile_prefill: bool = True,
+        kernels: str = "torch",
     ) -> FastRuntime:
         """Run prefill/score/rollback on the fast path (see :class:`FastConfig` for the
         options).  ``max_len`` defaults to ``max_context`` and becomes the new
@@ -93,7 +94,9 @@ class CausalLMWrapper(PrefixCacheMixin):
         7B steps in ~9 s; ``"max-autotune-no-cudagraphs"`` autotunes every GEMM for ~130 s and
         decodes no faster, benchmarks/fast_engine.md); ``buckets`` default with ``compile``
         to the powers of two up to ``max_score_tokens`` (one compile each);
-        ``compile_prefill`` (with ``compile``) compiles prefills too, for any length.
+        ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
+        ``kernels="triton"`` runs steps of up to 16 tokens as four Triton kernels a layer
+        (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
         Refuses 4-bit (bitsandbytes) models: the fast engine runs on 16-bit weight matrices.
@@ -117,7 +120,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         if cuda_graphs is None:
             cuda_graphs = on_cuda
         if fuse is None:
-            fuse = compile or (on_cuda and can_fuse(self.decoder) is None)
+            fuse = compile or kernels == "triton" or (on_cuda and can_fuse(self.decoder) is None)
         if prefill_buckets is None:
             prefill_buckets = (16, 32, 64) if cuda_graphs else ()
         if compile and buckets is None:  # each bucket is one compile: powers of two, not every size
@@ -136,6 +139,7 @@ class CausalLMWrapper(PrefixCacheMixin):
             compile_backend=compile_backend,
             compile_prefill=compile_prefill,
             prefill_buckets=tuple(prefill_buckets),
+            kernels=kernels,
         )
         self._fast = FastRuntime(self.decoder, self.lm_head, config)
         self._dynamic_max_context, self.max_context = base, int(max_len)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evspec.models.fast.llama import ATTENTION_KINDS
+from evspec.models.fast.llama import ATTENTION_KINDS, KERNEL_KINDS
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class FastConfig:
     ``"inductor"``, or e.g. ``"aot_eager"`` to debug tracing without code generation)
     for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
     count dynamic: one compile for every prompt length);
+    ``kernels``: the layer functions of steps of at most 16 tokens: ``"torch"`` (eager or,
+    with ``compile``, compiled) or ``"triton"`` (four Triton kernels a layer, needs ``fuse``;
+    ``evspec.models.fast.triton_layer``);
     ``prefill_buckets``: a prefill after cached positions (the question after a cached
     video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
     run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass.
@@ -49,6 +52,7 @@ class FastConfig:
     compile_backend: str = "inductor"
     compile_prefill: bool = True
     prefill_buckets: tuple[int, ...] = ()
+    kernels: str = "torch"
 
     def __post_init__(self) -> None:
         if self.max_len < 2:
@@ -83,6 +87,10 @@ class FastConfig:
             raise ValueError(
                 "FastConfig.compile compiles the fused layer functions; set fuse=True (or compile=False)"
             )
+        if self.kernels not in KERNEL_KINDS:
+            raise ValueError(f"FastConfig.kernels must be one of {', '.join(KERNEL_KINDS)}, got {self.kernels!r}")
+        if self.kernels == "triton" and not self.fuse:
+            raise ValueError("FastConfig.kernels='triton' runs the fused layer; set fuse=True")
         if not self.compile_backend:
             raise ValueError("FastConfig.compile_backend must name a torch.compile backend, e.g. 'inductor'")
         p = tuple(int(x) for x in self.prefill_buckets)

@@ -6,6 +6,7 @@ q/k/v and gate/up, the residual adds after o and down, cuBLAS's split-K reductio
 kernels, and each kernel a launch gap.  :func:`fused_linear` computes
 
     y = linear(norm(x)) [+ residual]        norm(x) = weight_n * (x * rsqrt(mean(x^2) + eps))
+    y = linear(silu(gate) * up) [+ residual]    (``gated_silu``: x is the fused [gate | up])
 
 in one kernel: every program recomputes the rows' inverse RMS from ``x`` (a few KB, read
 from L2), normalises its slice of ``x`` on the fly with the transformers rounding points
@@ -22,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from evspec.models.fast.decode_attention import triton_available
-from evspec.models.fast.ops import rms_norm
+from evspec.models.fast.ops import gated, rms_norm
 
 try:
     import triton
@@ -35,13 +36,17 @@ MAX_ROWS = 16
 
 
 def fused_linear_reference(
-    x: torch.Tensor,  # [M, K]
+    x: torch.Tensor,  # [M, K], or [M, 2K] with gated_silu
     weight: torch.Tensor,  # [N, K]
     norm_weight: torch.Tensor | None = None,  # [K]
     eps: float = 1e-6,
     residual: torch.Tensor | None = None,  # [M, N]
+    *,
+    gated_silu: bool = False,
 ) -> torch.Tensor:
     """What :func:`fused_linear` computes, as separate torch ops (the HF rounding points)."""
+    if gated_silu:
+        x = gated("silu", x)
     h = x if norm_weight is None else rms_norm(x, norm_weight, eps)
     y = F.linear(h, weight)
     return y if residual is None else residual + y
@@ -50,28 +55,38 @@ def fused_linear_reference(
 if triton is not None:
 
     @triton.jit
+    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic."""
+        ss = tl.zeros([BLOCK_M], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
+                         other=0.0).to(tl.float32)
+            ss += tl.sum(xk * xk, 1)
+        return tl.rsqrt(ss / K + eps)
+
+    @triton.jit
     def _fused_linear(X, W, NW, RES, Y, M, N, eps,
                       stride_xm, stride_wn, stride_rm, stride_ym,
-                      K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_RES: tl.constexpr, IEEE: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                      IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         pid = tl.program_id(0)
         m = tl.arange(0, BLOCK_M)
         n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok = m < M
         n_ok = n < N
-        if HAS_NORM:  # the rows' inverse RMS, in float32
-            ss = tl.zeros([BLOCK_M], tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                k = k0 + tl.arange(0, BLOCK_K)
-                xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
-                             other=0.0).to(tl.float32)
-                ss += tl.sum(xk * xk, 1)
-            rstd = tl.rsqrt(ss / K + eps)
+        if HAS_NORM:
+            rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
             xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if HAS_ACT:  # X holds [gate | up] (2K wide): silu(gate) * up, each rounded as torch does
+                up = tl.load(X + m[:, None] * stride_xm + K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                             other=0.0)
+                g32 = xk.to(tl.float32)
+                xk = (g32 / (1.0 + tl.exp(-g32))).to(up.dtype) * up
             if HAS_NORM:
                 nw = tl.load(NW + k, mask=k_ok, other=0.0)
                 xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
@@ -94,6 +109,7 @@ def fused_linear(
     eps: float = 1e-6,
     residual: torch.Tensor | None = None,
     *,
+    gated_silu: bool = False,
     block_n: int = 64,
     block_k: int = 128,
     num_warps: int = 4,
@@ -101,11 +117,17 @@ def fused_linear(
     backend: str = "auto",
 ) -> torch.Tensor:
     """``[M, N]``: ``linear(norm(x)) [+ residual]`` in one kernel (see the module docstring).
+    ``gated_silu``: ``x`` is the fused ``[gate | up]`` output ``[M, 2K]`` and the kernel
+    feeds ``silu(gate) * up`` (the MLP's down projection);
     ``block_n``/``block_k``/``num_warps``/``num_stages``: the Triton launch configuration;
     ``backend``: ``triton``, ``torch`` (:func:`fused_linear_reference`) or ``auto``."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     m, k = x.shape
+    if gated_silu:  # x is the fused gate/up output [M, 2K]
+        if k % 2 or norm_weight is not None:
+            raise ValueError("gated_silu takes the fused [gate | up] output (an even width) and no norm")
+        k //= 2
     n = weight.shape[0]
     if weight.shape[1] != k or (norm_weight is not None and norm_weight.shape != (k,)):
         raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
@@ -114,7 +136,7 @@ def fused_linear(
         raise ValueError(f"residual must be [{m}, {n}], got {tuple(residual.shape)}")
     use_triton = backend == "triton" or (backend == "auto" and triton_available(x.device))
     if not use_triton or m > MAX_ROWS:
-        return fused_linear_reference(x, weight, norm_weight, eps, residual)
+        return fused_linear_reference(x, weight, norm_weight, eps, residual, gated_silu=gated_silu)
     if triton is None:
         raise RuntimeError("backend='triton' needs the triton package")
     x, weight = x.contiguous(), weight.contiguous()
@@ -123,7 +145,8 @@ def fused_linear(
     _fused_linear[(triton.cdiv(n, block_n),)](
         x, weight, norm_weight if norm_weight is not None else x, res, y, m, n, float(eps),
         x.stride(0), weight.stride(0), res.stride(0), y.stride(0),
-        K=k, HAS_NORM=norm_weight is not None, HAS_RES=residual is not None, IEEE=x.dtype == torch.float32,
+        K=k, HAS_NORM=norm_weight is not None, HAS_ACT=gated_silu, HAS_RES=residual is not None,
+        IEEE=x.dtype == torch.float32,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=num_warps, num_stages=num_stages,
     )

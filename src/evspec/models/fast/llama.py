@@ -60,6 +60,7 @@ from evspec.models.fast.ops import (
     rope_tables,
     rotation_sin,
 )
+from evspec.models.fast import triton_layer
 from evspec.models.fast.decode_attention import MAX_ROWS, split_kv_attention
 from evspec.models.fast.static_cache import StaticKVCache
 
@@ -76,6 +77,9 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 #: attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch reference elsewhere;
 #: not yet timed inside the engine, opt-in)
 ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
+#: the layer functions of a step of at most 16 tokens: ``torch`` = :mod:`.layer` (eager or
+#: compiled); ``triton`` = :mod:`.triton_layer` (four Triton kernels; opt-in, not yet timed)
+KERNEL_KINDS = ("torch", "triton")
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,12 +120,18 @@ class FastLlama:
         *,
         attention: str = "sdpa",
         fuse: bool = False,
+        kernels: str = "torch",
     ) -> None:
         if attention not in ATTENTION_KINDS:
             raise ValueError(
                 f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {attention!r}"
             )
+        if kernels not in KERNEL_KINDS:
+            raise ValueError(f"FastLlama kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
+        if kernels == "triton" and not fuse:
+            raise ValueError("kernels='triton' runs the fused layer: build FastLlama with fuse=True")
         self.attention = attention
+        self.kernels = kernels
         _require(decoder, ("config", "embed_tokens", "layers", "norm", "rotary_emb"), "the decoder")
         cfg = decoder.config
         self.decoder = decoder
@@ -158,6 +168,12 @@ class FastLlama:
                 f"num_key_value_heads {self.num_kv_heads}"
             )
         self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
+        if kernels == "triton":
+            f = self.fused[0]
+            why = triton_layer.supported(self.head_dim, f.act, any(
+                b is not None for b in (f.qkv_bias, f.o_bias, f.gate_up_bias, f.down_bias)))
+            if why is not None:
+                raise ValueError(f"kernels='triton' does not take this model: {why}")
         self._final_eps = float(getattr(decoder.norm, "variance_epsilon", getattr(decoder.norm, "eps", 1e-6)))
         self._compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
         self._compiled_any: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
@@ -295,7 +311,9 @@ class FastLlama:
             return self.decoder.norm(x)  # [T, H]
         pre, post = attention_inputs, attention_output_and_mlp
         dynamic = compiled and any_length and self._compiled_any is not None
-        if dynamic:
+        if self.kernels == "triton" and not any_length and t <= triton_layer.MAX_ROWS:
+            pre, post = triton_layer.triton_attention_inputs, triton_layer.triton_attention_output_and_mlp
+        elif dynamic:
             pre, post = self._compiled_any
         elif compiled and not any_length:
             pre, post = self._compiled

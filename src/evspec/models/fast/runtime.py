@@ -48,7 +48,7 @@ class FastRuntime:
     """Static caches and step runners for one decoder (see the module docstring)."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module, config: FastConfig) -> None:
-        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse)
+        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse, kernels=config.kernels)
         self.config = config
         if config.compile:  # wraps only: tracing happens at each bucket's first step
             self.model.compile(mode=config.compile_mode, backend=config.compile_backend,
@@ -214,6 +214,7 @@ class FastRuntime:
             "max_len": self.config.max_len,
             "attention": self.config.attention,
             "fuse": self.config.fuse,
+            "kernels": self.config.kernels,
             "prefill_buckets": list(self.config.prefill_buckets),
             "compiled_buckets": sorted({b for r in runs for b in r.compiled_buckets}),
         }

@@ -1,0 +1,162 @@
+"""One LLaMA layer of a decode or score step in four Triton kernels (plus attention).
+
+The compiled step (``layer.py`` under ``torch.compile``) runs about 13 kernels per layer on
+an H200: norm, GEMV, RoPE and cache writes, attention, GEMV, split-K reduce, norm, GEMV,
+activation, GEMV, split-K reduce; at batch 1 each costs a launch gap, and the elementwise
+ones add 0.4 ms per step (benchmarks/fast_engine.md, round 3).  Here, with the same
+signatures as :func:`~evspec.models.fast.layer.attention_inputs` and
+:func:`~evspec.models.fast.layer.attention_output_and_mlp`:
+
+    attention_inputs:  one kernel: RMSNorm prologue, the q/k/v GEMV, RoPE on q and k in the
+                       epilogue (each program holds a head's two rotary halves), q stored,
+                       k and v written into the cache rows at the positions
+    output and MLP:    o GEMV + residual; RMSNorm + gate/up GEMV; silu(gate)·up + down GEMV
+                       + residual (:func:`~evspec.models.fast.gemv.fused_linear`)
+
+with the transformers rounding points (every intermediate the HF modules round to the
+activation dtype is rounded here too).  Steps of at most ``MAX_ROWS`` tokens on CUDA (or
+under ``TRITON_INTERPRET=1``); anything else runs the ``layer.py`` functions, which are also
+what the CPU tests compare against.  Opt-in: ``enable_fast(kernels="triton")``; not yet timed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evspec.models.fast.decode_attention import triton_available
+from evspec.models.fast.gemv import MAX_ROWS, fused_linear
+from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
+
+try:
+    import triton
+    import triton.language as tl
+
+    from evspec.models.fast.gemv import row_rstd
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+
+def rotary_split(head_dim: int) -> int | None:
+    """Programs per head of the q/k/v kernel: each takes ``head_dim / (2 · split)`` columns of
+    both rotary halves, 32 where the head allows (LLaMA-7B: 2), at least 16 (``tl.dot``);
+    None when the head is too small or odd."""
+    half = head_dim // 2
+    for split in (2, 1):
+        if head_dim % (2 * split) == 0 and half // split >= (32 if split > 1 else 16):
+            return split
+    return None
+
+
+def supported(head_dim: int, act: str, biases: bool) -> str | None:
+    """Why a layer cannot use these kernels (None: it can)."""
+    if biases:
+        return "projection biases"
+    if act not in ("silu", "swish"):
+        return f"activation {act!r} (silu only)"
+    if rotary_split(head_dim) is None or head_dim & (head_dim - 1):
+        return f"head_dim {head_dim} (a power of two >= 32)"
+    return None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
+                        stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
+                        K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
+                        SPLIT: tl.constexpr, IEEE: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        HALF: tl.constexpr = D // 2
+        BH: tl.constexpr = HALF // SPLIT
+        pid = tl.program_id(0)
+        head = pid // SPLIT
+        part = pid % SPLIT
+        m = tl.arange(0, BLOCK_M)
+        m_ok = m < T
+        c = part * BH + tl.arange(0, BH)  # this program's columns of the first rotary half
+        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
+        acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
+        acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
+        row_lo = head * D + c
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = k < K
+            xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            nw = tl.load(NW + k, mask=k_ok, other=0.0)
+            xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
+            w_lo = tl.load(W + row_lo[:, None] * stride_w + k[None, :], mask=k_ok[None, :], other=0.0)
+            w_hi = tl.load(W + (row_lo + HALF)[:, None] * stride_w + k[None, :], mask=k_ok[None, :], other=0.0)
+            if IEEE:
+                acc_lo += tl.dot(xk, tl.trans(w_lo), input_precision="ieee")
+                acc_hi += tl.dot(xk, tl.trans(w_hi), input_precision="ieee")
+            else:
+                acc_lo += tl.dot(xk, tl.trans(w_lo))
+                acc_hi += tl.dot(xk, tl.trans(w_hi))
+        y_lo = acc_lo.to(Q.dtype.element_ty)  # the projection's output, rounded as F.linear's
+        y_hi = acc_hi.to(Q.dtype.element_ty)
+        if head < HQ + HKV:  # RoPE (SIN is ops.rotation_sin: its first half negated)
+            cs = m[:, None] * stride_cs + c[None, :]
+            cos_lo = tl.load(COS + cs, mask=m_ok[:, None], other=0.0)
+            cos_hi = tl.load(COS + cs + HALF, mask=m_ok[:, None], other=0.0)
+            sin_lo = tl.load(SIN + cs, mask=m_ok[:, None], other=0.0)
+            sin_hi = tl.load(SIN + cs + HALF, mask=m_ok[:, None], other=0.0)
+            out_lo = y_lo * cos_lo + y_hi * sin_lo
+            out_hi = y_hi * cos_hi + y_lo * sin_hi
+        else:
+            out_lo = y_lo
+            out_hi = y_hi
+        if head < HQ:
+            dst = Q + head * stride_qh + m[:, None] * stride_qt + c[None, :]
+        else:
+            pos = tl.load(POS + m, mask=m_ok, other=0)
+            if head < HQ + HKV:
+                dst = KC + (head - HQ) * stride_ch + pos[:, None] * stride_cr + c[None, :]
+            else:
+                dst = VC + (head - HQ - HKV) * stride_ch + pos[:, None] * stride_cr + c[None, :]
+        tl.store(dst, out_lo, mask=m_ok[:, None])
+        tl.store(dst + HALF, out_hi, mask=m_ok[:, None])
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    return triton is not None and triton_available(x.device) and x.shape[0] <= MAX_ROWS
+
+
+def triton_attention_inputs(
+    x: torch.Tensor, ln_weight: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor | None,
+    cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    positions: torch.Tensor, eps: float, num_heads: int, num_kv_heads: int,
+) -> torch.Tensor:
+    """:func:`~evspec.models.fast.layer.attention_inputs` in one kernel -> ``q [Hq, T, D]``."""
+    head_dim = k_cache.shape[-1]
+    if qkv_bias is not None or not _use_triton(x) or supported(head_dim, "silu", False) is not None:
+        return attention_inputs(x, ln_weight, qkv_weight, qkv_bias, cos, sin, k_cache, v_cache, positions,
+                                eps, num_heads, num_kv_heads)
+    t, hidden = x.shape
+    x, qkv_weight, cos, sin = x.contiguous(), qkv_weight.contiguous(), cos.contiguous(), sin.contiguous()
+    q = torch.empty(num_heads, t, head_dim, dtype=x.dtype, device=x.device)
+    split = rotary_split(head_dim)
+    _qkv_rope_cache[((num_heads + 2 * num_kv_heads) * split,)](
+        x, ln_weight, qkv_weight, cos, sin, positions, q, k_cache, v_cache, t, float(eps),
+        x.stride(0), qkv_weight.stride(0), cos.stride(0), q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1),
+        K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split, IEEE=x.dtype == torch.float32,
+        BLOCK_M=max(16, triton.next_power_of_2(t)), BLOCK_K=128,
+    )
+    return q
+
+
+def triton_attention_output_and_mlp(
+    x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
+    ln_weight: torch.Tensor, gate_up_weight: torch.Tensor, gate_up_bias: torch.Tensor | None,
+    down_weight: torch.Tensor, down_bias: torch.Tensor | None, eps: float, act: str,
+) -> torch.Tensor:
+    """:func:`~evspec.models.fast.layer.attention_output_and_mlp` in three kernels."""
+    biases = any(b is not None for b in (o_bias, gate_up_bias, down_bias))
+    if biases or act not in ("silu", "swish") or not _use_triton(x):
+        return attention_output_and_mlp(x, attn, o_weight, o_bias, ln_weight, gate_up_weight, gate_up_bias,
+                                        down_weight, down_bias, eps, act)
+    t = x.shape[0]
+    a = attn.transpose(0, 1).reshape(t, attn.shape[0] * attn.shape[2])  # [T, Hq * D] (a view for T = 1)
+    x = fused_linear(a, o_weight, residual=x, block_n=32)
+    gate_up = fused_linear(x, gate_up_weight, ln_weight, eps, block_n=64)
+    return fused_linear(gate_up, down_weight, residual=x, gated_silu=True, block_n=32)
