@@ -106,8 +106,8 @@ splitkv)
   GEMV=(); [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2)
   python3 benchmarks/gemv_probe.py "${GEMV[@]}" --json "$OUT/gemv_probe.json" >"$OUT/gemv_probe.txt" 2>&1 \
     || log "gemv_probe failed"
-  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,variants --attention splitkv
-        --variants unfused,compiled,triton)
+  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,variants --attention auto
+        --variants unfused,compiled,triton)  # fast_graphs times every attention kind, splitkv included
   [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
   python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_splitkv.json" \
     >"$OUT/fast_engine_splitkv.txt" 2>&1 || log "fast_engine failed (fast_engine_splitkv.txt)"
