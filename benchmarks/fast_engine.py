@@ -62,7 +62,7 @@ import torch
 
 from evspec.bench.env import capture_environment
 from evspec.models.eventgpt import EventGPT
-from evspec.models.fast.llama import ATTENTION_KINDS
+from evspec.models.fast.step_attention import ATTENTION_KINDS
 from evspec.models.target import VideoLlavaTarget
 from fast_engine_sections import RUNNERS
 

@@ -71,7 +71,7 @@ class Bench:
         (attention kernel; default ``--attention``); ``fast_graphs`` means ``--fast-mode``
         (the fused graphs, or the compiled variant); re-enabling only on change: captured
         graphs survive between sections."""
-        if mode.startswith("fast_graphs") and getattr(self.args, "fast_mode", "fast_graphs") != "fast_graphs":
+        if mode.startswith("fast_graphs") and self.args.fast_mode != "fast_graphs":
             mode = self.args.fast_mode + mode.removeprefix("fast_graphs")  # --fast-mode compiled
         if "@" not in mode and mode != "dynamic":
             mode = f"{mode}@{self.args.attention}"

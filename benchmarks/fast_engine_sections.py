@@ -13,7 +13,7 @@ import torch
 
 from evspec.decoding.drafters import ModelDrafter
 from evspec.decoding.engine import generate
-from evspec.models.fast.llama import ATTENTION_KINDS
+from evspec.models.fast.step_attention import ATTENTION_KINDS
 
 from fast_engine_bench import QUESTIONS, VARIANTS, Bench, fast_stats, match_rate, median_ms, step_ms, timed_ms
 

@@ -23,7 +23,7 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from evspec.models.fast.decode_attention import triton_available
+from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.gemv import fused_linear, fused_linear_reference
 from probe_common import median_ms, replayable, write_json  # a sibling module: benchmarks/ is the script's folder
 

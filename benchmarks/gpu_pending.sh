@@ -40,13 +40,23 @@ else
   PRESET=7b; DEVICE=cuda; WORLD_TEST=${WORLD_TEST:-60}; CAP=${CAP:-200}; ALPHAS=${ALPHAS:-"0.5 0.7 0.9"}; REQ=3; TOK=64
 fi
 
+run_tests() {  # pytest ARGS... into tests.txt; its summary into the log
+  python3 -m pytest -p no:warnings "$@" >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
+  tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
+}
+fast_engine() {  # NAME ARGS...: benchmarks/fast_engine.py into NAME.json / NAME.txt (tiny on a CPU with TINY=1)
+  local name=$1; shift
+  local args=("$@")
+  [[ $TINY == 1 ]] && args+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
+  python3 benchmarks/fast_engine.py "${args[@]}" --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1 \
+    || log "fast_engine failed ($name.txt)"
+}
+
 case $STAGE in
 checks)
   log "CUDA-only tests"
-  python3 -m pytest -p no:warnings tests/adapters/test_head_static.py tests/decoding/test_pipeline.py \
-    tests/models/test_fast_graphs.py tests/bench/test_bench_step_prepare.py -k "cuda or graph" \
-    >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
-  tail -n 3 "$OUT/tests.txt" | tee -a "$LOG"
+  run_tests tests/adapters/test_head_static.py tests/decoding/test_pipeline.py \
+    tests/models/test_fast_graphs.py tests/bench/test_bench_step_prepare.py -k "cuda or graph"
   log "profile of one decode step ($PRESET)"
   python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --json "$OUT/fast_profile.json" \
     >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed (fast_profile.txt)"
@@ -74,31 +84,21 @@ beyond7b)
   ;;
 compile)
   log "compiled variant, compile mode default"
-  ARGS=(--sections variants --variants unfused,fused,compiled --compile-mode default)
-  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu)
-  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compile_default.json" \
-    >"$OUT/fast_engine.txt" 2>&1 || log "fast_engine failed (fast_engine.txt)"
+  fast_engine fast_engine_compile_default --sections variants --variants unfused,fused,compiled --compile-mode default
   ;;
 engine)
   log "CUDA tests of the graphed draft head"
-  python3 -m pytest -p no:warnings tests/adapters/test_head_static.py >"$OUT/tests.txt" 2>&1 \
-    || log "some tests failed (tests.txt)"
-  tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
+  run_tests tests/adapters/test_head_static.py
   log "profile of one decode step, fused and compiled ($PRESET)"
   python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --compiled --steps 10 \
     --json "$OUT/fast_profile_compiled.json" >"$OUT/fast_profile_compiled.txt" 2>&1 || log "fast_profile failed"
   log "every fast-engine section with the compiled variant (compile mode default)"
-  ARGS=(--fast-mode compiled --skip hf_static,variants)
-  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
-  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_compiled.json" \
-    >"$OUT/fast_engine_compiled.txt" 2>&1 || log "fast_engine failed (fast_engine_compiled.txt)"
+  fast_engine fast_engine_compiled --fast-mode compiled --skip hf_static,variants
   ;;
 splitkv)
   log "split-KV decode attention: CUDA tests, the kernels alone, then inside the compiled engine"
-  python3 -m pytest -p no:warnings tests/models/test_decode_attention.py tests/models/test_fast_llama.py \
-    tests/models/test_gemv.py tests/models/test_triton_layer.py -k "triton or splitkv or torch_layer" \
-    >"$OUT/tests.txt" 2>&1 || log "some tests failed (tests.txt)"
-  tail -n 2 "$OUT/tests.txt" | tee -a "$LOG"
+  run_tests tests/models/test_decode_attention.py tests/models/test_fast_llama.py \
+    tests/models/test_gemv.py tests/models/test_triton_layer.py -k "triton or splitkv or torch_layer"
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 2 --rows 128 --position 100 --heads 4 --dim 16 --repeats 2)
   python3 benchmarks/attention_probe.py "${PROBE[@]}" --json "$OUT/attention_probe.json" \
     >"$OUT/attention_probe.txt" 2>&1 || log "attention_probe failed"
@@ -106,11 +106,9 @@ splitkv)
   GEMV=(); [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2)
   python3 benchmarks/gemv_probe.py "${GEMV[@]}" --json "$OUT/gemv_probe.json" >"$OUT/gemv_probe.txt" 2>&1 \
     || log "gemv_probe failed"
-  ARGS=(--fast-mode compiled --sections fast_graphs,eventgpt,variants --attention auto
-        --variants unfused,compiled,triton)  # fast_graphs times every attention kind, splitkv included
-  [[ $TINY == 1 ]] && ARGS+=(--preset tiny-random --device cpu --dtype float32 --repeats 2 --hf-repeats 1 --e2e-tokens 8)
-  python3 benchmarks/fast_engine.py "${ARGS[@]}" --json "$OUT/fast_engine_splitkv.json" \
-    >"$OUT/fast_engine_splitkv.txt" 2>&1 || log "fast_engine failed (fast_engine_splitkv.txt)"
+  # fast_graphs times every attention kind, splitkv included
+  fast_engine fast_engine_splitkv --fast-mode compiled --sections fast_graphs,eventgpt,variants --attention auto \
+    --variants unfused,compiled,triton
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

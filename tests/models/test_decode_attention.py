@@ -12,8 +12,8 @@ from evspec.models.fast.decode_attention import (
     choose_splits,
     split_kv_attention,
     split_kv_reference,
-    triton_available,
 )
+from evspec.models.fast.triton_support import available as triton_available
 
 
 def _plain(q, k, v, pos: int, kv_rows: int, scale: float) -> torch.Tensor:

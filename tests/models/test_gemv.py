@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.models.fast.decode_attention import triton_available
+from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.gemv import MAX_ROWS, fused_linear, fused_linear_reference
 from evspec.models.fast.ops import rms_norm
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.models.fast.decode_attention import triton_available
+from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
 from evspec.models.fast.ops import rope_tables, rotation_sin
 from evspec.models.fast.triton_layer import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evspec.models.fast.llama import ATTENTION_KINDS, KERNEL_KINDS
+from evspec.models.fast.llama import KERNEL_KINDS
+from evspec.models.fast.step_attention import ATTENTION_KINDS
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class FastConfig:
     e.g. 2 when a model drafts for itself;
     ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"``, ``"auto"`` (sdpa for
     one query, matmul for several) or ``"splitkv"`` (split-KV decode kernels; see
-    ``evspec.models.fast.llama.ATTENTION_KINDS``);
+    ``evspec.models.fast.step_attention.ATTENTION_KINDS``);
     ``fuse``: fused q/k/v and gate/up weights (views shared with the HF modules) and the
     compact layer functions (``evspec.models.fast.fused`` / ``layer``); needed by
     ``compile``, which compiles those per-layer functions (``compile_backend``:

@@ -22,15 +22,10 @@ the CPU tests check against plain attention).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-try:  # Triton ships with CUDA builds of torch; CPU-only installs run the torch reference
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+from evspec.models.fast.triton_support import available, tl, triton
 
 #: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
@@ -38,12 +33,20 @@ BLOCK_N = 64
 MAX_ROWS = 64
 
 
-def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = 264, block: int = BLOCK_N) -> tuple[int, int]:
-    """``(splits, chunk)``: enough chunks that ``kv_heads × splits`` blocks fill the GPU
-    (``blocks_wanted``, two per multiprocessor on an H200), each a multiple of ``block`` rows."""
+def fits(num_heads: int, num_kv_heads: int, queries: int) -> bool:
+    """Whether a step of ``queries`` tokens fits one block per KV head (else SDPA serves it)."""
+    return num_heads // num_kv_heads * queries <= MAX_ROWS
+
+
+def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = 264, block: int = BLOCK_N,
+                  want: int | None = None) -> tuple[int, int]:
+    """``(splits, chunk)``: about ``want`` chunks (default: enough that ``kv_heads × splits``
+    blocks fill the GPU, ``blocks_wanted``, two per multiprocessor on an H200), each a
+    multiple of ``block`` rows."""
     if kv_rows < 1 or kv_heads < 1:
         raise ValueError(f"kv_rows and kv_heads must be >= 1, got {kv_rows}, {kv_heads}")
-    want = max(1, min(math.ceil(kv_rows / block), math.ceil(blocks_wanted / kv_heads)))
+    if want is None:
+        want = max(1, min(math.ceil(kv_rows / block), math.ceil(blocks_wanted / kv_heads)))
     chunk = math.ceil(math.ceil(kv_rows / want) / block) * block
     return math.ceil(kv_rows / chunk), chunk
 
@@ -156,12 +159,6 @@ if triton is not None:
         tl.store(OUT + (h * GROUPS + g) * stride_oh + i * stride_ot + d, out.to(OUT.dtype.element_ty))
 
 
-def triton_available(device: torch.device) -> bool:
-    """Whether the Triton kernels can run for tensors on ``device`` (CUDA with Triton, or
-    any device under ``TRITON_INTERPRET=1``, which the tests use on a CPU)."""
-    return triton is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
-
-
 def split_kv_attention(
     q: torch.Tensor,  # [Hq, T, D]
     keys: torch.Tensor,  # [Hkv, >= kv_rows, D] (a cache view: rows contiguous)
@@ -175,7 +172,7 @@ def split_kv_attention(
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
-    (Triton where :func:`triton_available`)."""
+    (Triton where :func:`~evspec.models.fast.triton_support.available`)."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -183,13 +180,9 @@ def split_kv_attention(
     if hq % hkv:
         raise ValueError(f"{hq} query heads do not share {hkv} KV heads evenly")
     groups = hq // hkv
-    if splits is None:
-        splits, chunk = choose_splits(kv_rows, hkv)
-    else:
-        chunk = math.ceil(math.ceil(kv_rows / splits) / BLOCK_N) * BLOCK_N
-        splits = math.ceil(kv_rows / chunk)
-    use_triton = backend == "triton" or (backend == "auto" and triton_available(q.device))
-    if not use_triton or groups * t > MAX_ROWS or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
+    splits, chunk = choose_splits(kv_rows, hkv, want=splits)
+    use_triton = backend == "triton" or (backend == "auto" and available(q.device))
+    if not use_triton or not fits(hq, hkv, t) or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
         return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
     if triton is None:
         raise RuntimeError("backend='triton' needs the triton package")

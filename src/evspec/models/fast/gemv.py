@@ -22,14 +22,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from evspec.models.fast.decode_attention import triton_available
 from evspec.models.fast.ops import gated, rms_norm
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+from evspec.models.fast.triton_support import available, row_rstd, tl, triton
 
 #: the most token rows one call takes (decode and score steps)
 MAX_ROWS = 16
@@ -53,17 +47,6 @@ def fused_linear_reference(
 
 
 if triton is not None:
-
-    @triton.jit
-    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
-        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic."""
-        ss = tl.zeros([BLOCK_M], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
-                         other=0.0).to(tl.float32)
-            ss += tl.sum(xk * xk, 1)
-        return tl.rsqrt(ss / K + eps)
 
     @triton.jit
     def _fused_linear(X, W, NW, RES, Y, M, N, eps,
@@ -134,7 +117,7 @@ def fused_linear(
                          f"norm {None if norm_weight is None else tuple(norm_weight.shape)}")
     if residual is not None and residual.shape != (m, n):
         raise ValueError(f"residual must be [{m}, {n}], got {tuple(residual.shape)}")
-    use_triton = backend == "triton" or (backend == "auto" and triton_available(x.device))
+    use_triton = backend == "triton" or (backend == "auto" and available(x.device))
     if not use_triton or m > MAX_ROWS:
         return fused_linear_reference(x, weight, norm_weight, eps, residual, gated_silu=gated_silu)
     if triton is None:

@@ -25,26 +25,20 @@ Two ways to run a layer:
 
 ``start`` is a Python int or a 0-d / one-element device tensor (so one CUDA graph serves
 every position); ``kv_len`` is a static number of cache rows to attend over (>= start + T).
-Masking, decided once per pass (:meth:`FastLlama.attention_plan`): from position 0 over
-exactly ``T`` rows, plain causal SDPA (the flash kernel); a Python ``start`` over exactly
-``start + T`` rows, lower-right causal (flash/efficient kernels, no mask tensor; one
-query: no mask at all); otherwise (a device ``start`` or padded rows) an additive
-``[T, kv_len]`` mask built on the device from the positions, shared by all layers.
-``attention`` picks the kernel for masked steps (see :data:`ATTENTION_KINDS`).  The
+Masking is decided once per pass and shared by all layers, and ``attention`` picks the
+kernel of masked passes (:mod:`.step_attention`).  The
 cache's ``length`` pointer is *not* moved here: the caller decides which written
 positions become valid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.attention.bias import CausalBias
 
+from evspec.models.fast import triton_layer
 from evspec.models.fast.fused import FusedLayer, fuse_decoder
 from evspec.models.fast.layer import (
     attention_inputs,
@@ -54,44 +48,20 @@ from evspec.models.fast.layer import (
 )
 from evspec.models.fast.ops import (
     apply_rope,
-    attention_bias,
-    lower_right_causal,
     rms_norm,
     rope_tables,
     rotation_sin,
 )
-from evspec.models.fast import triton_layer
-from evspec.models.fast.decode_attention import MAX_ROWS, split_kv_attention
 from evspec.models.fast.static_cache import StaticKVCache
+from evspec.models.fast.step_attention import AttentionPlan, StepAttention
 
 #: RoPE variants whose frequencies are fixed at construction (read from the HF module);
 #: ``dynamic`` / ``longrope`` change them with the sequence length and are not supported.
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
-#: attention over the cache for masked steps (exact-length passes always use SDPA's
-#: causal forms): ``sdpa`` = ``scaled_dot_product_attention`` with an additive mask (a
-#: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics);
-#: ``auto`` = ``sdpa`` for one query, ``matmul`` for several (on the H200 at 7B shapes the
-#: fused kernel wins the decode step, 5.12 vs 5.51 ms, and loses the 9-token score step,
-#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3); ``splitkv`` = split-KV decode
-#: attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch reference elsewhere;
-#: not yet timed inside the engine, opt-in)
-ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 #: the layer functions of a step of at most 16 tokens: ``torch`` = :mod:`.layer` (eager or
 #: compiled); ``triton`` = :mod:`.triton_layer` (four Triton kernels; opt-in, not yet timed)
 KERNEL_KINDS = ("torch", "triton")
-
-
-@dataclass(frozen=True, eq=False)
-class AttentionPlan:
-    """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
-    and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
-    additive mask ``[T, kv_len]``, or no mask (every row visible)."""
-
-    positions: torch.Tensor
-    kv_len: int
-    mask: torch.Tensor | CausalBias | None
-    is_causal: bool = False
 
 
 def _require(obj: object, names: tuple[str, ...], what: str) -> None:
@@ -122,15 +92,10 @@ class FastLlama:
         fuse: bool = False,
         kernels: str = "torch",
     ) -> None:
-        if attention not in ATTENTION_KINDS:
-            raise ValueError(
-                f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {attention!r}"
-            )
         if kernels not in KERNEL_KINDS:
             raise ValueError(f"FastLlama kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
         if kernels == "triton" and not fuse:
             raise ValueError("kernels='triton' runs the fused layer: build FastLlama with fuse=True")
-        self.attention = attention
         self.kernels = kernels
         _require(decoder, ("config", "embed_tokens", "layers", "norm", "rotary_emb"), "the decoder")
         cfg = decoder.config
@@ -167,6 +132,7 @@ class FastLlama:
                 f"num_attention_heads {self.num_heads} must be a multiple of "
                 f"num_key_value_heads {self.num_kv_heads}"
             )
+        self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim, self.scale)
         self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
         if kernels == "triton":
             f = self.fused[0]
@@ -215,35 +181,12 @@ class FastLlama:
         self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
         device: torch.device,
     ) -> AttentionPlan:
-        """Positions and masking of a pass of ``t`` tokens at ``start`` (module docstring)."""
-        if isinstance(start, torch.Tensor):
-            if kv_len is None:
-                raise ValueError("kv_len is required when start is a device tensor")
-            if start.numel() != 1:
-                raise ValueError(f"a device start must hold one position, got shape {tuple(start.shape)}")
-            positions = start.reshape(()) + torch.arange(t, device=device)  # [T]
-            return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
-        kv_len = start + t if kv_len is None else kv_len
-        if not start + t <= kv_len <= capacity:
-            raise ValueError(
-                f"kv_len {kv_len} must cover the new positions (start {start} + {t}) and "
-                f"fit the cache capacity {capacity}"
-            )
-        positions = torch.arange(start, start + t, device=device)  # [T]
-        if kv_len == start + t:
-            if start == 0 and t > 1:
-                return AttentionPlan(positions, kv_len, None, is_causal=True)
-            if t == 1:  # one query at the end sees every row
-                return AttentionPlan(positions, kv_len, None)
-            if self.kernel_for(t) == "sdpa" and self.num_kv_heads == self.num_heads:
-                return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
-        return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+        """Positions and masking of a pass of ``t`` tokens at ``start`` (:class:`StepAttention`)."""
+        return self.attn.plan(start, t, kv_len, capacity, dtype, device)
 
     def kernel_for(self, queries: int) -> str:
-        """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens uses."""
-        if self.attention == "auto":
-            return "sdpa" if queries == 1 else "matmul"
-        return self.attention
+        """The kernel a masked pass of ``queries`` tokens uses (:class:`StepAttention`)."""
+        return self.attn.kernel_for(queries)
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:
@@ -323,7 +266,7 @@ class FastLlama:
                     torch._dynamo.maybe_mark_dynamic(tensor, 0)
             q = pre(x, f.ln1_weight, f.qkv_weight, f.qkv_bias, cos, sin, cache.k[i], cache.v[i],
                     plan.positions, f.ln1_eps, self.num_heads, self.num_kv_heads)  # [Hq, T, D]
-            out = self._attend(q, cache.k[i, :, : plan.kv_len], cache.v[i, :, : plan.kv_len], plan)
+            out = self.attn.attend(q, cache.k[i, :, : plan.kv_len], cache.v[i, :, : plan.kv_len], plan)
             if dynamic:
                 torch._dynamo.maybe_mark_dynamic(x, 0)
                 torch._dynamo.maybe_mark_dynamic(out, 1)
@@ -351,52 +294,9 @@ class FastLlama:
         q, k = apply_rope(q, cos, sin).transpose(0, 1), apply_rope(k, cos, sin).transpose(0, 1)
         k_cache.index_copy_(1, plan.positions, k)  # rows start..start+T-1
         v_cache.index_copy_(1, plan.positions, v.transpose(0, 1))
-        out = self._attend(q, k_cache[:, : plan.kv_len], v_cache[:, : plan.kv_len], plan)  # [Hq, T, D]
+        out = self.attn.attend(q, k_cache[:, : plan.kv_len], v_cache[:, : plan.kv_len], plan)  # [Hq, T, D]
         x = x + attn.o_proj(out.transpose(0, 1).reshape(t, self.num_heads * self.head_dim))
         return x + layer.mlp(layer.post_attention_layernorm(x))
-
-    def _attend(
-        self,
-        q: torch.Tensor,  # [Hq, T, D]
-        keys: torch.Tensor,  # [Hkv, S, D]
-        vals: torch.Tensor,  # [Hkv, S, D]
-        plan: AttentionPlan,
-    ) -> torch.Tensor:
-        """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
-        kind = self.kernel_for(q.shape[1])
-        if kind == "splitkv" and not plan.is_causal and q.shape[1] * self.num_heads <= MAX_ROWS * self.num_kv_heads:
-            # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
-            return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
-        if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
-            return self._attend_matmul(q, keys, vals, plan.mask)
-        return F.scaled_dot_product_attention(
-            q[None], keys[None], vals[None],  # [1, heads, len, D]
-            attn_mask=plan.mask,
-            is_causal=plan.is_causal,
-            scale=self.scale,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        )[0]  # [Hq, T, D]
-
-    def _attend_matmul(
-        self,
-        q: torch.Tensor,  # [Hq, T, D]
-        keys: torch.Tensor,  # [Hkv, S, D]
-        vals: torch.Tensor,  # [Hkv, S, D]
-        mask: torch.Tensor | None,  # [T, S] additive (0 / -inf)
-    ) -> torch.Tensor:
-        """Attention as two batched matmuls and a float32 softmax (HF's eager attention
-        numerics).  For a few queries over a long cache this reads K and V once with
-        every SM busy, where a fused kernel may run one block per head."""
-        groups = self.num_heads // self.num_kv_heads
-        t = q.shape[1]
-        qg = q.reshape(self.num_kv_heads, groups * t, self.head_dim)  # [Hkv, g*T, D]
-        scores = torch.matmul(qg, keys.transpose(1, 2)) * self.scale  # [Hkv, g*T, S]
-        scores = scores.view(self.num_kv_heads, groups, t, -1)  # [Hkv, g, T, S]
-        if mask is not None:
-            scores = scores + mask
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(probs.view(self.num_kv_heads, groups * t, -1), vals)  # [Hkv, g*T, D]
-        return out.view(self.num_heads, t, self.head_dim)  # [Hq, T, D]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[T, H]`` -> float32 logits ``[T, V]`` through ``head``."""

@@ -23,17 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from evspec.models.fast.decode_attention import triton_available
 from evspec.models.fast.gemv import MAX_ROWS, fused_linear
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
-
-try:
-    import triton
-    import triton.language as tl
-
-    from evspec.models.fast.gemv import row_rstd
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+from evspec.models.fast.triton_support import available, row_rstd, tl, triton
 
 
 def rotary_split(head_dim: int) -> int | None:
@@ -118,7 +110,7 @@ if triton is not None:
 
 
 def _use_triton(x: torch.Tensor) -> bool:
-    return triton is not None and triton_available(x.device) and x.shape[0] <= MAX_ROWS
+    return available(x.device) and x.shape[0] <= MAX_ROWS
 
 
 def triton_attention_inputs(

@@ -1,0 +1,131 @@
+"""Attention of one pass over the static cache: how it is masked (:class:`AttentionPlan`,
+decided once per pass and shared by every layer) and which kernel runs it
+(:class:`StepAttention`, one per :class:`~evspec.models.fast.llama.FastLlama`).
+
+Masking: from position 0 over exactly ``T`` rows, plain causal SDPA (the flash kernel); a
+Python ``start`` over exactly ``start + T`` rows, lower-right causal (flash/efficient
+kernels, no mask tensor; one query: no mask at all); otherwise (a device ``start`` or
+padded rows) an additive ``[T, kv_len]`` mask built on the device from the positions.
+Whatever the form, key ``j`` is visible to query ``i`` iff ``j <= positions[i]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from torch.nn.attention.bias import CausalBias
+
+from evspec.models.fast.decode_attention import fits, split_kv_attention
+from evspec.models.fast.ops import attention_bias, lower_right_causal
+
+#: attention over the cache for masked steps (exact-length passes always use SDPA's
+#: causal forms): ``sdpa`` = ``scaled_dot_product_attention`` with an additive mask (a
+#: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics);
+#: ``auto`` = ``sdpa`` for one query, ``matmul`` for several (on the H200 at 7B shapes the
+#: fused kernel wins the decode step, 5.12 vs 5.51 ms, and loses the 9-token score step,
+#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3); ``splitkv`` = split-KV decode
+#: attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch reference elsewhere;
+#: not yet timed inside the engine, opt-in)
+ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionPlan:
+    """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
+    and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
+    additive mask ``[T, kv_len]``, or no mask (every row visible)."""
+
+    positions: torch.Tensor
+    kv_len: int
+    mask: torch.Tensor | CausalBias | None
+    is_causal: bool = False
+
+
+class StepAttention:
+    """The attention of one model: ``kind`` (one of :data:`ATTENTION_KINDS`) for masked
+    passes, SDPA's causal forms for exact-length ones."""
+
+    def __init__(self, kind: str, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.num_heads, self.num_kv_heads, self.head_dim, self.scale = num_heads, num_kv_heads, head_dim, scale
+
+    def plan(
+        self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
+        device: torch.device,
+    ) -> AttentionPlan:
+        """Positions and masking of a pass of ``t`` tokens at ``start`` (module docstring)."""
+        if isinstance(start, torch.Tensor):
+            if kv_len is None:
+                raise ValueError("kv_len is required when start is a device tensor")
+            if start.numel() != 1:
+                raise ValueError(f"a device start must hold one position, got shape {tuple(start.shape)}")
+            positions = start.reshape(()) + torch.arange(t, device=device)  # [T]
+            return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+        kv_len = start + t if kv_len is None else kv_len
+        if not start + t <= kv_len <= capacity:
+            raise ValueError(
+                f"kv_len {kv_len} must cover the new positions (start {start} + {t}) and "
+                f"fit the cache capacity {capacity}"
+            )
+        positions = torch.arange(start, start + t, device=device)  # [T]
+        if kv_len == start + t:
+            if start == 0 and t > 1:
+                return AttentionPlan(positions, kv_len, None, is_causal=True)
+            if t == 1:  # one query at the end sees every row
+                return AttentionPlan(positions, kv_len, None)
+            if self.kernel_for(t) == "sdpa" and self.num_kv_heads == self.num_heads:
+                return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
+        return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+
+    def kernel_for(self, queries: int) -> str:
+        """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens uses."""
+        if self.kind == "auto":
+            return "sdpa" if queries == 1 else "matmul"
+        return self.kind
+
+    def attend(
+        self,
+        q: torch.Tensor,  # [Hq, T, D]
+        keys: torch.Tensor,  # [Hkv, S, D]
+        vals: torch.Tensor,  # [Hkv, S, D]
+        plan: AttentionPlan,
+    ) -> torch.Tensor:
+        """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
+        kind = self.kernel_for(q.shape[1])
+        if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1]):
+            # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
+            return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
+        if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
+            return self._matmul(q, keys, vals, plan.mask)
+        return F.scaled_dot_product_attention(
+            q[None], keys[None], vals[None],  # [1, heads, len, D]
+            attn_mask=plan.mask,
+            is_causal=plan.is_causal,
+            scale=self.scale,
+            enable_gqa=self.num_kv_heads != self.num_heads,
+        )[0]  # [Hq, T, D]
+
+    def _matmul(
+        self,
+        q: torch.Tensor,  # [Hq, T, D]
+        keys: torch.Tensor,  # [Hkv, S, D]
+        vals: torch.Tensor,  # [Hkv, S, D]
+        mask: torch.Tensor | None,  # [T, S] additive (0 / -inf)
+    ) -> torch.Tensor:
+        """Attention as two batched matmuls and a float32 softmax (HF's eager attention
+        numerics).  For a few queries over a long cache this reads K and V once with
+        every SM busy, where a fused kernel may run one block per head."""
+        groups = self.num_heads // self.num_kv_heads
+        t = q.shape[1]
+        qg = q.reshape(self.num_kv_heads, groups * t, self.head_dim)  # [Hkv, g*T, D]
+        scores = torch.matmul(qg, keys.transpose(1, 2)) * self.scale  # [Hkv, g*T, S]
+        scores = scores.view(self.num_kv_heads, groups, t, -1)  # [Hkv, g, T, S]
+        if mask is not None:
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs.view(self.num_kv_heads, groups * t, -1), vals)  # [Hkv, g*T, D]
+        return out.view(self.num_heads, t, self.head_dim)  # [Hq, T, D]
