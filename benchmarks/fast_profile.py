@@ -59,12 +59,13 @@ def _weight_bytes(model: Any) -> int:
 
 
 def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int,
-                 compile: bool = False) -> dict[str, Any]:
+                 **fast: Any) -> dict[str, Any]:
     """Profile ``steps`` decode steps at the end of the prompt (rolled back after each);
-    ``compile``: the compiled variant (compiled during the warm-up steps, not profiled)."""
+    ``fast``: more ``enable_fast`` options (``compile``: compiled during the warm-up steps, not
+    profiled; ``kernels``, ``attention``)."""
     device = model.device
     model.disable_fast()
-    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=2, compile=compile)
+    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=2, **fast)
     state = model.prefill(request)
     tok = torch.tensor([int(state.last_logits.argmax())])
 
@@ -146,6 +147,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--top", type=int, default=25, help="kernels listed per mode")
     p.add_argument("--compiled", action="store_true",
                    help="also profile the compiled variant (enable_fast(compile=True), torch.compile's default mode)")
+    p.add_argument("--attention", default="auto", help="attention kind of the compiled and Triton modes")
+    p.add_argument("--triton", action="store_true",
+                   help="also profile the Triton layer kernels (enable_fast(kernels='triton'))")
+    p.add_argument("--only-new", action="store_true", help="skip the fused eager / graphed modes")
     p.add_argument("--json", default=None, help="output JSON (default $OUT/fast_profile.json)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.top < 1:
@@ -157,15 +162,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = VideoLlavaTarget.from_preset(args.preset, device=device, dtype=dtype, seed=0)
     size = target.config.vision_config.image_size
     request = Request("What is moving in the scene?", video=random_images(target.num_frames, size, 0))
-    modes = {"fused, eager": (False, False), "fused, CUDA graphs": (True, False)} if device.type == "cuda" \
-        else {"fast, CPU": (False, False)}
+    where = "CUDA graphs" if device.type == "cuda" else "CPU"
+    modes: dict[str, dict[str, Any]] = {}
+    if not args.only_new:
+        modes.update({"fused, eager": {"graphs": False}, "fused, CUDA graphs": {"graphs": True}}
+                     if device.type == "cuda" else {"fast, CPU": {"graphs": False}})
     if args.compiled:
-        modes[f"compiled, {'CUDA graphs' if device.type == 'cuda' else 'CPU'}"] = (True, True)
+        modes[f"compiled@{args.attention}, {where}"] = {"graphs": True, "compile": True, "attention": args.attention}
+    if args.triton:
+        modes[f"triton@{args.attention}, {where}"] = {"graphs": True, "kernels": "triton", "attention": args.attention}
     results: dict[str, Any] = {
         "preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype), "torch": torch.__version__, "steps": args.steps,
-        "modes": {name: profile_mode(target, request, graphs=g, steps=args.steps, top=args.top, compile=c)
-                  for name, (g, c) in modes.items()},
+        "modes": {name: profile_mode(target, request, steps=args.steps, top=args.top, **opts)
+                  for name, opts in modes.items()},
     }
     text = table(results)
     print(text)

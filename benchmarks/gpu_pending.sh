@@ -10,6 +10,8 @@
 #   STAGE=compile ...   # ~1 min: the variants, compiled in torch.compile's default mode
 #   STAGE=engine ...    # ~6 min: head tests, profile incl. the compiled step, every fast-engine
 #                       #   section on the compiled variant (--fast-mode compiled)
+#   STAGE=gemv ...      # ~6 min: one-row GEMV kernels: tests, a sweep of launch configurations,
+#                       #   the Triton layer and compiled@splitkv profiled and timed (SHAPES=qkv,o,...)
 #   STAGE=splitkv ...   # ~5 min: the Triton kernels (split-KV attention, fused GEMVs, the 4-kernel
 #                       #   layer): CUDA tests, each alone at 7B shapes, then in the engine: every
 #                       #   attention kind on the compiled step, and the variants unfused/compiled/triton
@@ -28,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu_pending}
-STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile, engine or splitkv}
+STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile, engine, splitkv or gemv}
 TINY=${TINY:-0}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -109,6 +111,36 @@ splitkv)
   # fast_graphs times every attention kind, splitkv included
   fast_engine fast_engine_splitkv --fast-mode compiled --sections fast_graphs,eventgpt,variants --attention auto \
     --variants unfused,compiled,triton
+  ;;
+gemv)
+  log "decode GEMVs (one token row, no tl.dot): CUDA tests, every launch configuration, the Triton layer profiled"
+  run_tests tests/models/test_gemv.py tests/models/test_triton_layer.py tests/models/test_decode_attention.py
+  GEMV=(--shapes "${SHAPES:-qkv,o,gate_up,down}")
+  [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2 --shapes qkv)
+  python3 benchmarks/gemv_probe.py "${GEMV[@]}" --sweep --rows 1 \
+    --json "$OUT/gemv_sweep.json" >"$OUT/gemv_sweep.txt" 2>&1 || log "gemv_probe failed"
+  log "profile: compiled@splitkv and the Triton layer ($PRESET)"
+  PROF=(--compiled --triton); [[ $TINY == 1 ]] && PROF=(--compiled)
+  python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" "${PROF[@]}" --only-new \
+    --attention splitkv --steps 10 --json "$OUT/fast_profile.json" >"$OUT/fast_profile.txt" 2>&1 \
+    || log "fast_profile failed"
+  fast_engine fast_engine_gemv --fast-mode compiled --sections variants --variants unfused,compiled_splitkv,triton
+  ;;
+pdl)
+  log "the Triton step chained with programmatic dependent launch: CUDA tests (graphs), GEMV sweep, profile, engine"
+  run_tests tests/models/test_gemv.py tests/models/test_triton_layer.py tests/models/test_decode_attention.py \
+    tests/models/test_fast_graphs.py
+  GEMV=(--shapes "${SHAPES:-qkv,o,gate_up,down}")
+  [[ $TINY == 1 ]] && GEMV=(--device cpu --tiny --layers 2 --repeats 2 --shapes qkv)
+  python3 benchmarks/gemv_probe.py "${GEMV[@]}" --sweep --no-pdl --rows 1 \
+    --json "$OUT/gemv_sweep.json" >"$OUT/gemv_sweep.txt" 2>&1 || log "gemv_probe failed"
+  if [[ $TINY != 1 ]]; then
+    log "profile: the Triton layer ($PRESET)"
+    python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --triton --only-new \
+      --attention splitkv --steps 10 --json "$OUT/fast_profile.json" >"$OUT/fast_profile.txt" 2>&1 \
+      || log "fast_profile failed"
+  fi
+  fast_engine fast_engine_pdl --fast-mode triton --sections fast_graphs,eventgpt --attention splitkv
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

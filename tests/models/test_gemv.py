@@ -73,6 +73,7 @@ def test_triton_gated_silu_equals_the_torch_ops(m: int, n: int, k: int) -> None:
 @pytest.mark.parametrize("m, n, k, norm, residual", [
     (1, 96, 256, True, False),  # q/k/v, gate/up: the norm prologue
     (1, 80, 200, False, True),  # o, down: the residual epilogue; ragged N and K
+    (1, 64, 1024, True, True),  # blocks that divide N and K: the unmasked loads
     (9, 64, 128, True, True),  # a score step
     (16, 33, 130, False, False),
 ])

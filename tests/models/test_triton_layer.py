@@ -37,7 +37,7 @@ def _layer(hidden: int, heads: int, kv_heads: int, inter: int, device: torch.dev
     }
 
 
-@pytest.mark.parametrize("heads, kv_heads, t, start", [(2, 2, 1, 37), (4, 2, 9, 50), (2, 1, 16, 3)])
+@pytest.mark.parametrize("heads, kv_heads, t, start", [(2, 2, 1, 37), (1, 1, 1, 20), (4, 2, 9, 50), (2, 1, 16, 3)])
 def test_layer_matches_the_torch_layer(heads: int, kv_heads: int, t: int, start: int) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hidden, inter, cap = 128, 96, 80
@@ -69,6 +69,7 @@ def test_what_the_kernels_do_not_take() -> None:
     assert "activation" in supported(128, "gelu", False)
     assert "head_dim" in supported(16, "silu", False) and "head_dim" in supported(96, "silu", False)
     assert [rotary_split(d) for d in (128, 64, 32, 16)] == [2, 1, 1, None]
+    assert [rotary_split(d, rows=1) for d in (128, 64, 32)] == [16, 8, 1]  # 4 columns a program
 
 
 @pytest.mark.skipif(not triton_available(torch.device("cuda" if torch.cuda.is_available() else "cpu")),

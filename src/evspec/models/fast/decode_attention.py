@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from evspec.models.fast.triton_support import available, tl, triton
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, tl, triton
 
 #: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
@@ -95,7 +95,10 @@ if triton is not None:
     def _stage1(Q, K, V, POS, O_PART, LSE, kv_rows, scale,
                 stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn,
                 T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+                CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                PDL: tl.constexpr):
+        pdl_release(PDL)
+        pdl_wait(PDL)  # q and the step's cache rows come from the previous kernel
         h = tl.program_id(0)
         s = tl.program_id(1)
         r = tl.arange(0, BLOCK_M)
@@ -142,7 +145,9 @@ if triton is not None:
     @triton.jit
     def _stage2(O_PART, LSE, OUT, stride_oh, stride_ot,
                 T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
+        pdl_release(PDL)
+        pdl_wait(PDL)
         h = tl.program_id(0)
         r = tl.program_id(1)
         s = tl.arange(0, BLOCK_S)
@@ -192,14 +197,16 @@ def split_kv_attention(
     o_part = torch.empty(hkv * splits * block_m, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
     out = torch.empty(hq, t, d, dtype=q.dtype, device=q.device)
+    chained = pdl(q.device)
     _stage1[(hkv, splits)](
         q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
         T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        IEEE=q.dtype == torch.float32,
+        IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained,
     )
     _stage2[(hkv, groups * t)](
         o_part, lse, out, out.stride(0), out.stride(1),
         T=t, GROUPS=groups, SPLITS=splits, D=d, BLOCK_M=block_m, BLOCK_S=triton.next_power_of_2(splits),
+        PDL=chained, launch_pdl=chained,
     )
     return out

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from evspec.models.fast.ops import gated, rms_norm
-from evspec.models.fast.triton_support import available, row_rstd, tl, triton
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
 #: the most token rows one call takes (decode and score steps)
 MAX_ROWS = 16
@@ -49,40 +49,100 @@ def fused_linear_reference(
 if triton is not None:
 
     @triton.jit
+    def w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN: tl.constexpr):
+        """Weight rows ``n``, columns ``k`` (read once: kept out of L2's way)."""
+        if EVEN:
+            return tl.load(W + n[:, None] * stride_wn + k[None, :], eviction_policy="evict_first")
+        return tl.load(W + n[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
+                       eviction_policy="evict_first")
+
+    @triton.jit
+    def x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K: tl.constexpr,
+                HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr):
+        """Columns ``k`` of the GEMV's input: ``x``, ``silu(gate) * up`` or the normed ``x``,
+        each rounded where torch rounds."""
+        x_mask = m_ok[:, None] & k_ok[None, :]
+        xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=x_mask, other=0.0)
+        if HAS_ACT:  # X holds [gate | up] (2K wide)
+            up = tl.load(X + m[:, None] * stride_xm + K + k[None, :], mask=x_mask, other=0.0)
+            g32 = xk.to(tl.float32)
+            xk = (g32 / (1.0 + tl.exp(-g32))).to(up.dtype) * up
+        if HAS_NORM:
+            nw = tl.load(NW + k, mask=k_ok, other=0.0)
+            xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
+        return xk
+
+    @triton.jit
+    def accumulate(acc, xk, wk, BLOCK_M: tl.constexpr, IEEE: tl.constexpr):
+        """One row (BLOCK_M 1): products summed in registers, reduced once at the end;
+        more rows: ``tl.dot`` on BLOCK_M (>= 16) padded rows."""
+        if BLOCK_M == 1:
+            return acc + wk.to(tl.float32) * xk.to(tl.float32)
+        if IEEE:
+            return acc + tl.dot(xk, tl.trans(wk), input_precision="ieee")
+        return acc + tl.dot(xk, tl.trans(wk))
+
+    @triton.jit
     def _fused_linear(X, W, NW, RES, Y, M, N, eps,
                       stride_xm, stride_wn, stride_rm, stride_ym,
                       K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
-                      IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      IEEE: tl.constexpr, EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # EVEN: N and K divide the blocks.  PDL: the first weight tile is read before waiting
+        # for the previous kernel (triton_support.pdl); everything else after.
+        pdl_release(PDL)
         pid = tl.program_id(0)
         m = tl.arange(0, BLOCK_M)
         n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok = m < M
         n_ok = n < N
+        k = tl.arange(0, BLOCK_K)
+        w0 = w_tile(W, n, n_ok, k, k < K, stride_wn, EVEN)
+        pdl_wait(PDL)
+        rstd = tl.zeros([BLOCK_M], tl.float32)
         if HAS_NORM:
             rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        if BLOCK_M == 1:
+            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT), w0,
+                          BLOCK_M, IEEE)
+        for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            if HAS_ACT:  # X holds [gate | up] (2K wide): silu(gate) * up, each rounded as torch does
-                up = tl.load(X + m[:, None] * stride_xm + K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                             other=0.0)
-                g32 = xk.to(tl.float32)
-                xk = (g32 / (1.0 + tl.exp(-g32))).to(up.dtype) * up
-            if HAS_NORM:
-                nw = tl.load(NW + k, mask=k_ok, other=0.0)
-                xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
-            wk = tl.load(W + n[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-            if IEEE:
-                acc += tl.dot(xk, tl.trans(wk), input_precision="ieee")
-            else:
-                acc += tl.dot(xk, tl.trans(wk))
-        y = acc.to(Y.dtype.element_ty)
+            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K, HAS_NORM, HAS_ACT)
+            acc = accumulate(acc, xk, w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN), BLOCK_M, IEEE)
+        if BLOCK_M == 1:
+            y = tl.sum(acc, 1)[None, :].to(Y.dtype.element_ty)
+        else:
+            y = acc.to(Y.dtype.element_ty)
         if HAS_RES:
             y = tl.load(RES + m[:, None] * stride_rm + n[None, :], mask=m_ok[:, None] & n_ok[None, :],
                         other=0.0) + y
         tl.store(Y + m[:, None] * stride_ym + n[None, :], y, mask=m_ok[:, None] & n_ok[None, :])
+
+else:  # pragma: no cover - depends on the install
+    w_tile = x_tile = accumulate = None
+
+
+#: one-row launch configurations (BLOCK_N, BLOCK_K, num_warps, num_stages) by weight shape
+#: (N, K): the fastest of ``benchmarks/gemv_probe.py --sweep --rows 1`` on the H200 for the
+#: LLaMA-7B projections (benchmarks/fast_engine.md, round 4); other shapes take DECODE_DEFAULT
+DECODE_CONFIGS = {
+    (12288, 4096): (8, 1024, 4, 1),  # q/k/v
+    (4096, 4096): (8, 512, 4, 3),  # o
+    (22016, 4096): (16, 1024, 4, 3),  # gate/up
+    (4096, 11008): (16, 512, 4, 3),  # down
+}
+DECODE_DEFAULT = (16, 512, 4, 3)
+
+
+def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:
+    """``(BLOCK_N, BLOCK_K, num_warps, num_stages)`` for ``m`` rows of an ``n`` × ``k`` weight."""
+    if m == 1:
+        return DECODE_CONFIGS.get((n, k), DECODE_DEFAULT)
+    return 64, 128, 4, 3
 
 
 def fused_linear(
@@ -93,17 +153,20 @@ def fused_linear(
     residual: torch.Tensor | None = None,
     *,
     gated_silu: bool = False,
-    block_n: int = 64,
-    block_k: int = 128,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    block_n: int | None = None,
+    block_k: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
     backend: str = "auto",
+    use_pdl: bool | None = None,
 ) -> torch.Tensor:
     """``[M, N]``: ``linear(norm(x)) [+ residual]`` in one kernel (see the module docstring).
     ``gated_silu``: ``x`` is the fused ``[gate | up]`` output ``[M, 2K]`` and the kernel
     feeds ``silu(gate) * up`` (the MLP's down projection);
-    ``block_n``/``block_k``/``num_warps``/``num_stages``: the Triton launch configuration;
-    ``backend``: ``triton``, ``torch`` (:func:`fused_linear_reference`) or ``auto``."""
+    ``block_n``/``block_k``/``num_warps``/``num_stages``: the Triton launch configuration
+    (default: :func:`launch_config`);
+    ``backend``: ``triton``, ``torch`` (:func:`fused_linear_reference`) or ``auto``;
+    ``use_pdl``: programmatic dependent launch (default: :func:`~.triton_support.pdl`)."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     m, k = x.shape
@@ -125,12 +188,16 @@ def fused_linear(
     x, weight = x.contiguous(), weight.contiguous()
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     res = residual.contiguous() if residual is not None else y
+    cfg = launch_config(m, n, k)
+    block_n, block_k = block_n or cfg[0], block_k or cfg[1]
+    num_warps, num_stages = num_warps or cfg[2], num_stages or cfg[3]
+    chained = pdl(x.device) if use_pdl is None else use_pdl
     _fused_linear[(triton.cdiv(n, block_n),)](
         x, weight, norm_weight if norm_weight is not None else x, res, y, m, n, float(eps),
         x.stride(0), weight.stride(0), res.stride(0), y.stride(0),
         K=k, HAS_NORM=norm_weight is not None, HAS_ACT=gated_silu, HAS_RES=residual is not None,
-        IEEE=x.dtype == torch.float32,
-        BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps, num_stages=num_stages,
+        IEEE=x.dtype == torch.float32, EVEN=n % block_n == 0 and k % block_k == 0, NUM_STAGES=num_stages,
+        PDL=chained, BLOCK_M=1 if m == 1 else max(16, triton.next_power_of_2(m)), BLOCK_N=block_n,
+        BLOCK_K=block_k, num_warps=num_warps, launch_pdl=chained,
     )
     return y

@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import torch
 
-from evspec.models.fast.gemv import MAX_ROWS, fused_linear
+from evspec.models.fast.gemv import MAX_ROWS, accumulate, w_tile, x_tile, fused_linear
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
-from evspec.models.fast.triton_support import available, row_rstd, tl, triton
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
 
-def rotary_split(head_dim: int) -> int | None:
+def rotary_split(head_dim: int, rows: int = 2) -> int | None:
     """Programs per head of the q/k/v kernel: each takes ``head_dim / (2 · split)`` columns of
-    both rotary halves, 32 where the head allows (LLaMA-7B: 2), at least 16 (``tl.dot``);
-    None when the head is too small or odd."""
+    both rotary halves.  A decode step (``rows`` 1) takes 4 columns of each half a program
+    where the head allows (8 weight rows, the best one-row GEMV block on the H200; LLaMA-7B:
+    split 16, 1536 programs); steps of more rows feed ``tl.dot``, which wants 32 columns
+    (split 2), at least 16.  None when the head is too small or odd."""
     half = head_dim // 2
+    if rows == 1 and half % 4 == 0 and half >= 32:
+        return half // 4
     for split in (2, 1):
         if head_dim % (2 * split) == 0 and half // split >= (32 if split > 1 else 16):
             return split
@@ -56,34 +60,43 @@ if triton is not None:
     def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
                         stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
                         K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
-                        SPLIT: tl.constexpr, IEEE: tl.constexpr,
+                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr, EVEN_K: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
+        pdl_release(PDL)
         pid = tl.program_id(0)
         head = pid // SPLIT
         part = pid % SPLIT
         m = tl.arange(0, BLOCK_M)
         m_ok = m < T
         c = part * BH + tl.arange(0, BH)  # this program's columns of the first rotary half
-        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
-        acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
-        acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
         row_lo = head * D + c
-        for k0 in range(0, K, BLOCK_K):
+        ones = c >= 0
+        k = tl.arange(0, BLOCK_K)
+        w_lo = w_tile(W, row_lo, ones, k, k < K, stride_w, EVEN_K)  # first tiles, before the wait (PDL)
+        w_hi = w_tile(W, row_lo + HALF, ones, k, k < K, stride_w, EVEN_K)
+        pdl_wait(PDL)
+        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
+        if BLOCK_M == 1:  # a decode step: products summed in registers (see gemv.accumulate)
+            acc_lo = tl.zeros([BH, BLOCK_K], tl.float32)
+            acc_hi = tl.zeros([BH, BLOCK_K], tl.float32)
+        else:
+            acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
+            acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
+        xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False)
+        acc_lo = accumulate(acc_lo, xk, w_lo, BLOCK_M, IEEE)
+        acc_hi = accumulate(acc_hi, xk, w_hi, BLOCK_M, IEEE)
+        for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            nw = tl.load(NW + k, mask=k_ok, other=0.0)
-            xk = (xk.to(tl.float32) * rstd[:, None]).to(nw.dtype) * nw[None, :]
-            w_lo = tl.load(W + row_lo[:, None] * stride_w + k[None, :], mask=k_ok[None, :], other=0.0)
-            w_hi = tl.load(W + (row_lo + HALF)[:, None] * stride_w + k[None, :], mask=k_ok[None, :], other=0.0)
-            if IEEE:
-                acc_lo += tl.dot(xk, tl.trans(w_lo), input_precision="ieee")
-                acc_hi += tl.dot(xk, tl.trans(w_hi), input_precision="ieee")
-            else:
-                acc_lo += tl.dot(xk, tl.trans(w_lo))
-                acc_hi += tl.dot(xk, tl.trans(w_hi))
+            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False)
+            acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), BLOCK_M, IEEE)
+            acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K),
+                                 BLOCK_M, IEEE)
+        if BLOCK_M == 1:
+            acc_lo = tl.sum(acc_lo, 1)[None, :]
+            acc_hi = tl.sum(acc_hi, 1)[None, :]
         y_lo = acc_lo.to(Q.dtype.element_ty)  # the projection's output, rounded as F.linear's
         y_hi = acc_hi.to(Q.dtype.element_ty)
         if head < HQ + HKV:  # RoPE (SIN is ops.rotation_sin: its first half negated)
@@ -126,13 +139,17 @@ def triton_attention_inputs(
     t, hidden = x.shape
     x, qkv_weight, cos, sin = x.contiguous(), qkv_weight.contiguous(), cos.contiguous(), sin.contiguous()
     q = torch.empty(num_heads, t, head_dim, dtype=x.dtype, device=x.device)
-    split = rotary_split(head_dim)
+    split = rotary_split(head_dim, t)
+    decode = t == 1
+    chained = pdl(x.device)
+    block_k = 1024 if decode else 128
     _qkv_rope_cache[((num_heads + 2 * num_kv_heads) * split,)](
         x, ln_weight, qkv_weight, cos, sin, positions, q, k_cache, v_cache, t, float(eps),
         x.stride(0), qkv_weight.stride(0), cos.stride(0), q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1),
         K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split, IEEE=x.dtype == torch.float32,
-        BLOCK_M=max(16, triton.next_power_of_2(t)), BLOCK_K=128,
+        NUM_STAGES=1 if decode else 3, PDL=chained, BLOCK_M=1 if decode else max(16, triton.next_power_of_2(t)),
+        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, num_warps=4, launch_pdl=chained,
     )
     return q
 
@@ -149,6 +166,6 @@ def triton_attention_output_and_mlp(
                                         down_weight, down_bias, eps, act)
     t = x.shape[0]
     a = attn.transpose(0, 1).reshape(t, attn.shape[0] * attn.shape[2])  # [T, Hq * D] (a view for T = 1)
-    x = fused_linear(a, o_weight, residual=x, block_n=32)
-    gate_up = fused_linear(x, gate_up_weight, ln_weight, eps, block_n=64)
-    return fused_linear(gate_up, down_weight, residual=x, gated_silu=True, block_n=32)
+    x = fused_linear(a, o_weight, residual=x)
+    gate_up = fused_linear(x, gate_up_weight, ln_weight, eps)
+    return fused_linear(gate_up, down_weight, residual=x, gated_silu=True)

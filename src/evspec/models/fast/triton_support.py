@@ -15,6 +15,10 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
     tl = None
+try:  # grid dependency control (programmatic dependent launch), Triton >= 3.4
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - depends on the install
+    gdc_launch_dependents = gdc_wait = None
 
 
 def available(device: torch.device) -> bool:
@@ -23,7 +27,32 @@ def available(device: torch.device) -> bool:
     return triton is not None and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 
+def pdl(device: torch.device) -> bool:
+    """Whether kernels on ``device`` launch with programmatic dependent launch: a Hopper or
+    newer GPU, a Triton that has it, not the interpreter, and ``EVSPEC_PDL`` not ``0``.
+
+    A decode step is a chain of ~200 short kernels; with PDL each kernel's blocks start while
+    the previous kernel drains, read their first weight tile (weights never change), and
+    only then wait (``griddepcontrol.wait``) for the previous kernel's writes.  Every kernel
+    that takes part reads activations and writes anything only after :func:`pdl_wait`."""
+    return (triton is not None and gdc_wait is not None and device.type == "cuda"
+            and os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("EVSPEC_PDL", "1") != "0"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
 if triton is not None:
+
+    @triton.jit
+    def pdl_release(PDL: tl.constexpr):
+        """Let the next kernel's blocks launch (once every block of this one has run this)."""
+        if PDL:
+            gdc_launch_dependents()
+
+    @triton.jit
+    def pdl_wait(PDL: tl.constexpr):
+        """Wait until the previous kernel has finished and its writes are visible."""
+        if PDL:
+            gdc_wait()
 
     @triton.jit
     def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
@@ -37,4 +66,4 @@ if triton is not None:
         return tl.rsqrt(ss / K + eps)
 
 else:  # pragma: no cover - depends on the install
-    row_rstd = None
+    row_rstd = pdl_release = pdl_wait = None
