@@ -52,9 +52,11 @@ if triton is not None:
     def w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN: tl.constexpr):
         """Weight rows ``n``, columns ``k`` (read once: kept out of L2's way)."""
         if EVEN:
-            return tl.load(W + n[:, None] * stride_wn + k[None, :], eviction_policy="evict_first")
-        return tl.load(W + n[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
-                       eviction_policy="evict_first")
+            wk = tl.load(W + n[:, None] * stride_wn + k[None, :], eviction_policy="evict_first")
+        else:
+            wk = tl.load(W + n[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
+                         eviction_policy="evict_first")
+        return wk
 
     @triton.jit
     def x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K: tl.constexpr,
@@ -75,12 +77,15 @@ if triton is not None:
     @triton.jit
     def accumulate(acc, xk, wk, BLOCK_M: tl.constexpr, IEEE: tl.constexpr):
         """One row (BLOCK_M 1): products summed in registers, reduced once at the end;
-        more rows: ``tl.dot`` on BLOCK_M (>= 16) padded rows."""
+        more rows: ``tl.dot`` on BLOCK_M (>= 16) padded rows.  (One return: Triton compiles
+        the code after a constexpr-true ``if ...: return``.)"""
         if BLOCK_M == 1:
-            return acc + wk.to(tl.float32) * xk.to(tl.float32)
-        if IEEE:
-            return acc + tl.dot(xk, tl.trans(wk), input_precision="ieee")
-        return acc + tl.dot(xk, tl.trans(wk))
+            out = acc + wk.to(tl.float32) * xk.to(tl.float32)
+        elif IEEE:
+            out = acc + tl.dot(xk, tl.trans(wk), input_precision="ieee")
+        else:
+            out = acc + tl.dot(xk, tl.trans(wk))
+        return out
 
     @triton.jit
     def _fused_linear(X, W, NW, RES, Y, M, N, eps,
