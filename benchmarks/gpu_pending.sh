@@ -12,6 +12,8 @@
 #                       #   section on the compiled variant (--fast-mode compiled)
 #   STAGE=gemv ...      # ~6 min: one-row GEMV kernels: tests, a sweep of launch configurations,
 #                       #   the Triton layer and compiled@splitkv profiled and timed (SHAPES=qkv,o,...)
+#   STAGE=pdl ...       # ~3 min: the same chained with programmatic dependent launch
+#   STAGE=triton ...    # ~6 min: CUDA tests, then every goal on --fast-mode triton
 #   STAGE=splitkv ...   # ~5 min: the Triton kernels (split-KV attention, fused GEMVs, the 4-kernel
 #                       #   layer): CUDA tests, each alone at 7B shapes, then in the engine: every
 #                       #   attention kind on the compiled step, and the variants unfused/compiled/triton
@@ -141,6 +143,12 @@ pdl)
       || log "fast_profile failed"
   fi
   fast_engine fast_engine_pdl --fast-mode triton --sections fast_graphs,eventgpt --attention splitkv
+  ;;
+triton)
+  log "every goal of issue 6 on --fast-mode triton (Triton decode layer + PDL, compiled score/prefill, auto attention)"
+  run_tests tests/models/test_gemv.py tests/models/test_triton_layer.py tests/models/test_decode_attention.py \
+    tests/models/test_fast_graphs.py tests/models/test_fast_ops.py tests/models/test_fast_llama.py
+  fast_engine fast_engine_triton --fast-mode triton --skip hf_static,variants,dynamic,fast_eager,overlap
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

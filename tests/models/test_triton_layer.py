@@ -92,8 +92,8 @@ def test_kernels_really_ran_and_wrote_only_the_step_rows() -> None:
 @pytest.mark.parametrize("kv_heads", [2, 1])
 def test_fast_llama_with_triton_kernels_matches_hf(kv_heads: int) -> None:
     """``FastLlama(kernels="triton", attention="splitkv")``: a prefill (the torch path), then
-    steps of 1-5 tokens with rollbacks at int and device starts (the kernels, where Triton
-    runs; the torch fallback elsewhere) equal a cache-free HF forward."""
+    steps of 1-5 tokens with rollbacks at int and device starts (one-token steps run the
+    kernels where Triton runs, the rest the torch layer) equal a cache-free HF forward."""
     from transformers import LlamaConfig, LlamaModel
 
     from evspec.models.fast.llama import FastLlama

@@ -132,15 +132,17 @@ else:  # pragma: no cover - depends on the install
 
 
 #: one-row launch configurations (BLOCK_N, BLOCK_K, num_warps, num_stages) by weight shape
-#: (N, K): the fastest of ``benchmarks/gemv_probe.py --sweep --rows 1`` on the H200 for the
-#: LLaMA-7B projections (benchmarks/fast_engine.md, round 4); other shapes take DECODE_DEFAULT
+#: (N, K): the fastest of ``benchmarks/gemv_probe.py --sweep --no-pdl --rows 1`` on the H200
+#: for the LLaMA-7B projections, chained with PDL (ms for 32 layers, cuBLAS in brackets:
+#: q/k/v 0.835 (0.890), o 0.303 (0.408), gate/up 1.446 (1.452), down 0.721 (0.873);
+#: benchmarks/fast_engine.md, round 4).  Other shapes take DECODE_DEFAULT.
 DECODE_CONFIGS = {
     (12288, 4096): (8, 1024, 4, 1),  # q/k/v
-    (4096, 4096): (8, 512, 4, 3),  # o
-    (22016, 4096): (16, 1024, 4, 3),  # gate/up
-    (4096, 11008): (16, 512, 4, 3),  # down
+    (4096, 4096): (16, 1024, 4, 3),  # o
+    (22016, 4096): (8, 1024, 4, 1),  # gate/up
+    (4096, 11008): (8, 1024, 4, 3),  # down
 }
-DECODE_DEFAULT = (16, 512, 4, 3)
+DECODE_DEFAULT = (8, 1024, 4, 3)
 
 
 def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:

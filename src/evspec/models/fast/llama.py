@@ -59,8 +59,8 @@ from evspec.models.fast.step_attention import AttentionPlan, StepAttention
 #: ``dynamic`` / ``longrope`` change them with the sequence length and are not supported.
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
-#: the layer functions of a step of at most 16 tokens: ``torch`` = :mod:`.layer` (eager or
-#: compiled); ``triton`` = :mod:`.triton_layer` (four Triton kernels; opt-in, not yet timed)
+#: the layer functions of a step: ``torch`` = :mod:`.layer` (eager or compiled); ``triton`` =
+#: :mod:`.triton_layer` (four Triton kernels) for decode steps, ``torch`` for the rest (opt-in)
 KERNEL_KINDS = ("torch", "triton")
 
 
@@ -184,9 +184,10 @@ class FastLlama:
         """Positions and masking of a pass of ``t`` tokens at ``start`` (:class:`StepAttention`)."""
         return self.attn.plan(start, t, kv_len, capacity, dtype, device)
 
-    def kernel_for(self, queries: int) -> str:
-        """The kernel a masked pass of ``queries`` tokens uses (:class:`StepAttention`)."""
-        return self.attn.kernel_for(queries)
+    def kernel_for(self, queries: int, device: torch.device | None = None) -> str:
+        """The kernel a masked pass of ``queries`` tokens on ``device`` (default: the
+        model's) uses (:class:`StepAttention`)."""
+        return self.attn.kernel_for(queries, device or self.decoder.embed_tokens.weight.device)
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:
@@ -254,7 +255,7 @@ class FastLlama:
             return self.decoder.norm(x)  # [T, H]
         pre, post = attention_inputs, attention_output_and_mlp
         dynamic = compiled and any_length and self._compiled_any is not None
-        if self.kernels == "triton" and not any_length and t <= triton_layer.MAX_ROWS:
+        if self.kernels == "triton" and not any_length and t <= triton_layer.STEP_ROWS:
             pre, post = triton_layer.triton_attention_inputs, triton_layer.triton_attention_output_and_mlp
         elif dynamic:
             pre, post = self._compiled_any

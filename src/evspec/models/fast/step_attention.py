@@ -19,15 +19,16 @@ from torch.nn.attention.bias import CausalBias
 
 from evspec.models.fast.decode_attention import fits, split_kv_attention
 from evspec.models.fast.ops import attention_bias, lower_right_causal
+from evspec.models.fast.triton_support import available as triton_available
 
 #: attention over the cache for masked steps (exact-length passes always use SDPA's
 #: causal forms): ``sdpa`` = ``scaled_dot_product_attention`` with an additive mask (a
 #: fused kernel); ``matmul`` = two batched matmuls + float32 softmax (HF eager numerics);
-#: ``auto`` = ``sdpa`` for one query, ``matmul`` for several (on the H200 at 7B shapes the
-#: fused kernel wins the decode step, 5.12 vs 5.51 ms, and loses the 9-token score step,
-#: 6.53 vs 5.81 ms: benchmarks/fast_engine.md, round 3); ``splitkv`` = split-KV decode
-#: attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch reference elsewhere;
-#: not yet timed inside the engine, opt-in)
+#: ``splitkv`` = split-KV attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch
+#: reference elsewhere); ``auto`` = ``splitkv`` where Triton runs, else ``sdpa`` for one query
+#: and ``matmul`` for several.  On the H200 at 7B shapes, compiled step (benchmarks/
+#: fast_engine.md, round 4): decode 4.77 ms splitkv, 4.99 sdpa, 5.31 matmul; 9-token score
+#: 5.23 splitkv, 5.79 matmul, 6.25 sdpa.
 ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 
 
@@ -77,13 +78,16 @@ class StepAttention:
                 return AttentionPlan(positions, kv_len, None, is_causal=True)
             if t == 1:  # one query at the end sees every row
                 return AttentionPlan(positions, kv_len, None)
-            if self.kernel_for(t) == "sdpa" and self.num_kv_heads == self.num_heads:
+            if self.kernel_for(t, device) == "sdpa" and self.num_kv_heads == self.num_heads:
                 return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
 
-    def kernel_for(self, queries: int) -> str:
-        """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens uses."""
+    def kernel_for(self, queries: int, device: torch.device) -> str:
+        """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens
+        on ``device`` uses."""
         if self.kind == "auto":
+            if triton_available(device) and fits(self.num_heads, self.num_kv_heads, queries):
+                return "splitkv"
             return "sdpa" if queries == 1 else "matmul"
         return self.kind
 
@@ -95,7 +99,7 @@ class StepAttention:
         plan: AttentionPlan,
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
-        kind = self.kernel_for(q.shape[1])
+        kind = self.kernel_for(q.shape[1], q.device)
         if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1]):
             # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
             return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
