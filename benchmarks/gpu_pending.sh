@@ -150,6 +150,15 @@ triton)
     tests/models/test_fast_graphs.py tests/models/test_fast_ops.py tests/models/test_fast_llama.py
   fast_engine fast_engine_triton --fast-mode triton --skip hf_static,variants,dynamic,fast_eager,overlap
   ;;
+pdl_ab)
+  log "programmatic dependent launch off (EVSPEC_PDL=0) against on, steps of both 7B models; the Triton step profiled"
+  EVSPEC_PDL=0 fast_engine fast_engine_nopdl --fast-mode triton --sections fast_graphs,eventgpt
+  fast_engine fast_engine_pdl --fast-mode triton --sections fast_graphs,eventgpt
+  if [[ $TINY != 1 ]]; then
+    python3 benchmarks/fast_profile.py --preset "$PRESET" --device "$DEVICE" --triton --only-new --steps 10 \
+      --json "$OUT/fast_profile.json" >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed"
+  fi
+  ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac
 log "stage $STAGE done in ${SECONDS}s: $(ls "$OUT" | tr '\n' ' ')"
