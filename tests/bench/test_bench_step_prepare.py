@@ -208,3 +208,8 @@ def test_compile_needs_fast_and_reaches_both_models():
     assert backend.info["compile"] is True
     plain = load_backend(ModelSpec(target="tiny-random", device="cpu", fast=True), ())
     assert "compile" not in plain.info and not plain.target.fast.config.compile
+    assert "kernels" not in plain.info and plain.target.fast.config.kernels == "torch"
+    with pytest.raises(ValueError, match="add --fast"):
+        ModelSpec(target="tiny-random", device="cpu", kernels="triton")
+    with pytest.raises(ValueError, match="--kernels must be"):
+        ModelSpec(target="tiny-random", device="cpu", fast=True, kernels="cuda")

@@ -43,6 +43,9 @@ def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tup
     (("--gamma-policy", "dynamic", "--schedule", "pipelined", "--drafter", "eventgpt"), "sequential"),
     (("--gamma", "0"), "--gamma"),
     (("--compile",), "add --fast"),
+    (("--kernels", "triton"), "add --fast"),
+    (("--fast", "--kernels", "cutlass"), "--kernels must be"),
+    (("--fast", "--kernels", "triton"), "head_dim 16"),  # the tiny preset: the kernels refuse it, clearly
     (("--drafter", "oracle"), "unknown drafter"),
     (("--drafter", "eventgpt", "--drafter-path", "runs/x"), "loads no trained module"),
     (("--drafter", "target-head", "--drafter-path", "untrained"), "controlled"),

@@ -30,6 +30,7 @@ class ModelSpec:
     generate baseline (None = the default dynamic cache; ``static`` = compiled).
     ``fast``: both models on evspec's fast engine (static KV cache, CUDA graphs on GPU).
     ``compile``: with ``fast``, ``torch.compile`` the fast engine's layers.
+    ``kernels``: with ``fast``, the step layer kernels (``torch`` or ``triton``).
     ``prefix_cache``: reuse each clip's video/event prefix across its questions.
     ``target_device`` / ``draft_device``: place the two models apart (e.g. ``cuda:0`` and
     ``cuda:1``, for the pipelined schedule); None = ``device``.  ``drafter_paths``:
@@ -46,6 +47,7 @@ class ModelSpec:
     hf_cache: str | None = None
     fast: bool = False
     compile: bool = False
+    kernels: str = "torch"
     prefix_cache: bool = False
     target_device: str | None = None
     draft_device: str | None = None
@@ -54,6 +56,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.compile and not self.fast:
             raise ValueError("--compile compiles the fast engine: add --fast")
+        from evspec.models.fast.config import check_kernels
+
+        check_kernels(self.kernels, self.fast)
         if self.dtype not in _DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         for name in ("device", "target_device", "draft_device"):
@@ -86,13 +91,15 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
         draft = load_eventgpt(draft_name, device=draft_device, dtype=dtype, seed=spec.seed + 1)
     for model in (target, draft):
         if model is not None and spec.fast:
-            model.enable_fast(compile=spec.compile)
+            model.enable_fast(compile=spec.compile, kernels=spec.kernels)
         if model is not None and spec.prefix_cache:
             model.enable_prefix_cache()
     info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
             "fast": spec.fast, "prefix_cache": spec.prefix_cache}
     if spec.compile:  # absent when off: older run folders still resume
         info["compile"] = True
+    if spec.kernels != "torch":  # likewise
+        info["kernels"] = spec.kernels
     if spec.target_device or spec.draft_device:  # absent by default: older run folders still resume
         info["placement"] = {"target": str(device), "draft": str(draft_device)}
     options = drafter_options(spec.drafter_paths)

@@ -81,6 +81,8 @@ def bench(
     fast: Annotated[bool, typer.Option(help="evspec's fast engine (static KV cache; CUDA graphs on GPU).")] = False,
     compile_engine: Annotated[bool, typer.Option("--compile", help="With --fast: torch.compile the fast engine's "
                                           "layers (compiled before the timed runs).")] = False,
+    kernels: Annotated[str, typer.Option(help="With --fast: torch, or triton (one-token steps as four Triton "
+                                               "kernels a layer on CUDA; docs/fast_engine.md).")] = "torch",
     prefix_cache: Annotated[bool, typer.Option(help="Reuse each clip's prefix KV across its questions.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run measurements recorded as failed.")] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed and random-weight seed.")] = 0,
@@ -121,7 +123,7 @@ def bench(
         )
         models = ModelSpec(
             target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
-            fast=fast, compile=compile_engine, prefix_cache=prefix_cache, target_device=target_device,
+            fast=fast, compile=compile_engine, kernels=kernels, prefix_cache=prefix_cache, target_device=target_device,
             draft_device=draft_device,
             drafter_paths=_pairs(drafter_path or [], "drafter-path"),
         )

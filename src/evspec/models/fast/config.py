@@ -8,6 +8,14 @@ from evspec.models.fast.llama import KERNEL_KINDS
 from evspec.models.fast.step_attention import ATTENTION_KINDS
 
 
+def check_kernels(kernels: str, fast: bool) -> None:
+    """The CLI's ``--kernels`` check: a known kind, and ``triton`` only with ``--fast``."""
+    if kernels not in KERNEL_KINDS:
+        raise ValueError(f"--kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
+    if kernels != "torch" and not fast:
+        raise ValueError(f"--kernels {kernels} runs in the fast engine: add --fast")
+
+
 @dataclass(frozen=True)
 class FastConfig:
     """How a wrapper runs its decoder on the fast path.
@@ -23,18 +31,18 @@ class FastConfig:
     multiple is one more captured shape; smaller = less wasted attention);
     ``max_slots``: static caches (each with its own graphs) that may be live at once,
     e.g. 2 when a model drafts for itself;
-    ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"``, ``"auto"`` (sdpa for
-    one query, matmul for several) or ``"splitkv"`` (split-KV decode kernels; see
-    ``evspec.models.fast.step_attention.ATTENTION_KINDS``);
+    ``attention``: the step attention kernel, ``"sdpa"``, ``"matmul"``, ``"splitkv"``
+    (split-KV Triton kernels) or ``"auto"`` (splitkv where Triton runs, else sdpa for one
+    query and matmul for several; see ``evspec.models.fast.step_attention.ATTENTION_KINDS``);
     ``fuse``: fused q/k/v and gate/up weights (views shared with the HF modules) and the
     compact layer functions (``evspec.models.fast.fused`` / ``layer``); needed by
     ``compile``, which compiles those per-layer functions (``compile_backend``:
     ``"inductor"``, or e.g. ``"aot_eager"`` to debug tracing without code generation)
     for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
     count dynamic: one compile for every prompt length);
-    ``kernels``: the layer functions of steps of at most 16 tokens: ``"torch"`` (eager or,
-    with ``compile``, compiled) or ``"triton"`` (four Triton kernels a layer, needs ``fuse``;
-    ``evspec.models.fast.triton_layer``);
+    ``kernels``: the layer functions of steps: ``"torch"`` (eager or, with ``compile``,
+    compiled) or ``"triton"`` (one-token steps as four Triton kernels a layer, the rest as
+    ``"torch"``; needs ``fuse``; ``evspec.models.fast.triton_layer``);
     ``prefill_buckets``: a prefill after cached positions (the question after a cached
     video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
     run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass.
