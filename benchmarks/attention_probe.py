@@ -7,7 +7,9 @@ One decode or score step attends ``T`` queries per head over ``kv_rows`` cache r
 * ``matmul`` – two batched matmuls and a float32 softmax (the engine's ``matmul`` kind);
 * ``flex``   – ``torch.compile``-d FlexAttention with the causal limit as a ``score_mod`` over
   a device-side position;
-* ``splitkv`` – evspec's split-KV kernels (``evspec.models.fast.decode_attention``).
+* ``splitkv`` – evspec's split-KV kernels (``evspec.models.fast.decode_attention``);
+  ``--splitkv-sweep`` adds ``splitkv bBnNwWsS`` for every launch configuration in SPLITKV_SWEEP
+  (B thread blocks wanted, N keys per iteration, W warps, S pipeline stages).
 
 Each layer has its own K/V (1.2 GB in all at 2304 rows: more than the L2 many times over),
 so the figure is a bandwidth figure: ms per step and GB/s of K/V read.  Outputs are checked
@@ -31,7 +33,10 @@ from evspec.models.fast.ops import attention_bias
 from probe_common import median_ms, replayable, write_json  # a sibling module: benchmarks/ is the script's folder
 
 
-def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool) -> dict[str, Callable]:
+SPLITKV_SWEEP = [(b, n, w, s) for b in (132, 264, 528) for n in (32, 64, 128) for w in (4, 8) for s in (2, 3)]
+
+
+def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool, sweep: bool = False) -> dict[str, Callable]:
     """``kind -> f(q [1,H,T,D], k, v [1,H,S,D], mask [T,S]) -> [1,H,T,D]``."""
     flex = torch.compile(flex_attention, dynamic=False) if compile_flex else flex_attention
 
@@ -51,7 +56,13 @@ def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool) -> dict[st
     def splitkv(q, k, v, mask):
         return split_kv_attention(q[0], k[0], v[0], pos, k.shape[2], scale)[None]
 
-    return {"sdpa": sdpa, "matmul": matmul, "flex": flex_kind, "splitkv": splitkv}
+    kinds = {"sdpa": sdpa, "matmul": matmul, "flex": flex_kind, "splitkv": splitkv}
+    for b, n, w, st in SPLITKV_SWEEP if sweep else ():
+        kinds[f"splitkv b{b}n{n}w{w}s{st}"] = (
+            lambda q, k, v, mask, b=b, n=n, w=w, st=st: split_kv_attention(
+                q[0], k[0], v[0], pos, k.shape[2], scale, blocks_wanted=b, block_n=n, num_warps=w,
+                num_stages=st)[None])
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--position", type=int, default=2103, help="position of the first query")
     p.add_argument("--queries", default="1,9", help="step sizes T")
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--splitkv-sweep", action="store_true", help="also every split-KV launch configuration")
+    p.add_argument("--kinds", default=None, help="comma separated kinds to run (default: all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     dev = torch.device(args.device)
@@ -80,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     # correctness, float32, one layer
     k32 = torch.randn(1, args.heads, args.rows, args.dim, device=dev, generator=gen)
     v32 = torch.randn_like(k32)
-    kernels32 = make_kernels(pos, scale, compile_flex=cuda)
+    kernels32 = make_kernels(pos, scale, compile_flex=cuda, sweep=args.splitkv_sweep)
+    if args.kinds:
+        kernels32 = {k: f for k, f in kernels32.items() if k.split()[0] in args.kinds.split(",")}
     for t in sizes:
         q = torch.randn(1, args.heads, t, args.dim, device=dev, generator=gen)
         mask = attention_bias(pos + torch.arange(t, device=dev), args.rows, torch.float32)
@@ -96,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
           for _ in range(args.layers)]
     vs = [torch.randn_like(k) for k in ks]
     kv_bytes = 2 * args.layers * args.heads * args.rows * args.dim * ks[0].element_size()
-    kernels = make_kernels(pos, scale, compile_flex=cuda)
+    kernels = make_kernels(pos, scale, compile_flex=cuda, sweep=args.splitkv_sweep)
+    kernels = {k: f for k, f in kernels.items() if k in kernels32}
     for t in sizes:
         q = torch.randn(1, args.heads, t, args.dim, device=dev, dtype=dtype, generator=gen)
         mask = attention_bias(pos + torch.arange(t, device=dev), args.rows, dtype)

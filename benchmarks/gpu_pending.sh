@@ -159,6 +159,12 @@ pdl_ab)
       --json "$OUT/fast_profile.json" >"$OUT/fast_profile.txt" 2>&1 || log "fast_profile failed"
   fi
   ;;
+attn_sweep)
+  log "split-KV launch configurations (blocks wanted x keys per iteration x warps x stages), 7B shapes"
+  PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 1 --rows 128 --position 100 --heads 2 --dim 16 --repeats 1)
+  python3 benchmarks/attention_probe.py "${PROBE[@]}" --splitkv-sweep --kinds sdpa,splitkv \
+    --json "$OUT/attention_sweep.json" >"$OUT/attention_sweep.txt" 2>&1 || log "attention_probe failed"
+  ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac
 log "stage $STAGE done in ${SECONDS}s: $(ls "$OUT" | tr '\n' ' ')"

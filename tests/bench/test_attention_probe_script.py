@@ -30,3 +30,20 @@ def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "a.json").is_file()
     with pytest.raises(SystemExit):
         mod.main(["--device", "cpu", "--rows", "64", "--position", "60", "--queries", "9"])
+
+
+def test_split_kv_sweep_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """``--splitkv-sweep --kinds matmul,splitkv``: only those kinds run, every launch
+    configuration is checked (the torch reference without Triton) and timed."""
+    spec = importlib.util.spec_from_file_location("attention_probe", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    monkeypatch.setitem(sys.modules, "attention_probe", mod)
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec.loader.exec_module(mod)
+    out = mod.main(["--device", "cpu", "--layers", "1", "--rows", "128", "--position", "100", "--heads", "2",
+                    "--dim", "16", "--queries", "1", "--repeats", "1", "--splitkv-sweep", "--kinds", "matmul,splitkv",
+                    "--json", str(tmp_path / "s.json")])
+    want = {"matmul", "splitkv", *(f"splitkv b{b}n{n}w{w}s{s}" for b, n, w, s in mod.SPLITKV_SWEEP)}
+    assert set(out["results"]) == want
+    assert all(r["T1_max_err_fp32"] < 1e-5 and r["T1_ms"] > 0 for r in out["results"].values())

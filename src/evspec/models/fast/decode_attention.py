@@ -29,6 +29,8 @@ from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_w
 
 #: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
+#: thread blocks stage 1 aims for (KV heads × splits): two per multiprocessor on an H200
+BLOCKS_WANTED = 264
 #: the most query rows (groups × T) one block holds
 MAX_ROWS = 64
 
@@ -38,7 +40,7 @@ def fits(num_heads: int, num_kv_heads: int, queries: int) -> bool:
     return num_heads // num_kv_heads * queries <= MAX_ROWS
 
 
-def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = 264, block: int = BLOCK_N,
+def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = BLOCKS_WANTED, block: int = BLOCK_N,
                   want: int | None = None) -> tuple[int, int]:
     """``(splits, chunk)``: about ``want`` chunks (default: enough that ``kv_heads × splits``
     blocks fill the GPU, ``blocks_wanted``, two per multiprocessor on an H200), each a
@@ -174,10 +176,16 @@ def split_kv_attention(
     *,
     splits: int | None = None,
     backend: str = "auto",
+    blocks_wanted: int = BLOCKS_WANTED,
+    block_n: int = BLOCK_N,
+    num_warps: int = 4,
+    num_stages: int = 3,
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
-    (Triton where :func:`~evspec.models.fast.triton_support.available`)."""
+    (Triton where :func:`~evspec.models.fast.triton_support.available`);
+    ``blocks_wanted``/``block_n``: see :func:`choose_splits`; ``num_warps``/``num_stages``:
+    stage 1's launch configuration."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -185,7 +193,7 @@ def split_kv_attention(
     if hq % hkv:
         raise ValueError(f"{hq} query heads do not share {hkv} KV heads evenly")
     groups = hq // hkv
-    splits, chunk = choose_splits(kv_rows, hkv, want=splits)
+    splits, chunk = choose_splits(kv_rows, hkv, blocks_wanted, block_n, want=splits)
     use_triton = backend == "triton" or (backend == "auto" and available(q.device))
     if not use_triton or not fits(hq, hkv, t) or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
         return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
@@ -201,8 +209,8 @@ def split_kv_attention(
     _stage1[(hkv, splits)](
         q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
-        T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained,
+        T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=block_n,
+        IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained, num_warps=num_warps, num_stages=num_stages,
     )
     _stage2[(hkv, groups * t)](
         o_part, lse, out, out.stride(0), out.stride(1),
