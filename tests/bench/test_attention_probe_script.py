@@ -33,7 +33,7 @@ def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_split_kv_sweep_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
-    """``--splitkv-sweep --kinds matmul,splitkv``: only those kinds run, every launch
+    """``--splitkv-sweep --kinds splitkv``: only those kinds run, every launch
     configuration is checked (the torch reference without Triton) and timed."""
     spec = importlib.util.spec_from_file_location("attention_probe", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
