@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
             timed_rows = {lab: v for lab, v in row.items() if isinstance(v, dict) and "ms" in v}
             best = min((lab for lab in timed_rows if lab.startswith("triton")), key=lambda lab: timed_rows[lab]["ms"])
             nopdl = timed_rows.get("triton default, no PDL")
-            nopdl_txt = f" (default {timed_rows['triton default']['ms']:.3f}, no PDL {nopdl['ms']:.3f})" if nopdl else ""
+            nopdl_txt = (f" (default {timed_rows['triton default']['ms']:.3f}, no PDL {nopdl['ms']:.3f})"
+                         if nopdl else "")
             row["best"] = best.removeprefix("triton ")
             lines.append(f"| {name} | {m} | {timed_rows['cublas']['ms']:.3f} ({timed_rows['cublas']['tb_s']:.2f}) | "
                          f"{timed_rows['cublas+ops']['ms']:.3f} | {best.removeprefix('triton ')}: "

@@ -13,8 +13,12 @@ from L2), normalises its slice of ``x`` on the fly with the transformers roundin
 (float32, cast to the activation dtype, times the norm weight) and adds the residual in the
 epilogue (the product rounded to the activation dtype first, as ``x + o_proj(...)`` does).
 On CUDA with Triton it is a Triton kernel; elsewhere :func:`fused_linear_reference` is the
-same computation in torch.  Used by ``benchmarks/gemv_probe.py`` (against cuBLAS) before any
-engine path adopts it.
+same computation in torch.  One row (a decode step) sums its products in registers and
+reduces once; more rows pad to 16 for ``tl.dot``.  Launch configurations per 7B shape come
+from an H200 sweep (:data:`DECODE_CONFIGS`); on Hopper the first weight tile is read before
+waiting on the previous kernel (programmatic dependent launch, ``triton_support.pdl``).
+The engine's Triton decode layer (``triton_layer.py``) runs it for o, gate/up and down;
+``benchmarks/gemv_probe.py`` times it against cuBLAS.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ if triton is not None:
 
     @triton.jit
     def x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K: tl.constexpr,
-                HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr):
+               HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr):
         """Columns ``k`` of the GEMV's input: ``x``, ``silu(gate) * up`` or the normed ``x``,
         each rounded where torch rounds."""
         x_mask = m_ok[:, None] & k_ok[None, :]
@@ -112,7 +116,7 @@ if triton is not None:
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT), w0,
-                          BLOCK_M, IEEE)
+                         BLOCK_M, IEEE)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K

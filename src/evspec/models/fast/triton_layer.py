@@ -71,8 +71,8 @@ if triton is not None:
     def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
                         stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
                         K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
-                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr, EVEN_K: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
+                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
         pdl_release(PDL)
