@@ -10,9 +10,11 @@ import torch
 
 from evspec.models.fast.decode_attention import (
     choose_splits,
+    fits,
     split_kv_attention,
     split_kv_reference,
 )
+from evspec.models.fast.step_attention import StepAttention
 from evspec.models.fast.triton_support import available as triton_available
 
 
@@ -90,3 +92,16 @@ def test_reference_handles_a_device_start_of_several_positions() -> None:
     k, v = torch.randn(2, 64, 16, generator=gen), torch.randn(2, 64, 16, generator=gen)
     a = split_kv_reference(q, k, v, torch.tensor([40, 41, 42]), 64, 0.5, 2, 64)
     torch.testing.assert_close(a, _plain(q, k, v, 40, 64, 0.5), atol=1e-5, rtol=1e-5)
+
+
+def test_what_the_kernels_take_and_auto_falls_back() -> None:
+    """``fits``: the query rows of one KV head fit a block and head_dim is a power of two >= 16;
+    ``auto`` picks split-KV only then (and only where Triton runs), else SDPA / matmul."""
+    assert fits(32, 32, 1, 128) and fits(32, 8, 9, 128) and fits(4, 4, 16, 16)
+    assert not fits(32, 1, 9, 128)  # 288 query rows share the one KV head
+    assert not fits(4, 4, 1, 24) and not fits(4, 4, 1, 8)
+    cpu = torch.device("cpu")
+    odd = StepAttention("auto", 4, 4, 24, 24 ** -0.5)
+    assert (odd.kernel_for(1, cpu), odd.kernel_for(5, cpu)) == ("sdpa", "matmul")
+    even = StepAttention("auto", 4, 4, 32, 32 ** -0.5)
+    assert even.kernel_for(1, cpu) == ("splitkv" if triton_available(cpu) else "sdpa")

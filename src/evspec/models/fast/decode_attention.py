@@ -35,9 +35,10 @@ BLOCKS_WANTED = 264
 MAX_ROWS = 64
 
 
-def fits(num_heads: int, num_kv_heads: int, queries: int) -> bool:
-    """Whether a step of ``queries`` tokens fits one block per KV head (else SDPA serves it)."""
-    return num_heads // num_kv_heads * queries <= MAX_ROWS
+def fits(num_heads: int, num_kv_heads: int, queries: int, head_dim: int) -> bool:
+    """Whether the kernels take a step of ``queries`` tokens: one block per KV head holds its
+    query rows, and ``head_dim`` is a power of two >= 16 (``tl.dot``); else SDPA serves it."""
+    return num_heads // num_kv_heads * queries <= MAX_ROWS and head_dim >= 16 and not head_dim & (head_dim - 1)
 
 
 def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = BLOCKS_WANTED, block: int = BLOCK_N,
@@ -195,7 +196,7 @@ def split_kv_attention(
     groups = hq // hkv
     splits, chunk = choose_splits(kv_rows, hkv, blocks_wanted, block_n, want=splits)
     use_triton = backend == "triton" or (backend == "auto" and available(q.device))
-    if not use_triton or not fits(hq, hkv, t) or d < 16 or d & (d - 1):  # tl.dot: D a power of 2, >= 16
+    if not use_triton or not fits(hq, hkv, t, d):
         return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
     if triton is None:
         raise RuntimeError("backend='triton' needs the triton package")

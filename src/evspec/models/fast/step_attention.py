@@ -86,7 +86,7 @@ class StepAttention:
         """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens
         on ``device`` uses."""
         if self.kind == "auto":
-            if triton_available(device) and fits(self.num_heads, self.num_kv_heads, queries):
+            if triton_available(device) and fits(self.num_heads, self.num_kv_heads, queries, self.head_dim):
                 return "splitkv"
             return "sdpa" if queries == 1 else "matmul"
         return self.kind
@@ -100,7 +100,8 @@ class StepAttention:
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
         kind = self.kernel_for(q.shape[1], q.device)
-        if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1]):
+        if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1],
+                                                              self.head_dim):
             # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
             return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
         if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
