@@ -95,7 +95,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         decodes no faster, benchmarks/fast_engine.md); ``buckets`` default with ``compile``
         to the powers of two up to ``max_score_tokens`` (one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
-        ``kernels="triton"`` runs steps of up to 16 tokens as four Triton kernels a layer
+        ``kernels="triton"`` runs one-token steps as four Triton kernels a layer
         (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
