@@ -54,11 +54,9 @@ class ModelSpec:
     drafter_paths: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.compile and not self.fast:
-            raise ValueError("--compile compiles the fast engine: add --fast")
-        from evspec.models.fast.config import check_kernels
+        from evspec.models.fast.config import check_fast_options
 
-        check_kernels(self.kernels, self.fast)
+        check_fast_options(self.fast, self.compile, self.kernels)
         if self.dtype not in _DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         for name in ("device", "target_device", "draft_device"):

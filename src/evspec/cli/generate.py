@@ -56,7 +56,7 @@ def generate_cmd(
     from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
-    from evspec.models.fast.config import check_kernels
+    from evspec.models.fast.config import check_fast_options
     from evspec.session import QUANT_CHOICES, is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
     if schedule == "pipelined":
@@ -76,9 +76,7 @@ def generate_cmd(
                              "schedule drafts a fixed γ ahead)")
         if gamma < 1:
             raise ValueError(f"--gamma must be >= 1, got {gamma}")
-        if compile_engine and not fast:
-            raise ValueError("--compile compiles the fast engine: add --fast")
-        check_kernels(kernels, fast)
+        check_fast_options(fast, compile_engine, kernels)
         options = {}
         if drafter_path is not None:
             from evspec.decoding.drafters import UNTRAINED, checkpoint_option

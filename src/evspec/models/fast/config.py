@@ -8,8 +8,11 @@ from evspec.models.fast.llama import KERNEL_KINDS
 from evspec.models.fast.step_attention import ATTENTION_KINDS
 
 
-def check_kernels(kernels: str, fast: bool) -> None:
-    """The CLI's ``--kernels`` check: a known kind, and ``triton`` only with ``--fast``."""
+def check_fast_options(fast: bool, compile: bool, kernels: str) -> None:
+    """The CLI's engine options (``generate``, ``bench``): ``--compile`` and ``--kernels``
+    other than ``torch`` only with ``--fast``, and a known kernel kind."""
+    if compile and not fast:
+        raise ValueError("--compile compiles the fast engine: add --fast")
     if kernels not in KERNEL_KINDS:
         raise ValueError(f"--kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
     if kernels != "torch" and not fast:

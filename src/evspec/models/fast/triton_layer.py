@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from evspec.models.fast.gemv import MAX_ROWS, accumulate, w_tile, x_tile, fused_linear
+from evspec.models.fast.gemv import MAX_ROWS, accumulate, fused_linear, launch_config, w_tile, x_tile
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
 from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
@@ -54,13 +54,14 @@ def rotary_split(head_dim: int, rows: int = 2) -> int | None:
     return None
 
 
-def supported(head_dim: int, act: str, biases: bool) -> str | None:
-    """Why a layer cannot use these kernels (None: it can)."""
+def supported(head_dim: int | None, act: str, biases: bool) -> str | None:
+    """Why a layer cannot use these kernels (None: it can); ``head_dim`` None: the output
+    and MLP kernels only, which do not depend on it."""
     if biases:
         return "projection biases"
     if act not in ("silu", "swish"):
         return f"activation {act!r} (silu only)"
-    if rotary_split(head_dim) is None or head_dim & (head_dim - 1):
+    if head_dim is not None and (rotary_split(head_dim) is None or head_dim & (head_dim - 1)):
         return f"head_dim {head_dim} (a power of two >= 32)"
     return None
 
@@ -133,8 +134,9 @@ if triton is not None:
         tl.store(dst + HALF, out_hi, mask=m_ok[:, None])
 
 
-def _use_triton(x: torch.Tensor) -> bool:
-    return available(x.device) and x.shape[0] <= MAX_ROWS
+def _use_triton(x: torch.Tensor, head_dim: int | None, act: str, biases: bool) -> bool:
+    """Whether this step runs the kernels (else the ``layer.py`` functions)."""
+    return available(x.device) and x.shape[0] <= MAX_ROWS and supported(head_dim, act, biases) is None
 
 
 def triton_attention_inputs(
@@ -144,23 +146,22 @@ def triton_attention_inputs(
 ) -> torch.Tensor:
     """:func:`~evspec.models.fast.layer.attention_inputs` in one kernel -> ``q [Hq, T, D]``."""
     head_dim = k_cache.shape[-1]
-    if qkv_bias is not None or not _use_triton(x) or supported(head_dim, "silu", False) is not None:
+    if not _use_triton(x, head_dim, "silu", qkv_bias is not None):
         return attention_inputs(x, ln_weight, qkv_weight, qkv_bias, cos, sin, k_cache, v_cache, positions,
                                 eps, num_heads, num_kv_heads)
     t, hidden = x.shape
     x, qkv_weight, cos, sin = x.contiguous(), qkv_weight.contiguous(), cos.contiguous(), sin.contiguous()
     q = torch.empty(num_heads, t, head_dim, dtype=x.dtype, device=x.device)
     split = rotary_split(head_dim, t)
-    decode = t == 1
+    _, block_k, num_warps, num_stages = launch_config(t, qkv_weight.shape[0], hidden)
     chained = pdl(x.device)
-    block_k = 1024 if decode else 128
     _qkv_rope_cache[((num_heads + 2 * num_kv_heads) * split,)](
         x, ln_weight, qkv_weight, cos, sin, positions, q, k_cache, v_cache, t, float(eps),
         x.stride(0), qkv_weight.stride(0), cos.stride(0), q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1),
         K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split, IEEE=x.dtype == torch.float32,
-        NUM_STAGES=1 if decode else 3, PDL=chained, BLOCK_M=1 if decode else max(16, triton.next_power_of_2(t)),
-        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, num_warps=4, launch_pdl=chained,
+        NUM_STAGES=num_stages, PDL=chained, BLOCK_M=1 if t == 1 else max(16, triton.next_power_of_2(t)),
+        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, num_warps=num_warps, launch_pdl=chained,
     )
     return q
 
@@ -172,7 +173,7 @@ def triton_attention_output_and_mlp(
 ) -> torch.Tensor:
     """:func:`~evspec.models.fast.layer.attention_output_and_mlp` in three kernels."""
     biases = any(b is not None for b in (o_bias, gate_up_bias, down_bias))
-    if biases or act not in ("silu", "swish") or not _use_triton(x):
+    if not _use_triton(x, None, act, biases):
         return attention_output_and_mlp(x, attn, o_weight, o_bias, ln_weight, gate_up_weight, gate_up_bias,
                                         down_weight, down_bias, eps, act)
     t = x.shape[0]

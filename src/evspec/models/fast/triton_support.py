@@ -5,6 +5,7 @@ kernel modules (``decode_attention``, ``gemv``, ``triton_layer``) fall back to t
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -37,7 +38,14 @@ def pdl(device: torch.device) -> bool:
     that takes part reads activations and writes anything only after :func:`pdl_wait`."""
     return (triton is not None and gdc_wait is not None and device.type == "cuda"
             and os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("EVSPEC_PDL", "1") != "0"
-            and torch.cuda.get_device_capability(device)[0] >= 9)
+            and _sm_major(torch.device(device).index or torch.cuda.current_device()) >= 9)
+
+
+@functools.cache
+def _sm_major(index: int) -> int:
+    """The compute capability's major number of CUDA device ``index`` (asked once: every
+    kernel launch calls :func:`pdl`)."""
+    return torch.cuda.get_device_capability(index)[0]
 
 
 if triton is not None:
