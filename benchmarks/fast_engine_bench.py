@@ -94,7 +94,7 @@ class Bench:
         if base not in MODES:
             raise ValueError(f"unknown mode {base!r}; choose dynamic or one of {', '.join(MODES)}")
         opts = dict(MODES[base])
-        if base.startswith("compiled") or base == "triton":
+        if opts.get("compile"):
             # few buckets = few compiles; a score of 9 pads to 16, the size the question
             # after a cached prefix pads to as well (one compiled shape for both)
             top = max(16, *self.score_sizes)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from evspec.adapters.head import DraftHead
+from evspec.models.fast.graphs import capture_graph
 
 
 class StaticHeadRunner:
@@ -76,7 +77,7 @@ class StaticHeadRunner:
         self.drafts = torch.zeros(self.max_chain, dtype=torch.long, device=self.device)
         self.length = 0
         self._graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
-        self._pool = None
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None  # shared by its graphs
         self.stats = {"graphs": 0, "capture_ms": 0.0, "replays": 0, "eager_steps": 0}
 
     # -- the arithmetic (fixed shapes) ---------------------------------------------------
@@ -126,19 +127,8 @@ class StaticHeadRunner:
         graph = self._graphs.get((kind, n))
         if graph is None:
             t0 = time.perf_counter()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up: writes only what the replay writes
-                    fn()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                fn()
-            if self._pool is None:
-                self._pool = graph.pool()
+            graph, _ = capture_graph(self.device, self._pool, fn, fn)  # warm-ups write only what replays write
             self._graphs[(kind, n)] = graph
-            torch.cuda.synchronize(self.device)
             self.stats["graphs"] += 1
             self.stats["capture_ms"] += (time.perf_counter() - t0) * 1e3
         graph.replay()

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,6 +52,25 @@ from evspec.models.fast.static_cache import StaticKVCache
 
 #: input kinds of a step: token ids (decode/score) or embeddings (a prefill suffix)
 StepKind = Literal["tokens", "embeds"]
+
+
+def capture_graph(device: torch.device, pool, warm_up: Callable[[], object],
+                  step: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``warm_up()`` twice on a side stream (first-call allocations, compiles; it must write
+    only what a replay writes), then ``step()`` captured into a CUDA graph allocating from
+    ``pool``; synchronised.  Returns the graph and what ``step`` returned (the replay's
+    output buffers).  Shared by :class:`StepRunner` and the draft heads' static runner."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            warm_up()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = step()
+    torch.cuda.synchronize(device)
+    return graph, out
 
 
 @dataclass
@@ -197,16 +216,9 @@ class StepRunner:
         device = self.tokens_buf.device
         torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up (and compile); writes what the replay writes
-                self._run_step(kind, bucket, kv_rows)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            logits, hidden = self._eager_step(kind, bucket, kv_rows)
-        torch.cuda.synchronize(device)
+        graph, (logits, hidden) = capture_graph(  # the warm-up also compiles
+            device, self._pool, lambda: self._run_step(kind, bucket, kv_rows),
+            lambda: self._eager_step(kind, bucket, kv_rows))
         self.stats.capture_ms += (time.perf_counter() - t0) * 1e3
         self.stats.graphs += 1
         self.stats.shapes.append((kind, bucket, kv_rows))
