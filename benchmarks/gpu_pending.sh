@@ -173,7 +173,7 @@ persistent)
   run_tests tests/models/test_persistent.py tests/models/test_triton_layer.py tests/models/test_gemv.py \
     tests/models/test_decode_attention.py
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --tiny --repeats 2)
-  timeout 300 python3 benchmarks/persistent_probe.py "${PROBE[@]}" ${GRIDS:+--grids "$GRIDS"} ${WARPS:+--warps "$WARPS"} \
+  timeout 300 python3 benchmarks/persistent_probe.py "${PROBE[@]}" ${GRIDS:+--grids "$GRIDS"} \
     --json "$OUT/persistent_probe.json" >"$OUT/persistent_probe.txt" 2>&1 || log "persistent_probe failed"
   tail -n 20 "$OUT/persistent_probe.txt" | tee -a "$LOG"
   fast_engine fast_engine_persistent --fast-mode persistent --sections fast_graphs,eventgpt

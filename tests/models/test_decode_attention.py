@@ -11,7 +11,6 @@ import torch
 from evspec.models.fast.decode_attention import (
     choose_splits,
     fits,
-    new_counters,
     split_kv_attention,
     split_kv_reference,
 )
@@ -81,10 +80,6 @@ def test_triton_kernels_equal_the_reference(case) -> None:
     want = split_kv_attention(q, k, v, p, kv_rows, 0.25, splits=splits, backend="torch")
     got = split_kv_attention(q, k, v, p, kv_rows, 0.25, splits=splits, backend="triton")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    counters = new_counters(hkv, dev)
-    for _ in range(2):  # one kernel, the last chunk of each head merging it; counters back to zero
-        one = split_kv_attention(q, k, v, p, kv_rows, 0.25, splits=splits, backend="triton", counters=counters)
-        assert torch.equal(one, got) and torch.count_nonzero(counters) == 0
     if dev.type == "cuda":  # bf16, as the engine runs it
         got16 = split_kv_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), p, kv_rows, 0.25, backend="triton")
         torch.testing.assert_close(got16.float(), want, atol=3e-2, rtol=3e-2)

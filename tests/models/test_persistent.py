@@ -43,12 +43,11 @@ def _attention(q, k_cache, v_cache, pos: int, scale: float) -> torch.Tensor:
 
 
 @needs_kernels
-@pytest.mark.parametrize("heads, kv_heads, hidden, pos, kv_rows, splits", [
-    (2, 2, 128, 37, 40, None),  # MHA, head_dim 64, one chunk
-    (4, 2, 128, 150, 160, 3),  # GQA, head_dim 32, three chunks of 64 rows merged
+@pytest.mark.parametrize("heads, kv_heads, hidden, pos, kv_rows", [
+    (2, 2, 128, 37, 40),  # MHA, head_dim 64, one chunk
+    (4, 2, 128, 150, 160),  # GQA, head_dim 32, three chunks of 64 rows merged
 ])
-def test_layer_matches_the_torch_functions(heads: int, kv_heads: int, hidden: int, pos: int, kv_rows: int,
-                                           splits: int | None) -> None:
+def test_layer_matches_the_torch_functions(heads: int, kv_heads: int, hidden: int, pos: int, kv_rows: int) -> None:
     gen = torch.Generator(device=DEV).manual_seed(heads + pos)
     inter, cap = 96, 192
     f = _fused(hidden, heads, kv_heads, inter, gen)
@@ -66,14 +65,12 @@ def test_layer_matches_the_torch_functions(heads: int, kv_heads: int, hidden: in
     want = attention_output_and_mlp(x, out, f.o_weight, None, f.ln2_weight, f.gate_up_weight, None,
                                     f.down_weight, None, f.ln2_eps, "silu")
     sync = persistent.new_sync(kv_heads, DEV)
-    got = persistent.decode_layer(x, f, *mine, cos, sin, positions, kv_rows, d ** -0.5, heads, kv_heads, sync,
-                                  attention_splits=splits)
+    got = persistent.decode_layer(x, f, *mine, cos, sin, positions, kv_rows, d ** -0.5, heads, kv_heads, sync)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     for a, b in zip(mine, caches):  # the token's row written, the others untouched
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert torch.count_nonzero(sync) == 0  # counters reset by the last tile, no error
-    again = persistent.decode_layer(x, f, *mine, cos, sin, positions, kv_rows, d ** -0.5, heads, kv_heads, sync,
-                                    attention_splits=splits)
+    again = persistent.decode_layer(x, f, *mine, cos, sin, positions, kv_rows, d ** -0.5, heads, kv_heads, sync)
     assert torch.equal(again, got)  # the reset counters serve the next layer
 
 

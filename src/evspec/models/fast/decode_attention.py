@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from evspec.models.fast.triton_support import arrive, available, pdl, pdl_release, pdl_wait, tl, triton, wait_for
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, tl, triton, wait_for
 
 #: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
@@ -52,12 +52,6 @@ def choose_splits(kv_rows: int, kv_heads: int, blocks_wanted: int = BLOCKS_WANTE
         want = max(1, min(math.ceil(kv_rows / block), math.ceil(blocks_wanted / kv_heads)))
     chunk = math.ceil(math.ceil(kv_rows / want) / block) * block
     return math.ceil(kv_rows / chunk), chunk
-
-
-def new_counters(kv_heads: int, device: torch.device) -> torch.Tensor:
-    """Per-KV-head chunk counters for the one-kernel form of :func:`split_kv_attention`
-    (zero between calls: each head's merging block resets its own)."""
-    return torch.zeros(kv_heads, dtype=torch.int32, device=device)
 
 
 def split_kv_reference(
@@ -191,24 +185,6 @@ if triton is not None:
         attention_merge(tl.program_id(0), tl.program_id(1), O_PART, LSE, OUT, stride_oh, stride_ot,
                         T, GROUPS, SPLITS, D, BLOCK_M, BLOCK_S, "")
 
-    @triton.jit
-    def _split_and_merge(Q, K, V, POS, O_PART, LSE, OUT, COUNT, kv_rows, scale,
-                         stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn, stride_oh, stride_ot,
-                         T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                         CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
-                         IEEE: tl.constexpr, PDL: tl.constexpr):
-        # both stages in one kernel: the last chunk of a KV head to finish merges the head
-        pdl_release(PDL)
-        h = tl.program_id(0)
-        attention_split(h, tl.program_id(1), Q, K, V, POS, O_PART, LSE, kv_rows, scale,
-                        stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn, Q, 0, 0, False,
-                        T, GROUPS, SPLITS, D, CHUNK, BLOCK_M, BLOCK_N, IEEE, PDL, "")
-        if arrive(COUNT, h) == SPLITS - 1:
-            for r in range(GROUPS * T):
-                attention_merge(h, r, O_PART, LSE, OUT, stride_oh, stride_ot, T, GROUPS, SPLITS, D, BLOCK_M,
-                                BLOCK_S, ".cg")
-            tl.store(COUNT + h, 0)  # ready for the next call (the head's other chunks are done)
-
 else:  # pragma: no cover - depends on the install
     attention_split = attention_merge = None
 
@@ -227,15 +203,12 @@ def split_kv_attention(
     block_n: int = BLOCK_N,
     num_warps: int = 4,
     num_stages: int = 3,
-    counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
     (Triton where :func:`~evspec.models.fast.triton_support.available`);
     ``blocks_wanted``/``block_n``: see :func:`choose_splits`; ``num_warps``/``num_stages``:
-    stage 1's launch configuration; ``counters`` (:func:`new_counters`, owned by one caller
-    whose calls run one after another): run both stages as one kernel, the last chunk of each
-    KV head merging it (one launch fewer per call); None: two kernels."""
+    stage 1's launch configuration."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -256,18 +229,6 @@ def split_kv_attention(
     lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
     out = torch.empty(hq, t, d, dtype=q.dtype, device=q.device)
     chained = pdl(q.device)
-    if counters is not None:
-        if counters.numel() < hkv or counters.dtype != torch.int32 or counters.device != q.device:
-            raise ValueError(f"counters must be int32 on {q.device} with >= {hkv} entries (new_counters)")
-        _split_and_merge[(hkv, splits)](
-            q, keys, values, pos.reshape(-1), o_part, lse, out, counters, kv_rows, scale,
-            q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
-            out.stride(0), out.stride(1),
-            T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=block_n,
-            BLOCK_S=triton.next_power_of_2(splits), IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained,
-            num_warps=num_warps, num_stages=num_stages,
-        )
-        return out
     _stage1[(hkv, splits)](
         q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),

@@ -185,14 +185,11 @@ def decode_layer(
     *,
     grid: int | None = None,
     attention_stages: int = 2,
-    num_warps: int | None = None,
-    attention_splits: int | None = None,
 ) -> torch.Tensor:
     """One decoder layer of a one-token step in one kernel -> the layer's output ``[1, H]``
     (and the token's keys/values in the caches).  ``grid``: thread blocks (default: all that
-    are resident at once, see the module docstring); ``attention_splits``: chunks per KV
-    head (default: ``grid`` chunks in all, one round of phase B); ``attention_stages``: the pipeline depth of the
-    attention loop (the kernel's ``num_stages``); ``num_warps``: default the GEMVs' (4)."""
+    are resident at once, see the module docstring); ``attention_stages``: the pipeline
+    depth of the attention loop (the kernel's ``num_stages``)."""
     if not available(x.device):
         raise RuntimeError("the persistent decode layer needs Triton on CUDA (or TRITON_INTERPRET=1)")
     if x.shape[0] != 1:
@@ -204,41 +201,35 @@ def decode_layer(
         raise ValueError("the K and V caches must share strides with rows contiguous")
     x, cos, sin = x.contiguous(), cos.contiguous(), sin.contiguous()
     dev, dt = x.device, x.dtype
+    split = rotary_split(head_dim, 1)
     qkv_n, qkv_k, warps, qkv_stages = launch_config(1, f.qkv_weight.shape[0], hidden)
     o_n, o_k, _, o_stages = launch_config(1, hidden, num_heads * head_dim)
     gu_n, gu_k, _, gu_stages = launch_config(1, 2 * inter, hidden)
     dn_n, dn_k, _, dn_stages = launch_config(1, hidden, inter)
-    warps = num_warps or warps
     tiles_e = -(-hidden // dn_n)
+    splits, chunk = choose_splits(kv_rows, num_kv_heads)
     att_m = 16
-    chained = pdl(dev)
+    q = torch.empty(num_heads, 1, head_dim, dtype=dt, device=dev)
+    o_part = torch.empty(num_kv_heads * splits * att_m, head_dim, dtype=torch.float32, device=dev)
+    lse = torch.empty(num_kv_heads * splits * att_m, dtype=torch.float32, device=dev)
+    att = torch.empty(num_heads * head_dim, dtype=dt, device=dev)
+    x1 = torch.empty(1, hidden, dtype=dt, device=dev)
+    gate_up = torch.empty(1, 2 * inter, dtype=dt, device=dev)
     y = torch.empty(1, hidden, dtype=dt, device=dev)
-
-    def launch(splits: int, chunk: int, blocks: int, compile_only: bool = False):
-        q = torch.empty(num_heads, 1, head_dim, dtype=dt, device=dev)
-        o_part = torch.empty(num_kv_heads * splits * att_m, head_dim, dtype=torch.float32, device=dev)
-        lse = torch.empty(num_kv_heads * splits * att_m, dtype=torch.float32, device=dev)
-        att = torch.empty(num_heads * head_dim, dtype=dt, device=dev)
-        x1 = torch.empty(1, hidden, dtype=dt, device=dev)
-        gate_up = torch.empty(1, 2 * inter, dtype=dt, device=dev)
-        args = (x, f.ln1_weight, f.qkv_weight, cos, sin, positions, q, k_cache, v_cache, o_part, lse, att,
-                f.o_weight, x1, f.ln2_weight, f.gate_up_weight, gate_up, f.down_weight, y, sync,
-                kv_rows, float(scale), float(f.ln1_eps), float(f.ln2_eps), k_cache.stride(0), k_cache.stride(1))
-        consts = dict(H=hidden, INTER=inter, D=head_dim, HQ=num_heads, HKV=num_kv_heads,
-                      SPLIT=rotary_split(head_dim, 1), QKV_K=qkv_k, QKV_STAGES=qkv_stages,
-                      SPLITS=splits, CHUNK=chunk, ATT_M=att_m, ATT_N=ATT_BLOCK_N,
-                      ATT_S=triton.next_power_of_2(splits),
-                      O_N=o_n, O_K=o_k, O_STAGES=o_stages, GU_N=gu_n, GU_K=gu_k, GU_STAGES=gu_stages,
-                      DN_N=dn_n, DN_K=dn_k, DN_STAGES=dn_stages, IEEE=dt == torch.float32, PDL=chained,
-                      GRID=blocks, num_warps=warps, num_stages=attention_stages, launch_pdl=chained)
-        if compile_only:
-            return _decode_layer.warmup(*args, grid=(1,), **consts)
-        return _decode_layer[(blocks,)](*args, **consts)
-
+    chained = pdl(dev)
+    args = (x, f.ln1_weight, f.qkv_weight, cos, sin, positions, q, k_cache, v_cache, o_part, lse, att,
+            f.o_weight, x1, f.ln2_weight, f.gate_up_weight, gate_up, f.down_weight, y, sync,
+            kv_rows, float(scale), float(f.ln1_eps), float(f.ln2_eps), k_cache.stride(0), k_cache.stride(1))
+    consts = dict(H=hidden, INTER=inter, D=head_dim, HQ=num_heads, HKV=num_kv_heads,
+                  SPLIT=split, QKV_K=qkv_k, QKV_STAGES=qkv_stages,
+                  SPLITS=splits, CHUNK=chunk, ATT_M=att_m, ATT_N=ATT_BLOCK_N,
+                  ATT_S=triton.next_power_of_2(splits),
+                  O_N=o_n, O_K=o_k, O_STAGES=o_stages, GU_N=gu_n, GU_K=gu_k, GU_STAGES=gu_stages,
+                  DN_N=dn_n, DN_K=dn_k, DN_STAGES=dn_stages, IEEE=dt == torch.float32, PDL=chained,
+                  num_warps=warps, num_stages=attention_stages, launch_pdl=chained)
     if grid is None:
-        key = (hidden, inter, head_dim, num_heads, num_kv_heads, dt, chained, attention_stages, warps, dev)
-        grid = _grid(key, dev, lambda: launch(*choose_splits(kv_rows, num_kv_heads), 1, compile_only=True))
+        key = (hidden, inter, head_dim, num_heads, num_kv_heads, splits, chunk, dt, chained, attention_stages, dev)
+        grid = _grid(key, dev, lambda: _decode_layer.warmup(*args, grid=(1,), GRID=1, **consts))
     grid = max(1, min(grid, tiles_e))
-    want = attention_splits or max(1, min(-(-kv_rows // ATT_BLOCK_N), grid // num_kv_heads))
-    launch(*choose_splits(kv_rows, num_kv_heads, want=want), grid)
+    _decode_layer[(grid,)](*args, GRID=grid, **consts)
     return y

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.attention.bias import CausalBias
 
-from evspec.models.fast.decode_attention import fits, new_counters, split_kv_attention
+from evspec.models.fast.decode_attention import fits, split_kv_attention
 from evspec.models.fast.ops import attention_bias, lower_right_causal
 from evspec.models.fast.triton_support import available as triton_available
 
@@ -53,7 +53,6 @@ class StepAttention:
             raise ValueError(f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
         self.kind = kind
         self.num_heads, self.num_kv_heads, self.head_dim, self.scale = num_heads, num_kv_heads, head_dim, scale
-        self._counters: torch.Tensor | None = None  # split-KV in one kernel (this model's calls are sequential)
 
     def plan(
         self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
@@ -104,10 +103,7 @@ class StepAttention:
         if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1],
                                                               self.head_dim):
             # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
-            if triton_available(q.device) and (self._counters is None or self._counters.device != q.device):
-                self._counters = new_counters(self.num_kv_heads, q.device)
-            return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale,
-                                      counters=self._counters if triton_available(q.device) else None)
+            return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
         if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
             return self._matmul(q, keys, vals, plan.mask)
         return F.scaled_dot_product_attention(
