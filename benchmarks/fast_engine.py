@@ -161,11 +161,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gammas", default="1,2,4,8", help="score steps of gamma + 1 tokens")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode of the compiled variant (CUDA; e.g. max-autotune-no-cudagraphs)")
-    p.add_argument("--fast-mode", default="fast_graphs", choices=("fast_graphs", "compiled", "triton", "persistent"),
+    p.add_argument("--fast-mode", default="fast_graphs", choices=("fast_graphs", "compiled", "triton"),
                    help="what the fast sections (fast_graphs, eventgpt, prefill, e2e, overlap) run: "
                         "the fused graphs, the compiled variant (--compile), or the compiled variant with "
-                        "the Triton decode layer (--compile --kernels triton), or the persistent "
-                        "one (--compile --kernels persistent)")
+                        "the Triton decode layer (--compile --kernels triton)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma list of variants for the variants section, unfused first")
     p.add_argument("--attention", default="auto", choices=ATTENTION_KINDS,

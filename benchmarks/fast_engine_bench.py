@@ -36,15 +36,13 @@ MODES: dict[str, dict[str, Any]] = {
     "compiled": {"compile": True},
     "compiled_steps": {"compile": True, "compile_prefill": False},
     "triton": {"kernels": "triton", "compile": True},  # Triton layer kernels for steps, compiled prefills
-    "persistent": {"kernels": "persistent", "compile": True},  # one persistent kernel a layer for steps
 }
 #: variants of the variants section -> mode; ``compiled_steps`` (steps compiled, prefills
 #: eager) is not in the default list: it isolates a failing or slow prefill compile;
 #: ``compiled_splitkv`` = ``compiled`` with split-KV attention for every step; ``triton`` = the
 #: Triton layer kernels with split-KV attention for steps (prefills compiled)
 VARIANTS = {"unfused": "unfused", "fused": "fused", "compiled": "compiled", "compiled_steps": "compiled_steps",
-            "compiled_splitkv": "compiled@splitkv", "triton": "triton@splitkv",
-            "persistent": "persistent@splitkv"}
+            "compiled_splitkv": "compiled@splitkv", "triton": "triton@splitkv"}
 DEFAULT_VARIANTS = ("unfused", "fused", "compiled")
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}

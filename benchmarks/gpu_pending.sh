@@ -14,8 +14,6 @@
 #                       #   the Triton layer and compiled@splitkv profiled and timed (SHAPES=qkv,o,...)
 #   STAGE=pdl ...       # ~3 min: the same chained with programmatic dependent launch
 #   STAGE=triton ...    # ~6 min: CUDA tests, then every goal on --fast-mode triton
-#   STAGE=persistent ...  # ~7 min: the persistent decode layer: CUDA tests, persistent_probe.py
-#                       #   (GRIDS=...), both models' steps on --fast-mode persistent and triton (AB=0: not triton)
 #   STAGE=splitkv ...   # ~5 min: the Triton kernels (split-KV attention, fused GEMVs, the 4-kernel
 #                       #   layer): CUDA tests, each alone at 7B shapes, then in the engine: every
 #                       #   attention kind on the compiled step, and the variants unfused/compiled/triton
@@ -166,18 +164,6 @@ attn_sweep)
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 1 --rows 128 --position 100 --heads 2 --dim 16 --repeats 1)
   python3 benchmarks/attention_probe.py "${PROBE[@]}" --splitkv-sweep --kinds sdpa,splitkv \
     --json "$OUT/attention_sweep.json" >"$OUT/attention_sweep.txt" 2>&1 || log "attention_probe failed"
-  ;;
-persistent)
-  log "the persistent decode layer (one kernel a layer): CUDA tests, the probe (grids x attention stages, bit-equal"
-  log "to the four-kernel layer), then both 7B models' steps on --fast-mode persistent and triton"
-  run_tests tests/models/test_persistent.py tests/models/test_triton_layer.py tests/models/test_gemv.py \
-    tests/models/test_decode_attention.py
-  PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --tiny --repeats 2)
-  timeout 300 python3 benchmarks/persistent_probe.py "${PROBE[@]}" ${GRIDS:+--grids "$GRIDS"} \
-    --json "$OUT/persistent_probe.json" >"$OUT/persistent_probe.txt" 2>&1 || log "persistent_probe failed"
-  tail -n 20 "$OUT/persistent_probe.txt" | tee -a "$LOG"
-  fast_engine fast_engine_persistent --fast-mode persistent --sections fast_graphs,eventgpt
-  [[ ${AB:-1} == 1 ]] && fast_engine fast_engine_triton --fast-mode triton --sections fast_graphs,eventgpt
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

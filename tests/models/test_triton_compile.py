@@ -70,16 +70,3 @@ def test_split_kv_stages_compile(t: int, pdl: bool, block_n: int) -> None:
     types2.update(O_PART="*fp32", LSE="*fp32")
     consts2 = dict(T=t, GROUPS=1, SPLITS=8, D=128, BLOCK_M=block_m, BLOCK_S=8, PDL=pdl)
     assert "cubin" in _compile(decode_attention._stage2, types2, consts2).asm
-
-
-@pytest.mark.parametrize(("pdl", "grid"), [(True, 528), (False, 1)])
-def test_persistent_decode_layer_compiles(pdl: bool, grid: int) -> None:
-    from evspec.models.fast import persistent
-
-    types = _types("X NW1 WQKV COS SIN Q KC VC ATT WO X1 NW2 WGU GU WD Y", "kv_rows stride_ch stride_cr",
-                   "scale eps1 eps2")
-    types.update(POS="*i64", OP="*fp32", LSE="*fp32", SYNC="*i32")
-    consts = dict(H=4096, INTER=11008, D=128, HQ=32, HKV=32, SPLIT=16, QKV_K=1024, QKV_STAGES=1, SPLITS=9,
-                  CHUNK=256, ATT_M=16, ATT_N=64, ATT_S=16, O_N=16, O_K=1024, O_STAGES=3, GU_N=8, GU_K=1024,
-                  GU_STAGES=1, DN_N=8, DN_K=1024, DN_STAGES=3, IEEE=False, PDL=pdl, GRID=grid)
-    assert "cubin" in _compile(persistent._decode_layer, types, consts).asm

@@ -42,9 +42,8 @@ def generate_cmd(
     fast: bool = typer.Option(False, help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use)."),
     compile_engine: bool = typer.Option(False, "--compile", help="With --fast: torch.compile the fast engine's layers "
                                  "(CUDA: ~10 s per model at the first steps; faster decode and prefill)."),
-    kernels: str = typer.Option("torch", help="With --fast: torch, triton (on CUDA: one-token steps as four "
-                                "Triton kernels a layer) or persistent (one kernel a layer); with --compile, "
-                                "docs/fast_engine.md)."),
+    kernels: str = typer.Option("torch", help="With --fast: torch, or triton (on CUDA: one-token steps as four "
+                                "Triton kernels a layer; fastest 7B decode with --compile, docs/fast_engine.md)."),
     ignore_eos: bool = typer.Option(False, help="Generate exactly MAX_NEW_TOKENS (timing random-weight presets)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (tokens, text, stats)."),
 ) -> None:

@@ -96,8 +96,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         to the powers of two up to ``max_score_tokens`` (one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
         ``kernels="triton"`` runs one-token steps as four Triton kernels a layer
-        (``evspec.models.fast.triton_layer``), ``kernels="persistent"`` as one persistent
-        kernel a layer (``evspec.models.fast.persistent``; both opt-in, imply ``fuse``).
+        (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
         Refuses 4-bit (bitsandbytes) models: the fast engine runs on 16-bit weight matrices.
@@ -121,7 +120,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         if cuda_graphs is None:
             cuda_graphs = on_cuda
         if fuse is None:
-            fuse = compile or kernels != "torch" or (on_cuda and can_fuse(self.decoder) is None)
+            fuse = compile or kernels == "triton" or (on_cuda and can_fuse(self.decoder) is None)
         if prefill_buckets is None:
             prefill_buckets = (16, 32, 64) if cuda_graphs else ()
         if compile and buckets is None:  # each bucket is one compile: powers of two, not every size

@@ -44,9 +44,8 @@ class FastConfig:
     for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
     count dynamic: one compile for every prompt length);
     ``kernels``: the layer functions of steps: ``"torch"`` (eager or, with ``compile``,
-    compiled), ``"triton"`` (one-token steps as four Triton kernels a layer, the rest as
-    ``"torch"``; needs ``fuse``; ``evspec.models.fast.triton_layer``) or ``"persistent"``
-    (one-token steps as one persistent kernel a layer; ``evspec.models.fast.persistent``);
+    compiled) or ``"triton"`` (one-token steps as four Triton kernels a layer, the rest as
+    ``"torch"``; needs ``fuse``; ``evspec.models.fast.triton_layer``);
     ``prefill_buckets``: a prefill after cached positions (the question after a cached
     video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
     run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass.
@@ -102,8 +101,8 @@ class FastConfig:
             )
         if self.kernels not in KERNEL_KINDS:
             raise ValueError(f"FastConfig.kernels must be one of {', '.join(KERNEL_KINDS)}, got {self.kernels!r}")
-        if self.kernels != "torch" and not self.fuse:
-            raise ValueError(f"FastConfig.kernels={self.kernels!r} runs the fused layer; set fuse=True")
+        if self.kernels == "triton" and not self.fuse:
+            raise ValueError("FastConfig.kernels='triton' runs the fused layer; set fuse=True")
         if not self.compile_backend:
             raise ValueError("FastConfig.compile_backend must name a torch.compile backend, e.g. 'inductor'")
         p = tuple(int(x) for x in self.prefill_buckets)

@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from evspec.models.fast import persistent, triton_layer
+from evspec.models.fast import triton_layer
 from evspec.models.fast.fused import FusedLayer, fuse_decoder
 from evspec.models.fast.layer import (
     attention_inputs,
@@ -53,7 +53,6 @@ from evspec.models.fast.ops import (
     rotation_sin,
 )
 from evspec.models.fast.static_cache import StaticKVCache
-from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.step_attention import AttentionPlan, StepAttention
 
 #: RoPE variants whose frequencies are fixed at construction (read from the HF module);
@@ -61,10 +60,8 @@ from evspec.models.fast.step_attention import AttentionPlan, StepAttention
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 #: the layer functions of a step: ``torch`` = :mod:`.layer` (eager or compiled); ``triton`` =
-#: :mod:`.triton_layer` (four Triton kernels) for decode steps, ``torch`` for the rest;
-#: ``persistent`` = :mod:`.persistent` (one kernel a layer) for decode steps, ``torch`` for
-#: the rest (both opt-in)
-KERNEL_KINDS = ("torch", "triton", "persistent")
+#: :mod:`.triton_layer` (four Triton kernels) for decode steps, ``torch`` for the rest (opt-in)
+KERNEL_KINDS = ("torch", "triton")
 
 
 def _require(obj: object, names: tuple[str, ...], what: str) -> None:
@@ -97,8 +94,8 @@ class FastLlama:
     ) -> None:
         if kernels not in KERNEL_KINDS:
             raise ValueError(f"FastLlama kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
-        if kernels != "torch" and not fuse:
-            raise ValueError(f"kernels={kernels!r} runs the fused layer: build FastLlama with fuse=True")
+        if kernels == "triton" and not fuse:
+            raise ValueError("kernels='triton' runs the fused layer: build FastLlama with fuse=True")
         self.kernels = kernels
         _require(decoder, ("config", "embed_tokens", "layers", "norm", "rotary_emb"), "the decoder")
         cfg = decoder.config
@@ -137,14 +134,12 @@ class FastLlama:
             )
         self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim, self.scale)
         self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
-        self._sync: torch.Tensor | None = None  # the persistent layer's phase counters
-        if kernels != "torch":
+        if kernels == "triton":
             f = self.fused[0]
-            biases = any(b is not None for b in (f.qkv_bias, f.o_bias, f.gate_up_bias, f.down_bias))
-            why = (triton_layer.supported(self.head_dim, f.act, biases) if kernels == "triton" else
-                   persistent.why_not(self.head_dim, self.num_heads, self.num_kv_heads, f.act, biases))
+            why = triton_layer.supported(self.head_dim, f.act, any(
+                b is not None for b in (f.qkv_bias, f.o_bias, f.gate_up_bias, f.down_bias)))
             if why is not None:
-                raise ValueError(f"kernels={kernels!r} does not take this model: {why}")
+                raise ValueError(f"kernels='triton' does not take this model: {why}")
         self._final_eps = float(getattr(decoder.norm, "variance_epsilon", getattr(decoder.norm, "eps", 1e-6)))
         self._compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
         self._compiled_any: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
@@ -258,8 +253,6 @@ class FastLlama:
             for i, layer in enumerate(self.layers):
                 x = self._layer_modules(layer, x, cos, sin, cache.k[i], cache.v[i], plan)
             return self.decoder.norm(x)  # [T, H]
-        if self.kernels == "persistent" and not any_length and t == 1 and triton_available(x.device):
-            return self._persistent_step(x, cache, cos, sin, plan)
         pre, post = attention_inputs, attention_output_and_mlp
         dynamic = compiled and any_length and self._compiled_any is not None
         if self.kernels == "triton" and not any_length and t <= triton_layer.STEP_ROWS:
@@ -281,22 +274,6 @@ class FastLlama:
             x = post(x, out, f.o_weight, f.o_bias, f.ln2_weight, f.gate_up_weight, f.gate_up_bias,
                      f.down_weight, f.down_bias, f.ln2_eps, f.act)  # [T, H]
         return rms_norm(x, self.decoder.norm.weight, self._final_eps)  # [T, H]
-
-    def _persistent_step(
-        self, x: torch.Tensor, cache: StaticKVCache, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan,
-    ) -> torch.Tensor:
-        """A one-token step as one persistent kernel a layer (:mod:`.persistent`)."""
-        if self._sync is None or self._sync.device != x.device:
-            self._sync = persistent.new_sync(self.num_kv_heads, x.device)
-        for i, f in enumerate(self.fused):
-            x = persistent.decode_layer(x, f, cache.k[i], cache.v[i], cos, sin, plan.positions, plan.kv_len,
-                                        self.scale, self.num_heads, self.num_kv_heads, self._sync)
-        return rms_norm(x, self.decoder.norm.weight, self._final_eps)  # [T, H]
-
-    def check_kernels(self) -> None:
-        """Raise if a persistent kernel's wait gave up (see :func:`.persistent.check`)."""
-        if self._sync is not None:
-            persistent.check(self._sync)
 
     def _layer_modules(
         self,

@@ -22,9 +22,8 @@ except ImportError:  # pragma: no cover - depends on the install
     gdc_launch_dependents = gdc_wait = None
 
 
-#: polls of a phase counter before a persistent kernel gives up (about a second of spinning;
-#: a phase boundary normally takes microseconds)
-SPIN_LIMIT = 1 << 20
+#: polls of a phase counter before a persistent kernel gives up (seconds of spinning)
+SPIN_LIMIT = 1 << 22
 
 
 def available(device: torch.device) -> bool:
