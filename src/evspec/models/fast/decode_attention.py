@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, tl, triton, wait_for
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, tl, triton
 
 #: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
@@ -95,22 +95,22 @@ def split_kv_reference(
 if triton is not None:
 
     @triton.jit
-    def attention_split(h, s, Q, K, V, POS, O_PART, LSE, kv_rows, scale,
-                        stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn,
-                        SYNC, slot, target, first,
-                        T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                        CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
-                        GATE: tl.constexpr, CACHE: tl.constexpr):
-        """Stage 1 for KV head ``h``, chunk ``s``, after ``wait_for(GATE, ...)`` (q and the
-        step's cache rows come from the previous kernel or phase)."""
-        wait_for(GATE, SYNC, slot, target, first)
+    def _stage1(Q, K, V, POS, O_PART, LSE, kv_rows, scale,
+                stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn,
+                T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
+                CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                PDL: tl.constexpr):
+        pdl_release(PDL)
+        pdl_wait(PDL)  # q and the step's cache rows come from the previous kernel
+        h = tl.program_id(0)
+        s = tl.program_id(1)
         r = tl.arange(0, BLOCK_M)
         row_ok = r < GROUPS * T
         g = r // T
         i = r % T
         d = tl.arange(0, D)
         q = tl.load(Q + (h * GROUPS + g)[:, None] * stride_qh + i[:, None] * stride_qt + d[None, :],
-                    mask=row_ok[:, None], other=0.0, cache_modifier=CACHE)
+                    mask=row_ok[:, None], other=0.0)
         pos = tl.load(POS)
         lo = s * CHUNK
         hi = tl.minimum(tl.minimum(lo + CHUNK, kv_rows), pos + T)  # last visible key + 1
@@ -120,8 +120,7 @@ if triton is not None:
         for b in range(CHUNK // BLOCK_N):  # a static trip count (pipelined); masked loads past hi read nothing
             n = lo + b * BLOCK_N + tl.arange(0, BLOCK_N)
             k_ok = n < hi
-            k = tl.load(K + h * stride_kh + n[None, :] * stride_kn + d[:, None], mask=k_ok[None, :], other=0.0,
-                        cache_modifier=CACHE)
+            k = tl.load(K + h * stride_kh + n[None, :] * stride_kn + d[:, None], mask=k_ok[None, :], other=0.0)
             if IEEE:
                 qk = tl.dot(q, k, input_precision="ieee") * scale
             else:
@@ -133,8 +132,7 @@ if triton is not None:
             alpha = tl.exp(m_i - m_safe)
             p = tl.exp(qk - m_safe[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + h * stride_vh + n[:, None] * stride_vn + d[None, :], mask=k_ok[:, None], other=0.0,
-                        cache_modifier=CACHE)
+            v = tl.load(V + h * stride_vh + n[:, None] * stride_vn + d[None, :], mask=k_ok[:, None], other=0.0)
             if IEEE:
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             else:
@@ -148,45 +146,25 @@ if triton is not None:
         tl.store(LSE + base, lse, mask=row_ok)
 
     @triton.jit
-    def attention_merge(h, r, O_PART, LSE, OUT, stride_oh, stride_ot,
-                        T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, CACHE: tl.constexpr):
-        """Stage 2 for KV head ``h``, query row ``r``: the chunks' partials merged."""
-        s = tl.arange(0, BLOCK_S)
-        s_ok = s < SPLITS
-        base = (h * SPLITS + s) * BLOCK_M + r
-        lse = tl.load(LSE + base, mask=s_ok, other=float("-inf"), cache_modifier=CACHE)
-        w = tl.exp(lse - tl.max(lse, 0))
-        w = w / tl.sum(w, 0)
-        d = tl.arange(0, D)
-        o = tl.load(O_PART + base[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0, cache_modifier=CACHE)
-        out = tl.sum(o * w[:, None], 0)
-        g = r // T
-        i = r % T
-        tl.store(OUT + (h * GROUPS + g) * stride_oh + i * stride_ot + d, out.to(OUT.dtype.element_ty))
-
-    @triton.jit
-    def _stage1(Q, K, V, POS, O_PART, LSE, kv_rows, scale,
-                stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn,
-                T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
-                PDL: tl.constexpr):
-        pdl_release(PDL)
-        attention_split(tl.program_id(0), tl.program_id(1), Q, K, V, POS, O_PART, LSE, kv_rows, scale,
-                        stride_qh, stride_qt, stride_kh, stride_kn, stride_vh, stride_vn, Q, 0, 0, False,
-                        T, GROUPS, SPLITS, D, CHUNK, BLOCK_M, BLOCK_N, IEEE, PDL, "")
-
-    @triton.jit
     def _stage2(O_PART, LSE, OUT, stride_oh, stride_ot,
                 T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
         pdl_release(PDL)
         pdl_wait(PDL)
-        attention_merge(tl.program_id(0), tl.program_id(1), O_PART, LSE, OUT, stride_oh, stride_ot,
-                        T, GROUPS, SPLITS, D, BLOCK_M, BLOCK_S, "")
-
-else:  # pragma: no cover - depends on the install
-    attention_split = attention_merge = None
+        h = tl.program_id(0)
+        r = tl.program_id(1)
+        s = tl.arange(0, BLOCK_S)
+        s_ok = s < SPLITS
+        base = (h * SPLITS + s) * BLOCK_M + r
+        lse = tl.load(LSE + base, mask=s_ok, other=float("-inf"))
+        w = tl.exp(lse - tl.max(lse, 0))
+        w = w / tl.sum(w, 0)
+        d = tl.arange(0, D)
+        o = tl.load(O_PART + base[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
+        out = tl.sum(o * w[:, None], 0)
+        g = r // T
+        i = r % T
+        tl.store(OUT + (h * GROUPS + g) * stride_oh + i * stride_ot + d, out.to(OUT.dtype.element_ty))
 
 
 def split_kv_attention(

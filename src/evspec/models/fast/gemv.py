@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from evspec.models.fast.ops import gated, rms_norm
-from evspec.models.fast.triton_support import available, pdl, pdl_release, row_rstd, tl, triton, wait_for
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
 #: the most token rows one call takes (decode and score steps)
 MAX_ROWS = 16
@@ -64,13 +64,13 @@ if triton is not None:
 
     @triton.jit
     def x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K: tl.constexpr,
-               HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, CACHE: tl.constexpr):
+               HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr):
         """Columns ``k`` of the GEMV's input: ``x``, ``silu(gate) * up`` or the normed ``x``,
-        each rounded where torch rounds (``CACHE``: see ``triton_support.row_rstd``)."""
+        each rounded where torch rounds."""
         x_mask = m_ok[:, None] & k_ok[None, :]
-        xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=x_mask, other=0.0, cache_modifier=CACHE)
+        xk = tl.load(X + m[:, None] * stride_xm + k[None, :], mask=x_mask, other=0.0)
         if HAS_ACT:  # X holds [gate | up] (2K wide)
-            up = tl.load(X + m[:, None] * stride_xm + K + k[None, :], mask=x_mask, other=0.0, cache_modifier=CACHE)
+            up = tl.load(X + m[:, None] * stride_xm + K + k[None, :], mask=x_mask, other=0.0)
             g32 = xk.to(tl.float32)
             xk = (g32 / (1.0 + tl.exp(-g32))).to(up.dtype) * up
         if HAS_NORM:
@@ -92,34 +92,35 @@ if triton is not None:
         return out
 
     @triton.jit
-    def linear_tile(tile, X, W, NW, RES, Y, M, N, eps, stride_xm, stride_wn, stride_rm, stride_ym,
-                    SYNC, slot, target, first,
-                    K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
-                    IEEE: tl.constexpr, EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, GATE: tl.constexpr,
-                    CACHE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Output columns ``tile * BLOCK_N ...`` of :func:`fused_linear`.  EVEN: N and K divide
-        the blocks.  The first weight tile is read before ``wait_for(GATE, ...)`` (the previous
-        kernel's or phase's writes); everything else after."""
+    def _fused_linear(X, W, NW, RES, Y, M, N, eps,
+                      stride_xm, stride_wn, stride_rm, stride_ym,
+                      K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
+                      IEEE: tl.constexpr, EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # EVEN: N and K divide the blocks.  PDL: the first weight tile is read before waiting
+        # for the previous kernel (triton_support.pdl); everything else after.
+        pdl_release(PDL)
+        pid = tl.program_id(0)
         m = tl.arange(0, BLOCK_M)
-        n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok = m < M
         n_ok = n < N
         k = tl.arange(0, BLOCK_K)
         w0 = w_tile(W, n, n_ok, k, k < K, stride_wn, EVEN)
-        wait_for(GATE, SYNC, slot, target, first)
+        pdl_wait(PDL)
         rstd = tl.zeros([BLOCK_M], tl.float32)
         if HAS_NORM:
-            rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_K, BLOCK_M, CACHE)
+            rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
         if BLOCK_M == 1:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT, CACHE), w0,
+        acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT), w0,
                          BLOCK_M, IEEE)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K, HAS_NORM, HAS_ACT, CACHE)
+            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K, HAS_NORM, HAS_ACT)
             acc = accumulate(acc, xk, w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN), BLOCK_M, IEEE)
         if BLOCK_M == 1:
             y = tl.sum(acc, 1)[None, :].to(Y.dtype.element_ty)
@@ -127,24 +128,11 @@ if triton is not None:
             y = acc.to(Y.dtype.element_ty)
         if HAS_RES:
             y = tl.load(RES + m[:, None] * stride_rm + n[None, :], mask=m_ok[:, None] & n_ok[None, :],
-                        other=0.0, cache_modifier=CACHE) + y
+                        other=0.0) + y
         tl.store(Y + m[:, None] * stride_ym + n[None, :], y, mask=m_ok[:, None] & n_ok[None, :])
 
-    @triton.jit
-    def _fused_linear(X, W, NW, RES, Y, M, N, eps,
-                      stride_xm, stride_wn, stride_rm, stride_ym,
-                      K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
-                      IEEE: tl.constexpr, EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # PDL: the first weight tile is read before waiting for the previous kernel
-        # (triton_support.pdl); everything else after.
-        pdl_release(PDL)
-        linear_tile(tl.program_id(0), X, W, NW, RES, Y, M, N, eps, stride_xm, stride_wn, stride_rm, stride_ym,
-                    X, 0, 0, False, K, HAS_NORM, HAS_ACT, HAS_RES, IEEE, EVEN, NUM_STAGES, PDL, "",
-                    BLOCK_M, BLOCK_N, BLOCK_K)
-
 else:  # pragma: no cover - depends on the install
-    w_tile = x_tile = accumulate = linear_tile = None
+    w_tile = x_tile = accumulate = None
 
 
 #: one-row launch configurations (BLOCK_N, BLOCK_K, num_warps, num_stages) by weight shape

@@ -33,7 +33,7 @@ import torch
 
 from evspec.models.fast.gemv import MAX_ROWS, accumulate, fused_linear, launch_config, w_tile, x_tile
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
-from evspec.models.fast.triton_support import available, pdl, pdl_release, row_rstd, tl, triton, wait_for
+from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
 #: the engine's steps of at most this many tokens run these kernels (see the module docstring)
 STEP_ROWS = 1
@@ -69,15 +69,15 @@ def supported(head_dim: int | None, act: str, biases: bool) -> str | None:
 if triton is not None:
 
     @triton.jit
-    def qkv_tile(pid, X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
-                 stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
-                 K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
-                 SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, GATE: tl.constexpr,
-                 EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Program ``pid`` of the q/k/v kernel (the module docstring); its first weight tiles
-        are read before ``wait_for(GATE, ...)`` (0 or 1: PDL)."""
+    def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
+                        stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
+                        K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
+                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
+                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
+        pdl_release(PDL)
+        pid = tl.program_id(0)
         head = pid // SPLIT
         part = pid % SPLIT
         m = tl.arange(0, BLOCK_M)
@@ -88,21 +88,21 @@ if triton is not None:
         k = tl.arange(0, BLOCK_K)
         w_lo = w_tile(W, row_lo, ones, k, k < K, stride_w, EVEN_K)  # first tiles, before the wait (PDL)
         w_hi = w_tile(W, row_lo + HALF, ones, k, k < K, stride_w, EVEN_K)
-        wait_for(GATE, X, 0, 0, False)
-        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M, "")
+        pdl_wait(PDL)
+        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
         if BLOCK_M == 1:  # a decode step: products summed in registers (see gemv.accumulate)
             acc_lo = tl.zeros([BH, BLOCK_K], tl.float32)
             acc_hi = tl.zeros([BH, BLOCK_K], tl.float32)
         else:
             acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
             acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
-        xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False, "")
+        xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False)
         acc_lo = accumulate(acc_lo, xk, w_lo, BLOCK_M, IEEE)
         acc_hi = accumulate(acc_hi, xk, w_hi, BLOCK_M, IEEE)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False, "")
+            xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False)
             acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), BLOCK_M, IEEE)
             acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K),
                                  BLOCK_M, IEEE)
@@ -132,17 +132,6 @@ if triton is not None:
                 dst = VC + (head - HQ - HKV) * stride_ch + pos[:, None] * stride_cr + c[None, :]
         tl.store(dst, out_lo, mask=m_ok[:, None])
         tl.store(dst + HALF, out_hi, mask=m_ok[:, None])
-
-    @triton.jit
-    def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
-                        stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
-                        K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
-                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-        pdl_release(PDL)
-        qkv_tile(tl.program_id(0), X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
-                 stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
-                 K, D, HQ, HKV, SPLIT, IEEE, NUM_STAGES, PDL, EVEN_K, BLOCK_M, BLOCK_K)
 
 
 def _use_triton(x: torch.Tensor, head_dim: int | None, act: str, biases: bool) -> bool:

@@ -22,10 +22,6 @@ except ImportError:  # pragma: no cover - depends on the install
     gdc_launch_dependents = gdc_wait = None
 
 
-#: polls of a phase counter before a persistent kernel gives up (seconds of spinning)
-SPIN_LIMIT = 1 << 22
-
-
 def available(device: torch.device) -> bool:
     """Whether the Triton kernels can run for tensors on ``device`` (CUDA with Triton, or
     any device under ``TRITON_INTERPRET=1``, which the tests use on a CPU)."""
@@ -53,7 +49,6 @@ def _sm_major(index: int) -> int:
 
 
 if triton is not None:
-    _SPIN_LIMIT = tl.constexpr(SPIN_LIMIT)
 
     @triton.jit
     def pdl_release(PDL: tl.constexpr):
@@ -68,46 +63,15 @@ if triton is not None:
             gdc_wait()
 
     @triton.jit
-    def wait_for(GATE: tl.constexpr, SYNC, slot, target, first):
-        """Before a tile reads activations another kernel or tile wrote: ``GATE`` 0 nothing,
-        1 :func:`pdl_wait`, 2 (a persistent kernel's phase boundary) on the phase's ``first``
-        tile spin until the counter ``SYNC[slot]`` reaches ``target``; after
-        ``SPIN_LIMIT`` polls give up and raise the error slot ``SYNC[0]`` (the host checks
-        it) rather than hang the GPU."""
-        if GATE == 1:
-            gdc_wait()
-        elif GATE == 2:
-            if first:
-                seen = tl.load(SYNC + slot, volatile=True)
-                spins = 0
-                while (seen < target) & (spins < _SPIN_LIMIT):
-                    seen = tl.load(SYNC + slot, volatile=True)
-                    spins += 1
-                seen = tl.atomic_add(SYNC + slot, 0, sem="acquire")  # orders the reads below
-                if seen < target:
-                    tl.atomic_add(SYNC, 1)
-            tl.debug_barrier()
-
-    @triton.jit
-    def arrive(SYNC, slot):
-        """A tile's stores are done: add one to ``SYNC[slot]`` (release) once every thread of the
-        block has stored; returns the count before (acquire: the last arrival sees them all)."""
-        tl.debug_barrier()
-        return tl.atomic_add(SYNC + slot, 1, sem="acq_rel")
-
-    @triton.jit
-    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr,
-                 CACHE: tl.constexpr):
-        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic.
-        ``CACHE``: the loads' cache modifier (``.cg`` for data other blocks of a persistent
-        kernel wrote: past the multiprocessor's L1)."""
+    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic."""
         ss = tl.zeros([BLOCK_M], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
-                         other=0.0, cache_modifier=CACHE).to(tl.float32)
+                         other=0.0).to(tl.float32)
             ss += tl.sum(xk * xk, 1)
         return tl.rsqrt(ss / K + eps)
 
 else:  # pragma: no cover - depends on the install
-    row_rstd = pdl_release = pdl_wait = wait_for = arrive = None
+    row_rstd = pdl_release = pdl_wait = None
