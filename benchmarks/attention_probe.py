@@ -7,8 +7,7 @@ One decode or score step attends ``T`` queries per head over ``kv_rows`` cache r
 * ``matmul`` – two batched matmuls and a float32 softmax (the engine's ``matmul`` kind);
 * ``flex``   – ``torch.compile``-d FlexAttention with the causal limit as a ``score_mod`` over
   a device-side position;
-* ``splitkv`` – evspec's split-KV kernels (``evspec.models.fast.decode_attention``; for one
-  query per KV head stage 1 is the row kernel, ``splitkv_dot`` forces the ``tl.dot`` one);
+* ``splitkv`` – evspec's split-KV kernels (``evspec.models.fast.decode_attention``);
   ``--splitkv-sweep`` adds ``splitkv bBnNwWsS`` for every launch configuration in SPLITKV_SWEEP
   (B thread blocks wanted, N keys per iteration, W warps, S pipeline stages).
 
@@ -34,7 +33,7 @@ from evspec.models.fast.ops import attention_bias
 from probe_common import median_ms, replayable, write_json  # a sibling module: benchmarks/ is the script's folder
 
 
-SPLITKV_SWEEP = [(b, n, w, s) for b in (132, 264, 528, 1056) for n in (32, 64, 128) for w in (4, 8) for s in (2, 3)]
+SPLITKV_SWEEP = [(b, n, w, s) for b in (132, 264, 528) for n in (32, 64, 128) for w in (4, 8) for s in (2, 3)]
 
 
 def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool, sweep: bool = False) -> dict[str, Callable]:
@@ -57,10 +56,7 @@ def make_kernels(pos: torch.Tensor, scale: float, compile_flex: bool, sweep: boo
     def splitkv(q, k, v, mask):
         return split_kv_attention(q[0], k[0], v[0], pos, k.shape[2], scale)[None]
 
-    def splitkv_dot(q, k, v, mask):  # stage 1 on tl.dot also for one query (splitkv: the row kernel there)
-        return split_kv_attention(q[0], k[0], v[0], pos, k.shape[2], scale, row=False)[None]
-
-    kinds = {"sdpa": sdpa, "matmul": matmul, "flex": flex_kind, "splitkv": splitkv, "splitkv_dot": splitkv_dot}
+    kinds = {"sdpa": sdpa, "matmul": matmul, "flex": flex_kind, "splitkv": splitkv}
     for b, n, w, st in SPLITKV_SWEEP if sweep else ():
         kinds[f"splitkv b{b}n{n}w{w}s{st}"] = (
             lambda q, k, v, mask, b=b, n=n, w=w, st=st: split_kv_attention(

@@ -146,42 +146,6 @@ if triton is not None:
         tl.store(LSE + base, lse, mask=row_ok)
 
     @triton.jit
-    def _stage1_row(Q, K, V, POS, O_PART, LSE, kv_rows, scale, stride_qh, stride_kh, stride_kn, stride_vh, stride_vn,
-                    SPLITS: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, PDL: tl.constexpr):
-        # stage 1 for one query per KV head (an MHA decode step): the scores are products
-        # summed in registers, no tl.dot and no padding of the query to 16 rows
-        pdl_release(PDL)
-        pdl_wait(PDL)
-        h = tl.program_id(0)
-        s = tl.program_id(1)
-        d = tl.arange(0, D)
-        q = tl.load(Q + h * stride_qh + d).to(tl.float32)
-        pos = tl.load(POS)
-        lo = s * CHUNK
-        hi = tl.minimum(tl.minimum(lo + CHUNK, kv_rows), pos + 1)  # last visible key + 1
-        m_i = tl.max(tl.full([BLOCK_N], float("-inf"), tl.float32), 0)
-        l_i = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
-        acc = tl.zeros([D], tl.float32)
-        for b in range(CHUNK // BLOCK_N):
-            n = lo + b * BLOCK_N + tl.arange(0, BLOCK_N)
-            k_ok = n < hi
-            k = tl.load(K + h * stride_kh + n[:, None] * stride_kn + d[None, :], mask=k_ok[:, None], other=0.0)
-            qk = tl.where(k_ok, tl.sum(k.to(tl.float32) * q[None, :], 1) * scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 0))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m_i - m_safe)
-            p = tl.exp(qk - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 0)
-            v = tl.load(V + h * stride_vh + n[:, None] * stride_vn + d[None, :], mask=k_ok[:, None], other=0.0)
-            acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
-            m_i = m_new
-        has = l_i > 0
-        base = (h * SPLITS + s) * BLOCK_M  # row 0 of the block's partials, as _stage1 lays them out
-        tl.store(O_PART + base * D + d, acc / tl.where(has, l_i, 1.0))
-        tl.store(LSE + base, tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf")))
-
-    @triton.jit
     def _stage2(O_PART, LSE, OUT, stride_oh, stride_ot,
                 T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
@@ -217,14 +181,12 @@ def split_kv_attention(
     block_n: int = BLOCK_N,
     num_warps: int = 4,
     num_stages: int = 3,
-    row: bool | None = None,
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
     (Triton where :func:`~evspec.models.fast.triton_support.available`);
     ``blocks_wanted``/``block_n``: see :func:`choose_splits`; ``num_warps``/``num_stages``:
-    stage 1's launch configuration; ``row``: stage 1 without ``tl.dot`` (one query per KV
-    head only; None: wherever it applies)."""
+    stage 1's launch configuration."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -245,24 +207,12 @@ def split_kv_attention(
     lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
     out = torch.empty(hq, t, d, dtype=q.dtype, device=q.device)
     chained = pdl(q.device)
-    if row is None:
-        row = groups * t == 1
-    if row and groups * t != 1:
-        raise ValueError(f"row=True takes one query per KV head, got {groups * t}")
-    if row:
-        _stage1_row[(hkv, splits)](
-            q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
-            q.stride(0), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
-            SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=block_n, PDL=chained, launch_pdl=chained,
-            num_warps=num_warps, num_stages=num_stages,
-        )
-    else:
-        _stage1[(hkv, splits)](
-            q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
-            q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
-            T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=block_n,
-            IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained, num_warps=num_warps, num_stages=num_stages,
-        )
+    _stage1[(hkv, splits)](
+        q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
+        T=t, GROUPS=groups, SPLITS=splits, D=d, CHUNK=chunk, BLOCK_M=block_m, BLOCK_N=block_n,
+        IEEE=q.dtype == torch.float32, PDL=chained, launch_pdl=chained, num_warps=num_warps, num_stages=num_stages,
+    )
     _stage2[(hkv, groups * t)](
         o_part, lse, out, out.stride(0), out.stride(1),
         T=t, GROUPS=groups, SPLITS=splits, D=d, BLOCK_M=block_m, BLOCK_S=triton.next_power_of_2(splits),
