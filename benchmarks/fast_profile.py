@@ -89,6 +89,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
             step()
         sync(device)
     per_kernel: dict[str, float] = defaultdict(float)
+    launches = 0.0
     for ev in prof.key_averages():
         if on_cuda:
             us = getattr(ev, "self_device_time_total", None)
@@ -99,6 +100,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
             us, is_kernel = ev.self_cpu_time_total, not ev.key.startswith(("ProfilerStep", "cudaGraph"))
         if is_kernel and us > 0:
             per_kernel[ev.key] += us / 1e3 / steps  # ms per step
+            launches += ev.count / steps
     kernel_ms = sum(per_kernel.values())
     fams: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
@@ -113,6 +115,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
         "position": int(state.length),
         "wall_ms": wall,
         "kernel_ms": kernel_ms,
+        "kernels_per_step": launches,
         "gap_ms": wall - kernel_ms,
         "families_ms": dict(sorted(fams.items(), key=lambda kv: -kv[1])),
         "top_kernels_ms": dict(sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top]),
@@ -123,11 +126,12 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| mode | wall ms/step | kernel ms/step | gap ms | matmul TB/s | floor ms (4.8 TB/s) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | wall ms/step | kernel ms/step | kernels/step | gap ms | matmul TB/s | floor ms (4.8 TB/s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, r in results["modes"].items():
         bw = r["matmul_bandwidth_tb_s"]
-        lines.append(f"| {mode} | {r['wall_ms']:.3f} | {r['kernel_ms']:.3f} | {r['gap_ms']:.3f} | "
+        lines.append(f"| {mode} | {r['wall_ms']:.3f} | {r['kernel_ms']:.3f} | {r['kernels_per_step']:.0f} | "
+                     f"{r['gap_ms']:.3f} | "
                      f"{'–' if bw is None else f'{bw:.2f}'} | {r['floor_ms_at_4_8_tb_s']:.3f} |")
     for mode, r in results["modes"].items():
         lines += ["", f"**{mode}: families (ms per step, share of kernel time)**", ""]

@@ -111,6 +111,36 @@ def test_attention_plan_picks_the_cheapest_exact_form() -> None:
         mha.attention_plan(30, 7, 36, 64, dt, cpu)
 
 
+def test_split_kv_plans_build_no_mask_and_attend_like_the_mask() -> None:
+    """Split-KV masks from the positions: its plans carry no mask tensor (no mask kernels in
+    a step), and attend gives what SDPA gives with the mask."""
+    from evspec.models.fast.step_attention import StepAttention
+
+    gen = torch.Generator().manual_seed(5)
+    dt, cpu = torch.float32, torch.device("cpu")
+    split, sdpa = StepAttention("splitkv", 4, 2, 16, 0.25), StepAttention("sdpa", 4, 2, 16, 0.25)
+    keys, vals = torch.randn(2, 64, 16, generator=gen), torch.randn(2, 64, 16, generator=gen)
+    for start, t, kv_len in ((torch.tensor(30), 3, 48), (30, 7, 48), (torch.tensor(40), 1, 64)):
+        plan, masked = split.plan(start, t, kv_len, 64, dt, cpu), sdpa.plan(start, t, kv_len, 64, dt, cpu)
+        assert plan.split_kv and plan.mask is None and isinstance(masked.mask, torch.Tensor)
+        q = torch.randn(4, t, 16, generator=gen)
+        torch.testing.assert_close(split.attend(q, keys[:, :kv_len], vals[:, :kv_len], plan),
+                                   sdpa.attend(q, keys[:, :kv_len], vals[:, :kv_len], masked), atol=1e-5, rtol=1e-5)
+    assert not StepAttention("splitkv", 4, 2, 8, 0.25).plan(30, 7, 48, 64, dt, cpu).split_kv  # head_dim 8: a mask
+
+
+def test_rope_rows_gather_the_same_values_from_tables() -> None:
+    fast = _fast(4)
+    positions = torch.tensor([0, 5, 63])
+    cos, sin = fast.rope(positions, torch.float32)
+    got = fast.rope_rows(positions, torch.float32, 64)
+    assert torch.equal(got[0], cos) and torch.equal(got[1], rotation_sin(sin))
+    first = fast._rope_cache[(positions.device, torch.float32)]
+    bigger = fast.rope_rows(torch.tensor([100]), torch.float32, 128)  # a larger cache: a larger table
+    assert torch.equal(bigger[0], fast.rope(torch.tensor([100]), torch.float32)[0])
+    assert fast._rope_cache[(positions.device, torch.float32)][0].shape[0] == 128 and first in fast._rope_kept
+
+
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_each_attention_form_gives_the_same_hidden_states(kv_heads: int) -> None:
     """A suffix after 20 cached positions: exact length (lower-right / mask), padded

@@ -33,6 +33,19 @@ BLOCK_N = 64
 BLOCKS_WANTED = 264
 #: the most query rows (groups × T) one block holds
 MAX_ROWS = 64
+#: stage 1's launch configuration (blocks wanted, keys per iteration, warps, stages) for one
+#: query row per KV head (an MHA decode step) and for more: the fastest of
+#: ``attention_probe.py --splitkv-sweep`` on the H200 at 7B shapes (one row 0.484 ms against
+#: 0.532 for (264, 64, 4, 3), round 4 call 7; nine rows 0.502 against 0.576, round 5 call 3;
+#: benchmarks/fast_engine.md).  Four-byte activations keep 64 keys (shared memory).
+STEP_CONFIGS = {"one": (264, 128, 8, 2), "several": (1056, 128, 4, 2)}
+
+
+def launch_config(rows: int, itemsize: int) -> tuple[int, int, int, int]:
+    """``(blocks_wanted, block_n, num_warps, num_stages)`` for ``rows`` query rows per KV head
+    of ``itemsize``-byte activations."""
+    blocks, block_n, warps, stages = STEP_CONFIGS["one" if rows == 1 else "several"]
+    return blocks, block_n if itemsize <= 2 else BLOCK_N, warps, stages
 
 
 def fits(num_heads: int, num_kv_heads: int, queries: int, head_dim: int) -> bool:
@@ -177,16 +190,16 @@ def split_kv_attention(
     *,
     splits: int | None = None,
     backend: str = "auto",
-    blocks_wanted: int = BLOCKS_WANTED,
-    block_n: int = BLOCK_N,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    blocks_wanted: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
     (Triton where :func:`~evspec.models.fast.triton_support.available`);
     ``blocks_wanted``/``block_n``: see :func:`choose_splits`; ``num_warps``/``num_stages``:
-    stage 1's launch configuration."""
+    stage 1's launch configuration (each default: :func:`launch_config`)."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -194,6 +207,9 @@ def split_kv_attention(
     if hq % hkv:
         raise ValueError(f"{hq} query heads do not share {hkv} KV heads evenly")
     groups = hq // hkv
+    cfg = launch_config(groups * t, q.element_size())
+    blocks_wanted, block_n = blocks_wanted or cfg[0], block_n or cfg[1]
+    num_warps, num_stages = num_warps or cfg[2], num_stages or cfg[3]
     splits, chunk = choose_splits(kv_rows, hkv, blocks_wanted, block_n, want=splits)
     use_triton = backend == "triton" or (backend == "auto" and available(q.device))
     if not use_triton or not fits(hq, hkv, t, d):

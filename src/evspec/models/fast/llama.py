@@ -140,6 +140,8 @@ class FastLlama:
                 b is not None for b in (f.qkv_bias, f.o_bias, f.gate_up_bias, f.down_bias)))
             if why is not None:
                 raise ValueError(f"kernels='triton' does not take this model: {why}")
+        self._rope_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._final_eps = float(getattr(decoder.norm, "variance_epsilon", getattr(decoder.norm, "eps", 1e-6)))
         self._compiled: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
         self._compiled_any: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None = None
@@ -176,6 +178,20 @@ class FastLlama:
         rotary = self.decoder.rotary_emb
         return rope_tables(positions, rotary.inv_freq.to(positions.device),
                            float(rotary.attention_scaling), dtype)
+
+    def rope_rows(self, positions: torch.Tensor, dtype: torch.dtype, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, rotation_sin(sin))`` ``[T, head_dim]`` of :meth:`rope`, gathered from tables
+        of positions ``0 .. rows - 1`` made once per device and dtype (two gathers a step
+        instead of about ten elementwise kernels; the same values: each row is computed
+        alone).  ``positions`` must be below ``rows``."""
+        key = (positions.device, dtype)
+        table = self._rope_cache.get(key)
+        if table is None or table[0].shape[0] < rows:
+            cos, sin = self.rope(torch.arange(rows, device=positions.device), dtype)
+            table = (cos, rotation_sin(sin))
+            self._rope_cache[key] = table
+            self._rope_kept.append(table)  # graphs captured with an older table still read it
+        return table[0].index_select(0, positions), table[1].index_select(0, positions)
 
     def attention_plan(
         self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
@@ -247,8 +263,8 @@ class FastLlama:
         x = self.decoder.embed_tokens(tokens) if embeds is None else embeds  # [T, H]
         t = int(x.shape[0])
         plan = self.attention_plan(start, t, kv_len, cache.capacity, x.dtype, x.device)
-        cos, sin = self.rope(plan.positions, x.dtype)  # [T, D] each
-        sin = rotation_sin(sin)  # [T, D], first half negated (see ops.apply_rope)
+        # [T, D] each, sin first half negated (see ops.apply_rope)
+        cos, sin = self.rope_rows(plan.positions, x.dtype, cache.capacity)
         if self.fused is None:
             for i, layer in enumerate(self.layers):
                 x = self._layer_modules(layer, x, cos, sin, cache.k[i], cache.v[i], plan)

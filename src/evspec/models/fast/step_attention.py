@@ -5,8 +5,10 @@ decided once per pass and shared by every layer) and which kernel runs it
 Masking: from position 0 over exactly ``T`` rows, plain causal SDPA (the flash kernel); a
 Python ``start`` over exactly ``start + T`` rows, lower-right causal (flash/efficient
 kernels, no mask tensor; one query: no mask at all); otherwise (a device ``start`` or
-padded rows) an additive ``[T, kv_len]`` mask built on the device from the positions.
-Whatever the form, key ``j`` is visible to query ``i`` iff ``j <= positions[i]``.
+padded rows) an additive ``[T, kv_len]`` mask built on the device from the positions —
+unless split-KV attention serves the pass, which masks from the positions itself (no mask
+kernels in the step).  Whatever the form, key ``j`` is visible to query ``i`` iff
+``j <= positions[i]``.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 class AttentionPlan:
     """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
     and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
-    additive mask ``[T, kv_len]``, or no mask (every row visible)."""
+    additive mask ``[T, kv_len]``, ``split_kv`` (split-KV attention, which masks from the
+    positions), or no mask (every row visible)."""
 
     positions: torch.Tensor
     kv_len: int
     mask: torch.Tensor | CausalBias | None
     is_causal: bool = False
+    split_kv: bool = False
 
 
 class StepAttention:
@@ -53,6 +57,7 @@ class StepAttention:
             raise ValueError(f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
         self.kind = kind
         self.num_heads, self.num_kv_heads, self.head_dim, self.scale = num_heads, num_kv_heads, head_dim, scale
+        self._aranges: dict[tuple[int, torch.device], torch.Tensor] = {}  # 0..T-1 per step size, made once
 
     def plan(
         self, start: int | torch.Tensor, t: int, kv_len: int | None, capacity: int, dtype: torch.dtype,
@@ -64,8 +69,8 @@ class StepAttention:
                 raise ValueError("kv_len is required when start is a device tensor")
             if start.numel() != 1:
                 raise ValueError(f"a device start must hold one position, got shape {tuple(start.shape)}")
-            positions = start.reshape(()) + torch.arange(t, device=device)  # [T]
-            return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+            positions = start.reshape(()) + self._arange(t, device)  # [T]
+            return self._masked(positions, kv_len, dtype)
         kv_len = start + t if kv_len is None else kv_len
         if not start + t <= kv_len <= capacity:
             raise ValueError(
@@ -80,7 +85,23 @@ class StepAttention:
                 return AttentionPlan(positions, kv_len, None)
             if self.kernel_for(t, device) == "sdpa" and self.num_kv_heads == self.num_heads:
                 return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
+        return self._masked(positions, kv_len, dtype)
+
+    def _masked(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> AttentionPlan:
+        """A pass that needs masking: by split-KV where it serves the pass, else the mask."""
+        t = int(positions.shape[0])
+        if self.kernel_for(t, positions.device) == "splitkv" and self._split_kv_fits(t):
+            return AttentionPlan(positions, kv_len, None, split_kv=True)
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
+
+    def _split_kv_fits(self, queries: int) -> bool:
+        return fits(self.num_heads, self.num_kv_heads, queries, self.head_dim)
+
+    def _arange(self, t: int, device: torch.device) -> torch.Tensor:
+        key = (t, device)
+        if key not in self._aranges:  # kept: CUDA graphs captured with it read it at every replay
+            self._aranges[key] = torch.arange(t, device=device)
+        return self._aranges[key]
 
     def kernel_for(self, queries: int, device: torch.device) -> str:
         """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens
@@ -100,8 +121,7 @@ class StepAttention:
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
         kind = self.kernel_for(q.shape[1], q.device)
-        if kind == "splitkv" and not plan.is_causal and fits(self.num_heads, self.num_kv_heads, q.shape[1],
-                                                              self.head_dim):
+        if plan.split_kv or (kind == "splitkv" and not plan.is_causal and self._split_kv_fits(q.shape[1])):
             # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
             return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
         if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
