@@ -58,6 +58,30 @@ def _weight_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for m in mods for p in m.parameters() if p.ndim >= 2)
 
 
+def timeline(events: list[Any], steps: int) -> dict[str, dict[str, float]]:
+    """Per kernel name, from the device events in start order: launches per step, mean
+    duration (us) and mean gap from the end of the kernel before it (us; negative: the two
+    overlapped, as with programmatic dependent launch), and the gap summed per step (ms).
+    The first kernel of the trace has no gap."""
+    kernels = sorted((ev for ev in events if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA),
+                     key=lambda ev: ev.time_range.start)
+    out: dict[str, dict[str, float]] = {}
+    prev_end = None
+    for ev in kernels:
+        row = out.setdefault(ev.name, {"per_step": 0.0, "mean_us": 0.0, "gap_before_us": 0.0, "gap_ms_per_step": 0.0})
+        row["per_step"] += 1 / steps
+        row["mean_us"] += ev.time_range.end - ev.time_range.start
+        if prev_end is not None:
+            row["gap_before_us"] += ev.time_range.start - prev_end
+        prev_end = ev.time_range.end
+    for row in out.values():
+        n = row["per_step"] * steps
+        row["gap_ms_per_step"] = row["gap_before_us"] / steps / 1e3
+        row["mean_us"] /= n
+        row["gap_before_us"] /= n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["gap_ms_per_step"]))
+
+
 def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int,
                  **fast: Any) -> dict[str, Any]:
     """Profile ``steps`` decode steps at the end of the prompt (rolled back after each);
@@ -116,6 +140,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
         "wall_ms": wall,
         "kernel_ms": kernel_ms,
         "kernels_per_step": launches,
+        "timeline": {name: row for name, row in list(timeline(prof.events(), steps).items())[:top]} if on_cuda else {},
         "gap_ms": wall - kernel_ms,
         "families_ms": dict(sorted(fams.items(), key=lambda kv: -kv[1])),
         "top_kernels_ms": dict(sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top]),
@@ -139,6 +164,12 @@ def table(results: dict[str, Any]) -> str:
         lines += [f"* {fam}: {ms:.3f} ({ms / total:.0%})" for fam, ms in r["families_ms"].items()]
         lines += ["", f"**{mode}: top kernels**", "", "| kernel | ms/step | family |", "|---|---:|---|"]
         lines += [f"| `{name[:90]}` | {ms:.4f} | {family(name)} |" for name, ms in r["top_kernels_ms"].items()]
+        if r.get("timeline"):
+            lines += ["", f"**{mode}: kernels in start order (mean duration, mean gap from the kernel before; "
+                      "largest gap sum first)**", "", "| kernel | per step | mean us | gap before us | gap ms/step |",
+                      "|---|---:|---:|---:|---:|"]
+            lines += [f"| `{name[:70]}` | {t['per_step']:.0f} | {t['mean_us']:.2f} | {t['gap_before_us']:.2f} | "
+                      f"{t['gap_ms_per_step']:.3f} |" for name, t in r["timeline"].items()]
     return "\n".join(lines)
 
 
