@@ -23,7 +23,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -100,12 +100,28 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
     for _ in range(5):  # capture / warm up
         step()
     sync(device)
-    walls = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        walls.append((time.perf_counter() - t0) * 1e3)
+    def timed(run: Callable[[], None]) -> float:
+        walls = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            walls.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(walls)
+
+    wall = timed(step)
+    host: dict[str, float] = {}  # where the host's share of a synchronous step goes
+    if graphs and device.type == "cuda":
+        tok_dev = tok.to(device)
+
+        def step_device_token() -> None:
+            model.score(state, tok_dev)
+            model.rollback(state, 1)
+
+        runner = model.fast._slot(state.cache).runner
+        graph = runner._graphs[("tokens", *runner.plan(1, state.length))][0]
+        host = {"step_ms": wall, "step_token_on_device_ms": timed(step_device_token),
+                "graph_replay_ms": timed(graph.replay)}
     on_cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     with profile(activities=acts) as prof:
@@ -129,7 +145,6 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
     fams: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
         fams[family(name)] += ms
-    wall = statistics.median(walls)
     matmul_ms = fams.get("matmul", 0.0)
     wbytes = _weight_bytes(model)
     if hasattr(model, "release"):
@@ -140,6 +155,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
         "wall_ms": wall,
         "kernel_ms": kernel_ms,
         "kernels_per_step": launches,
+        "host": host,
         "timeline": {name: row for name, row in list(timeline(prof.events(), steps).items())[:top]} if on_cuda else {},
         "gap_ms": wall - kernel_ms,
         "families_ms": dict(sorted(fams.items(), key=lambda kv: -kv[1])),
@@ -159,6 +175,11 @@ def table(results: dict[str, Any]) -> str:
                      f"{r['gap_ms']:.3f} | "
                      f"{'–' if bw is None else f'{bw:.2f}'} | {r['floor_ms_at_4_8_tb_s']:.3f} |")
     for mode, r in results["modes"].items():
+        if r.get("host"):
+            h = r["host"]
+            lines += ["", f"**{mode}: a synchronous step, host included** — `score` + `rollback` with a CPU token "
+                      f"{h['step_ms']:.3f} ms, with the token on the device {h['step_token_on_device_ms']:.3f} ms, "
+                      f"the step's CUDA graph replayed alone {h['graph_replay_ms']:.3f} ms"]
         lines += ["", f"**{mode}: families (ms per step, share of kernel time)**", ""]
         total = max(r["kernel_ms"], 1e-9)
         lines += [f"* {fam}: {ms:.3f} ({ms / total:.0%})" for fam, ms in r["families_ms"].items()]
