@@ -27,9 +27,10 @@ import torch
 
 from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, tl, triton
 
-#: keys per inner iteration; the query block is padded to at least 16 rows for ``tl.dot``
+#: keys per inner iteration where :data:`STEP_CONFIGS` does not say (four-byte activations,
+#: :func:`choose_splits`' default); the query block is padded to at least 16 rows for ``tl.dot``
 BLOCK_N = 64
-#: thread blocks stage 1 aims for (KV heads × splits): two per multiprocessor on an H200
+#: thread blocks stage 1 aims for (KV heads × splits) by default in :func:`choose_splits`
 BLOCKS_WANTED = 264
 #: the most query rows (groups × T) one block holds
 MAX_ROWS = 64
