@@ -65,6 +65,18 @@ def test_verify_preserves_target_distribution(name):
         assert chi2_pvalue(c1, p) > 1e-3, (name, c1 / c1.sum())
 
 
+def test_greedy_verify_keeps_the_matching_prefix_and_takes_the_argmax():
+    logits = torch.full((4, 10), -1.0)
+    for row, best in enumerate([3, 7, 2, 9]):  # the target's argmax at each position
+        logits[row, best] = 5.0
+    cases = [([3, 7, 2], (3, 9)), ([3, 1, 2], (1, 7)), ([0, 7, 2], (0, 3))]
+    for drafts, (n, nxt) in cases:
+        v = verify(logits, torch.tensor(drafts), None, temperature=0.0)
+        assert (v.n_accepted, v.next_token) == (n, nxt)
+    plain = verify(logits[:1], torch.zeros(0, dtype=torch.long), None, temperature=0.0)  # a target-only step
+    assert (plain.n_accepted, plain.next_token) == (0, 3)
+
+
 def test_the_test_detects_a_two_percent_error():
     """Power check: a sampler off by 2 % total variation must fail the same test."""
     p = P

@@ -193,11 +193,12 @@ class StepRunner:
         if tokens.device == self.tokens_buf.device or self._host_tokens is None:
             self.tokens_buf[:t].copy_(tokens.reshape(-1))
         else:  # CPU ids -> pinned staging -> async copy (no host sync)
-            if self._host_ready is not None:
+            if self._host_ready is None:
+                self._host_ready = torch.cuda.Event()  # one event, recorded after every copy
+            else:
                 self._host_ready.synchronize()  # the previous copy has left the staging buffer
             self._host_tokens[:t].copy_(tokens.reshape(-1))
             self.tokens_buf[:t].copy_(self._host_tokens[:t], non_blocking=True)
-            self._host_ready = torch.cuda.Event()
             self._host_ready.record()
 
     def _run_step(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
