@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -31,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from evspec.models.request import Request
 from evspec.models.timing import sync
 from evspec.session import random_images, resolve_device, resolve_dtype
-from probe_common import write_json  # a sibling module: benchmarks/ is the script's folder
+from probe_common import median_ms, write_json  # a sibling module: benchmarks/ is the script's folder
 
 FAMILIES = (  # first match wins; names are lower-cased kernel / operator names
     ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
@@ -93,36 +92,24 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
     state = model.prefill(request)
     tok = torch.tensor([int(state.last_logits.argmax())])
 
-    def step() -> None:
-        model.score(state, tok)
-        model.rollback(state, 1)
+    def stepping(token: torch.Tensor):
+        def step() -> None:
+            model.score(state, token)
+            model.rollback(state, 1)
+        return step
 
+    step = stepping(tok)
     for _ in range(5):  # capture / warm up
         step()
     sync(device)
-    def timed(run: Callable[[], None]) -> float:
-        walls = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            run()
-            sync(device)
-            walls.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(walls)
-
-    wall = timed(step)
+    on_cuda = device.type == "cuda"
+    wall = median_ms(step, steps, on_cuda, warmup=0)  # warmed up above
     host: dict[str, float] = {}  # where the host's share of a synchronous step goes
-    if graphs and device.type == "cuda":
-        tok_dev = tok.to(device)
-
-        def step_device_token() -> None:
-            model.score(state, tok_dev)
-            model.rollback(state, 1)
-
+    if graphs and on_cuda:
         runner = model.fast._slot(state.cache).runner
         graph = runner._graphs[("tokens", *runner.plan(1, state.length))][0]
-        host = {"step_ms": wall, "step_token_on_device_ms": timed(step_device_token),
-                "graph_replay_ms": timed(graph.replay)}
-    on_cuda = device.type == "cuda"
+        host = {"step_ms": wall, "step_token_on_device_ms": median_ms(stepping(tok.to(device)), steps, on_cuda),
+                "graph_replay_ms": median_ms(graph.replay, steps, on_cuda)}
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):

@@ -179,9 +179,7 @@ def generate(
             k = int(d.numel())
 
             # -- phase 4: score pending + drafts in one target pass ---------------------
-            feed = torch.tensor([pending], dtype=torch.long)
-            if k:
-                feed = torch.cat([feed, d])  # [k + 1]
+            feed = torch.cat([torch.tensor([pending], dtype=torch.long), d])  # [k + 1]
             with timed(device, rnd, "score_ms"):
                 scored = target.score(state, feed, return_hidden=needs_hidden)
                 verdict = verify(

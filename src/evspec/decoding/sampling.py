@@ -86,8 +86,6 @@ def verify(
     k = int(draft.numel())
     if p_logits.shape[0] != k + 1:
         raise ValueError(f"need {k + 1} target distributions for {k} drafts, got {p_logits.shape[0]}")
-    if temperature == 0 and k == 0:  # a plain target step: one argmax, one host sync
-        return Verdict(0, int(torch.argmax(p_logits[0])))
     draft = draft.to(p_logits.device).long()
     if temperature == 0:
         best = torch.argmax(p_logits, dim=-1)  # [k + 1]

@@ -38,8 +38,8 @@ ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 class AttentionPlan:
     """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
     and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
-    additive mask ``[T, kv_len]``, ``split_kv`` (split-KV attention, which masks from the
-    positions), or no mask (every row visible)."""
+    additive mask ``[T, kv_len]``, or no mask (every row visible); ``split_kv``: split-KV
+    attention serves the pass, masking from the positions (no mask tensor)."""
 
     positions: torch.Tensor
     kv_len: int
@@ -82,20 +82,23 @@ class StepAttention:
             if start == 0 and t > 1:
                 return AttentionPlan(positions, kv_len, None, is_causal=True)
             if t == 1:  # one query at the end sees every row
-                return AttentionPlan(positions, kv_len, None)
+                return AttentionPlan(positions, kv_len, None, split_kv=self._split_kv_serves(1, device))
             if self.kernel_for(t, device) == "sdpa" and self.num_kv_heads == self.num_heads:
                 return AttentionPlan(positions, kv_len, lower_right_causal(t, kv_len))
         return self._masked(positions, kv_len, dtype)
 
     def _masked(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> AttentionPlan:
         """A pass that needs masking: by split-KV where it serves the pass, else the mask."""
-        t = int(positions.shape[0])
-        if self.kernel_for(t, positions.device) == "splitkv" and self._split_kv_fits(t):
+        if self._split_kv_serves(int(positions.shape[0]), positions.device):
             return AttentionPlan(positions, kv_len, None, split_kv=True)
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
 
     def _split_kv_fits(self, queries: int) -> bool:
         return fits(self.num_heads, self.num_kv_heads, queries, self.head_dim)
+
+    def _split_kv_serves(self, queries: int, device: torch.device) -> bool:
+        """Whether split-KV attends a (not from-0 causal) pass of ``queries`` tokens."""
+        return self.kernel_for(queries, device) == "splitkv" and self._split_kv_fits(queries)
 
     def _arange(self, t: int, device: torch.device) -> torch.Tensor:
         key = (t, device)
@@ -107,7 +110,7 @@ class StepAttention:
         """The kernel (``sdpa``, ``matmul`` or ``splitkv``) a masked pass of ``queries`` tokens
         on ``device`` uses."""
         if self.kind == "auto":
-            if triton_available(device) and fits(self.num_heads, self.num_kv_heads, queries, self.head_dim):
+            if triton_available(device) and self._split_kv_fits(queries):
                 return "splitkv"
             return "sdpa" if queries == 1 else "matmul"
         return self.kind
@@ -120,11 +123,9 @@ class StepAttention:
         plan: AttentionPlan,
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
-        kind = self.kernel_for(q.shape[1], q.device)
-        if plan.split_kv or (kind == "splitkv" and not plan.is_causal and self._split_kv_fits(q.shape[1])):
-            # every plan but a prefill from 0 means "key j visible to query i iff j <= positions[i]"
+        if plan.split_kv:  # key j visible to query i iff j <= positions[i]
             return split_kv_attention(q.contiguous(), keys, vals, plan.positions, plan.kv_len, self.scale)
-        if kind == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
+        if self.kernel_for(q.shape[1], q.device) == "matmul" and not plan.is_causal and not isinstance(plan.mask, CausalBias):
             return self._matmul(q, keys, vals, plan.mask)
         return F.scaled_dot_product_attention(
             q[None], keys[None], vals[None],  # [1, heads, len, D]
