@@ -24,8 +24,10 @@ measurement's configuration (HF modules per layer, eager question prefill).
 ``dynamic``      our default path: one decode step (score of 1 token) at the prompt end
 ``fast_eager``   the fast path without CUDA graphs: decode step
 ``fast_graphs``  the fast path with CUDA graphs: decode step and score steps of
-                 γ + 1 = 2, 3, 5, 9 tokens (ratio to one decode step)
-``eventgpt``     EventGPT-7B decode step, dynamic, unfused and fast (graphs)
+                 γ + 1 = 2, 3, 5, 9 tokens (ratio to one decode step); greedy decoding
+                 with the tokens on the device (64 chained steps, ms/token: what
+                 target-only ``generate`` runs)
+``eventgpt``     EventGPT-7B decode step (and chained), dynamic, unfused and fast (graphs)
 ``prefill``      target prefill of the ~2091-token prompt: dynamic, fast, and with the
                  prefix cache: first question on a clip (miss) and a second one (hit)
 ``e2e``          128 new tokens target-only through the engine (fast + graphs) vs HF
@@ -86,6 +88,8 @@ def table(results: dict[str, Any], score_sizes: list[int]) -> str:
         ("dynamic decode step (ms)", _get(results, "dynamic", "T1_ms"), ""),
         ("fast eager decode step (ms)", _get(results, "fast_eager", "T1_ms"), ""),
         ("fast graphs decode step (ms)", _get(results, "fast_graphs", "T1_ms"), "<= 4.0"),
+        ("fast graphs greedy decode, tokens on the device (ms/token)",
+         _get(results, "fast_graphs", "chain_ms_per_token"), "<= 4.0"),
     ]
     others = _get(results, "fast_graphs", "other_attention") or {}
     for kind in others:
@@ -100,6 +104,8 @@ def table(results: dict[str, Any], score_sizes: list[int]) -> str:
         ("EventGPT dynamic decode step (ms)", _get(results, "eventgpt", "dynamic", "T1_ms"), ""),
         ("EventGPT unfused decode step (ms)", _get(results, "eventgpt", "unfused", "T1_ms"), ""),
         ("EventGPT fast decode step (ms)", _get(results, "eventgpt", "fast_graphs", "T1_ms"), "<= 4.0"),
+        ("EventGPT fast greedy decode, tokens on the device (ms/token)",
+         _get(results, "eventgpt", "fast_graphs", "chain_ms_per_token"), "<= 4.0"),
         ("target prefill, dynamic (ms)", _get(results, "prefill", "dynamic", "prefill_ms"), ""),
         ("target prefill, fast (ms)", _get(results, "prefill", "fast_graphs", "prefill_ms"), "<= 55"),
         ("target prefill, prefix hit (ms)", _get(results, "prefill", "fast_prefix_hit", "prefill_ms"), "<= 10"),

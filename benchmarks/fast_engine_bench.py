@@ -126,9 +126,16 @@ def median_ms(bench: Bench, fn: Callable[[], Any], repeats: int, warmup: int = 2
     return statistics.median(timed_ms(bench, fn)[0] for _ in range(repeats))
 
 
+#: decode steps in one timed greedy chain (``chain_ms_per_token``)
+CHAIN_STEPS = 64
+
+
 def step_ms(bench: Bench, model: Any, req: Request, sizes: list[int]) -> dict[str, float]:
     """Median ms of one ``score`` of T tokens at the end of the prompt (rolled back after
-    each call, so every call sees the same position) for each T in ``sizes``."""
+    each call, so every call sees the same position) for each T in ``sizes``; with T = 1
+    on a model that can chain, also ``chain_ms_per_token``: :data:`CHAIN_STEPS` greedy
+    decode steps fed on the device (``greedy_chain``, what target-only ``generate`` runs),
+    one synchronisation at the end, per token."""
     state = model.prefill(req)
     tok = int(state.last_logits.argmax())
     out: dict[str, float] = {"position": float(state.length)}
@@ -140,6 +147,14 @@ def step_ms(bench: Bench, model: Any, req: Request, sizes: list[int]) -> dict[st
             model.rollback(state, t)
 
         out[f"T{t}_ms"] = median_ms(bench, call, bench.args.repeats, warmup=3)
+    if 1 in sizes and getattr(model, "can_chain", lambda s: False)(state):
+        n = CHAIN_STEPS
+
+        def chain() -> None:  # greedy decoding with the tokens on the device (decoding.chain)
+            model.greedy_chain(state, n, tok)
+            model.rollback(state, n)
+
+        out["chain_ms_per_token"] = median_ms(bench, chain, bench.args.repeats, warmup=2) / n
     if hasattr(model, "release"):
         model.release(state)
     return out

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from evspec.decoding.chain import chainable, chained_greedy
 from evspec.decoding.gamma import GammaPolicy
 from evspec.decoding.protocols import Draft, Drafter, Target
 from evspec.decoding.sampling import select, validate_sampling, verify
@@ -105,6 +106,7 @@ def generate(
     stop_at_eos: bool = True,
     forced_reference: list[int] | None = None,
     gamma_policy: GammaPolicy | None = None,
+    device_greedy: bool = True,
 ) -> Result:
     """Answer ``request`` with ``target``, drafting ``gamma`` tokens per round.
 
@@ -124,6 +126,10 @@ def generate(
     every round (``gamma`` is then ignored; ``stats.gamma`` records the policy's
     ``max_gamma`` and ``RoundStats.drafted`` the γ really used).  A policy may answer 0:
     that round is a plain target step.
+
+    ``device_greedy``: target-only greedy decoding on a target that can keep the tokens on
+    the device (the fast path) runs ``decoding.chain`` instead of the host loop — the same
+    tokens, no synchronisation per token.  ``False`` forces the host loop.
     """
     max_new_tokens = check_run(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                forced_reference=forced_reference, gamma=gamma)
@@ -155,6 +161,11 @@ def generate(
     if drafter is not None and not stop:
         drafter.begin(request, target, state, first)
         stats.record_draft_begin(drafter)
+
+    if (drafter is None and device_greedy and temperature == 0 and forced_reference is None
+            and gamma_policy is None and not stop and chainable(target, state)):
+        tokens, stop = chained_greedy(target, state, first, max_new_tokens=max_new_tokens, eos=eos,
+                                      stats=stats, on_token=on_token)
 
     pending = first
     try:

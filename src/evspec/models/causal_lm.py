@@ -272,6 +272,24 @@ class CausalLMWrapper(PrefixCacheMixin):
         state.length += k1
         return ScoreOutput(logits=logits, hidden=hidden)
 
+    def can_chain(self, state: TargetState) -> bool:
+        """Whether :meth:`greedy_chain` can continue ``state`` (a fast-path state)."""
+        return self._fast is not None and isinstance(state.cache, StaticKVCache)
+
+    def greedy_chain(self, state: TargetState, steps: int, first: int | None = None) -> torch.Tensor:
+        """Greedy decoding with the tokens kept on the device (fast path only): feed
+        ``first`` (None: continue the previous chain of this state), then each step's
+        argmax, ``steps`` times.  Returns the ``steps`` chosen ids ``[steps]`` on the device,
+        not synchronised; ``state.length += steps`` (the last id is not fed)."""
+        if not self.can_chain(state):
+            raise RuntimeError("greedy_chain needs a state prefilled on the fast path (enable_fast)")
+        fast = self._check_static(state)
+        if state.length + steps > self.max_context:
+            raise ValueError(f"context full: {state.length} + {steps} tokens exceed {self.max_context}")
+        ids = fast.chain(state.cache, steps, None if first is None else torch.tensor([int(first)]))
+        state.length += steps
+        return ids
+
     def rollback(self, state: TargetState, n: int) -> None:
         """Drop the last ``n`` positions (O(1) on the static cache: a pointer move)."""
         if isinstance(state.cache, StaticKVCache):

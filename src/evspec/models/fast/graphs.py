@@ -50,8 +50,9 @@ import torch
 from evspec.models.fast.llama import FastLlama
 from evspec.models.fast.static_cache import StaticKVCache
 
-#: input kinds of a step: token ids (decode/score) or embeddings (a prefill suffix)
-StepKind = Literal["tokens", "embeds"]
+#: input kinds of a step: token ids (decode/score), embeddings (a prefill suffix), or one
+#: greedy token whose argmax feeds the next step on the device (:meth:`StepRunner.chain`)
+StepKind = Literal["tokens", "embeds", "greedy"]
 
 
 def capture_graph(device: torch.device, pool, warm_up: Callable[[], object],
@@ -168,6 +169,9 @@ class StepRunner:
         self.tokens_buf = torch.zeros(buckets[-1], dtype=torch.long, device=device)  # [Bmax]
         self.embeds_buf: torch.Tensor | None = None  # [Pmax, H], allocated at first use
         self.pos_buf = torch.zeros((), dtype=torch.long, device=device)  # start position (0-d)
+        #: greedy chains write the token chosen for position p + 1 at index p + 1
+        self.history = torch.zeros(cache.capacity + 1, dtype=torch.long, device=device)
+        self._chain_end: int | None = None  # where the last chain stopped (its state is on the device)
         self._host_tokens: torch.Tensor | None = None
         self._host_ready: torch.cuda.Event | None = None
         if device.type == "cuda":
@@ -178,15 +182,22 @@ class StepRunner:
     # -- the step --------------------------------------------------------------------------
     def _eager_step(self, kind: StepKind, bucket: int, kv_rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One padded step over the static buffers: ``(logits [bucket, V] float32 or None
-        for embeddings, hidden [bucket, H])``."""
-        if kind == "tokens":
-            hidden = self.model.forward(self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket],
+        for embeddings, hidden [bucket, H])``.  A greedy step then writes its argmax as the
+        next token (and into :attr:`history`) and moves the position on by one."""
+        if kind == "embeds":
+            assert self.embeds_buf is not None
+            hidden = self.model.forward(self.cache, self.pos_buf, embeds=self.embeds_buf[:bucket],
                                         kv_len=kv_rows, compiled=self.compile)
-            return self.model.logits(hidden), hidden
-        assert self.embeds_buf is not None
-        hidden = self.model.forward(self.cache, self.pos_buf, embeds=self.embeds_buf[:bucket],
+            return None, hidden
+        hidden = self.model.forward(self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket],
                                     kv_len=kv_rows, compiled=self.compile)
-        return None, hidden
+        logits = self.model.logits(hidden)
+        if kind == "greedy":
+            chosen = logits[:1].argmax(-1)  # [1]: the first maximum, as torch.argmax on the host
+            self.history.index_copy_(0, self.pos_buf.reshape(1) + 1, chosen)
+            self.tokens_buf[:1].copy_(chosen)
+            self.pos_buf.add_(1)
+        return logits, hidden
 
     def _load_tokens(self, tokens: torch.Tensor) -> None:
         t = int(tokens.numel())
@@ -217,9 +228,18 @@ class StepRunner:
         device = self.tokens_buf.device
         torch.cuda.synchronize(device)
         t0 = time.perf_counter()
+        # a greedy step moves its own token and position: each warm-up starts where the replay will
+        kept = (self.tokens_buf[:1].clone(), self.pos_buf.clone()) if kind == "greedy" else None
+
+        def restore() -> None:
+            if kept is not None:
+                self.tokens_buf[:1].copy_(kept[0])
+                self.pos_buf.copy_(kept[1])
+
         graph, (logits, hidden) = capture_graph(  # the warm-up also compiles
-            device, self._pool, lambda: self._run_step(kind, bucket, kv_rows),
+            device, self._pool, lambda: (restore(), self._run_step(kind, bucket, kv_rows)),
             lambda: self._eager_step(kind, bucket, kv_rows))
+        restore()
         self.stats.capture_ms += (time.perf_counter() - t0) * 1e3
         self.stats.graphs += 1
         self.stats.shapes.append((kind, bucket, kv_rows))
@@ -266,15 +286,17 @@ class StepRunner:
                 kv = min(kv + g, cap)
         return sorted(out)
 
-    def prepare(self, sizes: Iterable[int], start: int, upto: int, *, scratch: int) -> list[tuple[int, int]]:
+    def prepare(self, sizes: Iterable[int], start: int, upto: int, *, scratch: int,
+                greedy: bool = False) -> list[tuple[int, int]]:
         """Capture (CUDA graphs) or compile now every token step of :meth:`step_shapes`
         that is not ready yet, so that no later :meth:`run` captures or compiles.
 
         ``scratch``: the first cache row these untimed steps may write (>= the valid length
         of any state or in-place prefix on this cache); they write rows ``scratch ..
         scratch + bucket - 1`` only (attention rows past a query's position are masked, so
-        any ``kv_rows`` is safe there).  Returns the ``(bucket, kv_rows)`` made ready: none
-        when steps run eagerly (CPU), one per bucket when compiling without graphs.
+        any ``kv_rows`` is safe there).  ``greedy``: also the one-token steps of :meth:`chain`
+        (over the same positions).  Returns the ``(bucket, kv_rows)`` made ready: none when
+        steps run eagerly (CPU), one per bucket when compiling without graphs.
         """
         shapes = self.step_shapes(sizes, start, upto)
         if not (self.cuda_graphs or self.compile):
@@ -284,18 +306,22 @@ class StepRunner:
                 f"prepare: scratch row {scratch} leaves no room for the steps in a cache of "
                 f"{self.cache.capacity} rows"
             )
+        jobs = [("tokens", b, kv) for b, kv in shapes]
+        if greedy and self.cuda_graphs:
+            jobs += [("greedy", b, kv) for b, kv in self.step_shapes([1], start, upto)]
         made: list[tuple[int, int]] = []
-        for bucket, kv_rows in shapes:
+        self._chain_end = None  # the scratch steps move the device's token and position
+        for kind, bucket, kv_rows in jobs:
             if self.cuda_graphs:
-                if ("tokens", bucket, kv_rows) in self._graphs:
+                if (kind, bucket, kv_rows) in self._graphs:
                     continue
             elif bucket in self.stats.compiled_buckets:
                 continue
             self.pos_buf.fill_(scratch)
             if self.cuda_graphs:
-                self._execute("tokens", bucket, kv_rows)  # captures, then replays once
+                self._execute(kind, bucket, kv_rows)  # captures, then replays once
             else:
-                self._run_step("tokens", bucket, kv_rows)  # compiles the bucket
+                self._run_step(kind, bucket, kv_rows)  # compiles the bucket
             made.append((bucket, kv_rows))
         return made
 
@@ -312,6 +338,7 @@ class StepRunner:
         bucket, kv_rows = self.plan(t, start)
         self._load_tokens(tokens)
         self.pos_buf.fill_(start)
+        self._chain_end = None
         logits, hidden = self._execute("tokens", bucket, kv_rows)
         assert logits is not None
         return logits[:t].clone(), (hidden[:t].clone() if return_hidden else None)
@@ -331,5 +358,30 @@ class StepRunner:
                                           dtype=self.model.dtype, device=self.tokens_buf.device)
         self.embeds_buf[:t].copy_(embeds)
         self.pos_buf.fill_(start)
+        self._chain_end = None
         _, hidden = self._execute("embeds", bucket, kv_rows)
         return hidden[:t].clone()
+
+    def chain(self, start: int, steps: int, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy decoding without the host: ``steps`` one-token steps at positions
+        ``start ..``, each feeding the argmax of the step before (on the device: the token
+        and the position never leave it), so the launches queue up ahead of the GPU.
+
+        ``first``: the token at ``start`` (one id, CPU or device); ``None`` continues where
+        the previous :meth:`chain` stopped (which must be ``start``).  Returns the ``steps``
+        chosen ids ``[steps]`` on the device (a fresh tensor; no host synchronisation).
+        Writes the keys/values; moving the cache's length is the caller's job."""
+        if steps < 1:
+            raise ValueError(f"a chain needs at least one step, got {steps}")
+        self.cache.check_fits(start, steps)
+        if first is None:
+            if self._chain_end != start:
+                raise ValueError(f"no chain stopped at position {start} (last: {self._chain_end}); pass first")
+        else:
+            self._load_tokens(first.reshape(1))
+            self.pos_buf.fill_(start)
+        for i in range(steps):
+            bucket, kv_rows = self.plan(1, start + i)
+            self._execute("greedy", bucket, kv_rows)
+        self._chain_end = start + steps
+        return self.history[start + 1:start + 1 + steps].clone()

@@ -173,14 +173,26 @@ class FastRuntime:
         return logits, hidden
 
     @torch.inference_mode()
-    def prepare_steps(self, sizes: Iterable[int], *, start: int, upto: int) -> int:
+    def chain(self, cache: StaticKVCache, steps: int, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy decoding on the device after ``cache.length`` (:meth:`StepRunner.chain`):
+        the ``steps`` chosen ids ``[steps]`` (device, not synchronised); ``first``: the token
+        fed first (None: continue the previous chain on this cache)."""
+        start = cache.length
+        cache.invalidate_prefix_from(start)
+        ids = self._slot(cache).runner.chain(start, steps, first)
+        cache.advance(steps)
+        return ids
+
+    @torch.inference_mode()
+    def prepare_steps(self, sizes: Iterable[int], *, start: int, upto: int, greedy: bool = False) -> int:
         """Capture (CUDA graphs) / compile, on every slot, each decode/score step of a size
         in ``sizes`` (e.g. ``1..γ+1``) that a request could take starting anywhere in
         ``[start, upto]`` — so that none is captured later inside a timed call.  Live
         states keep their rows (the untimed steps write after their valid length; free
         slots after their in-place prefix).  Returns the number of step shapes made
         ready (0 when steps run eagerly, e.g. on CPU).  Slots are created lazily: call
-        this after a request has run with every drafter that will be timed."""
+        this after a request has run with every drafter that will be timed.  ``greedy``:
+        also the steps of :meth:`chain` (target-only greedy decoding)."""
         sizes = sorted({int(x) for x in sizes})
         too_big = [x for x in sizes if x > self.config.step_buckets[-1]]
         if too_big:
@@ -191,7 +203,7 @@ class FastRuntime:
         made = 0
         for slot in self._slots:
             scratch = slot.cache.prefix_len if slot.free() else slot.cache.length
-            made += len(slot.runner.prepare(sizes, start, upto, scratch=scratch))
+            made += len(slot.runner.prepare(sizes, start, upto, scratch=scratch, greedy=greedy))
         return made
 
     # -- reporting --------------------------------------------------------------------------
