@@ -25,6 +25,9 @@
 #   STAGE=checks WORLD_VARIANTS=compiled CAP=150           world + heads on --fast --compile
 #                                                          (rehearsed on the CPU: lossless)
 #   STAGE=heads7b COMPILE=1 ALPHAS="0.5 0.8"               heads at 7B on the compiled engine
+#   STAGE=sweep   (~8 min) CUDA tests of the greedy chain and the kernels; benchmarks/step_sweep.py (the
+#                 decode layer's launch configurations inside chained greedy decoding, BUDGET s);
+#                 then the decode/score steps, EventGPT and end to end on --fast-mode triton
 # Knobs: SKIP_WORLD=1 (checks without the world bench), COMPILE=1 (heads7b), WORLD_VARIANTS.
 #
 # Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
@@ -165,6 +168,17 @@ attn_sweep)
   PROBE=(); [[ $TINY == 1 ]] && PROBE=(--device cpu --layers 1 --rows 128 --position 100 --heads 2 --dim 16 --repeats 1)
   python3 benchmarks/attention_probe.py "${PROBE[@]}" --splitkv-sweep --kinds sdpa,splitkv \
     --json "$OUT/attention_sweep.json" >"$OUT/attention_sweep.txt" 2>&1 || log "attention_probe failed"
+  ;;
+sweep)
+  log "the Triton decode layer's launch configurations timed inside chained greedy decoding; then the steps"
+  run_tests tests/models/test_greedy_chain.py tests/models/test_gemv.py tests/models/test_triton_layer.py \
+    tests/models/test_fast_graphs.py
+  SWEEP=(--budget-s "${BUDGET:-300}"); [[ $TINY == 1 ]] && SWEEP=(--preset tiny-random --device cpu --kernels torch \
+    --steps 3 --repeats 1 --check 3 --ab 1 --only vec,o)
+  python3 benchmarks/step_sweep.py "${SWEEP[@]}" --json "$OUT/step_sweep.json" >"$OUT/step_sweep.txt" 2>&1 \
+    || log "step_sweep failed"
+  tail -n 3 "$OUT/step_sweep.txt" | tee -a "$LOG"
+  fast_engine fast_engine_chain --fast-mode triton --sections fast_graphs,eventgpt,e2e --gammas 8
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac

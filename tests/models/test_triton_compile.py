@@ -45,7 +45,7 @@ def test_fused_linear_compiles(block_m, norm, act, res, even, pdl, dtype) -> Non
     types = _types("X W NW RES Y", "M N stride_xm stride_wn stride_rm stride_ym", "eps",
                    "fp32" if dtype == "fp32" else "bf16")
     consts = dict(K=4096, HAS_NORM=norm, HAS_ACT=act, HAS_RES=res, IEEE=dtype == "fp32", EVEN=even,
-                  NUM_STAGES=3, PDL=pdl, BLOCK_M=block_m, BLOCK_N=16, BLOCK_K=512)
+                  NUM_STAGES=3, PDL=pdl, BLOCK_M=block_m, BLOCK_N=16, BLOCK_K=512, VEC=8 if block_m == 1 else 1)
     assert "cubin" in _compile(gemv._fused_linear, types, consts).asm
 
 
@@ -55,7 +55,8 @@ def test_qkv_rope_cache_compiles(block_m: int, split: int, pdl: bool) -> None:
                    "eps")
     types["POS"] = "*i64"
     consts = dict(K=4096, D=128, HQ=32, HKV=32, SPLIT=split, IEEE=False, NUM_STAGES=1 if block_m == 1 else 3,
-                  PDL=pdl, EVEN_K=True, BLOCK_M=block_m, BLOCK_K=1024 if block_m == 1 else 128)
+                  PDL=pdl, EVEN_K=True, BLOCK_M=block_m, BLOCK_K=1024 if block_m == 1 else 128,
+                  VEC=8 if block_m == 1 else 1)
     assert "cubin" in _compile(triton_layer._qkv_rope_cache, types, consts).asm
 
 

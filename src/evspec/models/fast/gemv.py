@@ -79,12 +79,17 @@ if triton is not None:
         return xk
 
     @triton.jit
-    def accumulate(acc, xk, wk, BLOCK_M: tl.constexpr, IEEE: tl.constexpr):
-        """One row (BLOCK_M 1): products summed in registers, reduced once at the end;
-        more rows: ``tl.dot`` on BLOCK_M (>= 16) padded rows.  (One return: Triton compiles
-        the code after a constexpr-true ``if ...: return``.)"""
+    def accumulate(acc, xk, wk, BLOCK_M: tl.constexpr, IEEE: tl.constexpr, VEC: tl.constexpr):
+        """One row (BLOCK_M 1): products summed in registers, reduced once at the end —
+        each run of ``VEC`` neighbouring products (one thread's vector load) summed first,
+        so the accumulator is ``[BLOCK_N, BLOCK_K / VEC]``; more rows: ``tl.dot`` on BLOCK_M
+        (>= 16) padded rows.  (One return: Triton compiles the code after a constexpr-true
+        ``if ...: return``.)"""
         if BLOCK_M == 1:
-            out = acc + wk.to(tl.float32) * xk.to(tl.float32)
+            prod = wk.to(tl.float32) * xk.to(tl.float32)
+            if VEC > 1:
+                prod = tl.sum(tl.reshape(prod, [wk.shape[0], wk.shape[1] // VEC, VEC]), 2)
+            out = acc + prod
         elif IEEE:
             out = acc + tl.dot(xk, tl.trans(wk), input_precision="ieee")
         else:
@@ -96,7 +101,7 @@ if triton is not None:
                       stride_xm, stride_wn, stride_rm, stride_ym,
                       K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
                       IEEE: tl.constexpr, EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr):
         # EVEN: N and K divide the blocks.  PDL: the first weight tile is read before waiting
         # for the previous kernel (triton_support.pdl); everything else after.
         pdl_release(PDL)
@@ -112,16 +117,16 @@ if triton is not None:
         if HAS_NORM:
             rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
         if BLOCK_M == 1:
-            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            acc = tl.zeros([BLOCK_N, BLOCK_K // VEC], tl.float32)
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT), w0,
-                         BLOCK_M, IEEE)
+                         BLOCK_M, IEEE, VEC)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
             xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_xm, K, HAS_NORM, HAS_ACT)
-            acc = accumulate(acc, xk, w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN), BLOCK_M, IEEE)
+            acc = accumulate(acc, xk, w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN), BLOCK_M, IEEE, VEC)
         if BLOCK_M == 1:
             y = tl.sum(acc, 1)[None, :].to(Y.dtype.element_ty)
         else:
@@ -147,6 +152,9 @@ DECODE_CONFIGS = {
     (4096, 11008): (8, 1024, 4, 3),  # down
 }
 DECODE_DEFAULT = (8, 1024, 4, 3)
+#: one-row GEMVs sum this many neighbouring products per thread before accumulating
+#: (:func:`accumulate`); 1: a ``[BLOCK_N, BLOCK_K]`` float32 accumulator
+ROW_VEC = 8
 
 
 def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:
@@ -154,6 +162,11 @@ def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:
     if m == 1:
         return DECODE_CONFIGS.get((n, k), DECODE_DEFAULT)
     return 64, 128, 4, 3
+
+
+def row_vec(m: int, block_k: int) -> int:
+    """The ``VEC`` of :func:`accumulate` for ``m`` rows in blocks of ``block_k`` columns."""
+    return ROW_VEC if m == 1 and block_k % ROW_VEC == 0 and block_k >= ROW_VEC else 1
 
 
 def fused_linear(
@@ -209,6 +222,6 @@ def fused_linear(
         K=k, HAS_NORM=norm_weight is not None, HAS_ACT=gated_silu, HAS_RES=residual is not None,
         IEEE=x.dtype == torch.float32, EVEN=n % block_n == 0 and k % block_k == 0, NUM_STAGES=num_stages,
         PDL=chained, BLOCK_M=1 if m == 1 else max(16, triton.next_power_of_2(m)), BLOCK_N=block_n,
-        BLOCK_K=block_k, num_warps=num_warps, launch_pdl=chained,
+        BLOCK_K=block_k, VEC=row_vec(m, block_k), num_warps=num_warps, launch_pdl=chained,
     )
     return y

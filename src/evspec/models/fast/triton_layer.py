@@ -31,23 +31,26 @@ from __future__ import annotations
 
 import torch
 
-from evspec.models.fast.gemv import MAX_ROWS, accumulate, fused_linear, launch_config, w_tile, x_tile
+from evspec.models.fast.gemv import MAX_ROWS, accumulate, fused_linear, launch_config, row_vec, w_tile, x_tile
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
 from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
 #: the engine's steps of at most this many tokens run these kernels (see the module docstring)
 STEP_ROWS = 1
+#: columns of each rotary half one q/k/v program of a decode step takes (twice this many
+#: weight rows; 4: 8 rows, the best one-row GEMV block on the H200, round 4)
+DECODE_HEAD_COLUMNS = 4
 
 
 def rotary_split(head_dim: int, rows: int = 2) -> int | None:
     """Programs per head of the q/k/v kernel: each takes ``head_dim / (2 · split)`` columns of
-    both rotary halves.  A decode step (``rows`` 1) takes 4 columns of each half a program
-    where the head allows (8 weight rows, the best one-row GEMV block on the H200; LLaMA-7B:
-    split 16, 1536 programs); steps of more rows feed ``tl.dot``, which wants 32 columns
+    both rotary halves.  A decode step (``rows`` 1) takes :data:`DECODE_HEAD_COLUMNS` columns
+    of each half a program where the head allows (LLaMA-7B: split 16, 1536 programs); steps of more rows feed ``tl.dot``, which wants 32 columns
     (split 2), at least 16.  None when the head is too small or odd."""
     half = head_dim // 2
-    if rows == 1 and half % 4 == 0 and half >= 32:
-        return half // 4
+    cols = DECODE_HEAD_COLUMNS
+    if rows == 1 and half % cols == 0 and half >= 32:
+        return half // cols
     for split in (2, 1):
         if head_dim % (2 * split) == 0 and half // split >= (32 if split > 1 else 16):
             return split
@@ -73,7 +76,7 @@ if triton is not None:
                         stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
                         K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
                         SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
         pdl_release(PDL)
@@ -91,21 +94,21 @@ if triton is not None:
         pdl_wait(PDL)
         rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
         if BLOCK_M == 1:  # a decode step: products summed in registers (see gemv.accumulate)
-            acc_lo = tl.zeros([BH, BLOCK_K], tl.float32)
-            acc_hi = tl.zeros([BH, BLOCK_K], tl.float32)
+            acc_lo = tl.zeros([BH, BLOCK_K // VEC], tl.float32)
+            acc_hi = tl.zeros([BH, BLOCK_K // VEC], tl.float32)
         else:
             acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
             acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
         xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False)
-        acc_lo = accumulate(acc_lo, xk, w_lo, BLOCK_M, IEEE)
-        acc_hi = accumulate(acc_hi, xk, w_hi, BLOCK_M, IEEE)
+        acc_lo = accumulate(acc_lo, xk, w_lo, BLOCK_M, IEEE, VEC)
+        acc_hi = accumulate(acc_hi, xk, w_hi, BLOCK_M, IEEE, VEC)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
             xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False)
-            acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), BLOCK_M, IEEE)
+            acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), BLOCK_M, IEEE, VEC)
             acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K),
-                                 BLOCK_M, IEEE)
+                                 BLOCK_M, IEEE, VEC)
         if BLOCK_M == 1:
             acc_lo = tl.sum(acc_lo, 1)[None, :]
             acc_hi = tl.sum(acc_hi, 1)[None, :]
@@ -161,7 +164,8 @@ def triton_attention_inputs(
         k_cache.stride(0), k_cache.stride(1),
         K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split, IEEE=x.dtype == torch.float32,
         NUM_STAGES=num_stages, PDL=chained, BLOCK_M=1 if t == 1 else max(16, triton.next_power_of_2(t)),
-        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, num_warps=num_warps, launch_pdl=chained,
+        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, VEC=row_vec(t, block_k), num_warps=num_warps,
+        launch_pdl=chained,
     )
     return q
 

@@ -1,0 +1,60 @@
+"""benchmarks/step_sweep.py at tiny size on the CPU (torch layers: the tiny preset's heads
+are too small for the Triton layer): every variant is timed, the best phase picks a
+label per kernel, and the modules' tables are left as shipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from evspec.models.fast import decode_attention, gemv, triton_layer
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def step_sweep():
+    if str(SCRIPT.parent) not in sys.path:  # the script imports its siblings
+        sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("step_sweep", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_apply_sets_each_table(step_sweep) -> None:
+    tables = (dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC, triton_layer.DECODE_HEAD_COLUMNS,
+              dict(decode_attention.STEP_CONFIGS))
+    try:
+        step_sweep.apply("qkv", "2048w8s1/c8")
+        assert gemv.DECODE_CONFIGS[(12288, 4096)] == (8, 2048, 8, 1) and triton_layer.DECODE_HEAD_COLUMNS == 8
+        step_sweep.apply("down", "16x512w4s3")
+        assert gemv.DECODE_CONFIGS[(4096, 11008)] == (16, 512, 4, 3)
+        step_sweep.apply("attention", "132,128,8,2")
+        assert decode_attention.STEP_CONFIGS["one"] == (132, 128, 8, 2)
+        step_sweep.apply("vec", "1")
+        assert gemv.ROW_VEC == 1
+    finally:
+        gemv.DECODE_CONFIGS.clear()
+        gemv.DECODE_CONFIGS.update(tables[0])
+        gemv.ROW_VEC, triton_layer.DECODE_HEAD_COLUMNS = tables[1], tables[2]
+        decode_attention.STEP_CONFIGS.update(tables[3])
+
+
+def test_tiny_sweep_times_every_variant(step_sweep, tmp_path: Path) -> None:
+    shipped = dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC
+    out = step_sweep.main(["--preset", "tiny-random", "--device", "cpu", "--kernels", "torch", "--only", "vec,o",
+                           "--steps", "3", "--repeats", "1", "--check", "3", "--ab", "1",
+                           "--json", str(tmp_path / "s.json")])
+    assert set(out["one"]) == {"vec", "o"}
+    assert set(out["one"]["o"]) == set(step_sweep.VARIANTS["o"][1:])
+    assert all(r["ms_per_token"] > 0 and r["same_ids"] == 3 for r in out["one"]["o"].values())  # torch layers
+    best = out["best"]["config"]
+    assert best["o"] in step_sweep.VARIANTS["o"] and best["qkv"] == step_sweep.VARIANTS["qkv"][0]
+    assert len(out["best"]["best_ms"]) == len(out["best"]["shipped_ms"]) == 1
+    assert (dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC) == shipped
+    assert (tmp_path / "s.json").exists()
