@@ -178,7 +178,7 @@ sweep)
   python3 benchmarks/step_sweep.py "${SWEEP[@]}" --json "$OUT/step_sweep.json" >"$OUT/step_sweep.txt" 2>&1 \
     || log "step_sweep failed"
   tail -n 3 "$OUT/step_sweep.txt" | tee -a "$LOG"
-  fast_engine fast_engine_chain --fast-mode triton --sections fast_graphs,eventgpt,e2e --gammas 8
+  [[ ${SKIP_ENGINE:-0} == 1 ]] || fast_engine fast_engine_chain --fast-mode triton --sections fast_graphs,eventgpt,e2e --gammas 8
   ;;
 *) log "unknown STAGE=$STAGE"; exit 2 ;;
 esac
