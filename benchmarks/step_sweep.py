@@ -38,16 +38,17 @@ from probe_common import median_ms, write_json
 
 #: weight shape (N, K) of each LLaMA-7B projection in gemv.DECODE_CONFIGS
 SHAPES = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
-#: labels tried per kernel; the first is the shipped one.  q/k/v: ``BKwWsS/cC`` (C columns of
+#: labels tried per kernel (round 6's second sweep; the first round's lists are in its JSON
+#: and benchmarks/fast_engine.md); the first is the shipped one.  q/k/v: ``BKwWsS/cC`` (C columns of
 #: each rotary half a program: 2C weight rows); GEMVs: ``BNxBKwWsS``; attention
 #: stage 1 (one query row): ``blocks,keys,warps,stages``
 VARIANTS: dict[str, list[str]] = {
     "vec": ["8", "1"],  # gemv.ROW_VEC: products summed per thread before the accumulator
-    "qkv": ["1024w4s1/c4", "2048w4s1/c4", "2048w8s1/c4", "4096w8s1/c4", "1024w8s1/c8", "2048w8s1/c8", "512w4s3/c4"],
-    "o": ["16x1024w4s3", "8x1024w4s3", "8x1024w4s1", "8x2048w4s1", "16x2048w8s1", "4x4096w4s1"],
-    "gate_up": ["8x1024w4s1", "8x1024w4s3", "16x1024w4s1", "8x2048w8s1", "8x4096w8s1", "16x1024w8s1", "4x2048w4s1"],
-    "down": ["8x1024w4s3", "8x2048w8s1", "16x1024w8s3", "4x2048w4s3", "8x512w4s3", "16x512w4s3"],
-    "attention": ["264,128,8,2", "132,128,8,2", "528,64,4,3", "396,128,8,2"],
+    "qkv": ["1024w4s1/c4", "1024w4s3/c4", "1024w4s2/c4", "512w4s1/c4", "1024w4s1/c2"],
+    "o": ["16x2048w8s1", "32x1024w8s1", "16x1024w8s1", "16x4096w8s1", "32x2048w8s1", "16x2048w8s3"],
+    "gate_up": ["8x1024w4s3", "8x1024w4s2", "8x512w4s3", "16x512w4s3", "8x1024w8s3", "16x1024w4s3"],
+    "down": ["8x2048w8s1", "8x2048w4s1", "16x2048w8s1", "8x1024w8s3", "8x4096w8s1", "8x2048w8s3"],
+    "attention": ["264,128,8,2", "396,128,8,2", "264,64,4,3"],
 }
 
 

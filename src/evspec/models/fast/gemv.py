@@ -141,15 +141,14 @@ else:  # pragma: no cover - depends on the install
 
 
 #: one-row launch configurations (BLOCK_N, BLOCK_K, num_warps, num_stages) by weight shape
-#: (N, K): the fastest of ``benchmarks/gemv_probe.py --sweep --no-pdl --rows 1`` on the H200
-#: for the LLaMA-7B projections, chained with PDL (ms for 32 layers, cuBLAS in brackets:
-#: q/k/v 0.835 (0.890), o 0.303 (0.408), gate/up 1.446 (1.452), down 0.721 (0.873);
-#: benchmarks/fast_engine.md, round 4).  Other shapes take DECODE_DEFAULT.
+#: (N, K) for the LLaMA-7B projections: the fastest inside chained greedy decoding on the
+#: H200 (``benchmarks/step_sweep.py``, one kernel changed at a time, then together: 3.97
+#: against 4.12 ms/token; benchmarks/fast_engine.md, round 6).  Other shapes take DECODE_DEFAULT.
 DECODE_CONFIGS = {
     (12288, 4096): (8, 1024, 4, 1),  # q/k/v
-    (4096, 4096): (16, 1024, 4, 3),  # o
-    (22016, 4096): (8, 1024, 4, 1),  # gate/up
-    (4096, 11008): (8, 1024, 4, 3),  # down
+    (4096, 4096): (16, 2048, 8, 1),  # o
+    (22016, 4096): (8, 1024, 4, 3),  # gate/up
+    (4096, 11008): (8, 2048, 8, 1),  # down
 }
 DECODE_DEFAULT = (8, 1024, 4, 3)
 #: one-row GEMVs sum this many neighbouring products per thread before accumulating
