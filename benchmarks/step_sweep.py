@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -51,50 +51,106 @@ VARIANTS: dict[str, list[str]] = {
     "attention": ["264,128,8,2", "396,128,8,2", "264,64,4,3"],
 }
 
+#: the same for steps of ``--rows`` > 1 (``tl.dot`` on 16 padded rows): which layer scores
+#: (the Triton layer for steps of up to 16 rows, or the compiled torch layer the engine
+#: ships), then the Triton layer's configurations (q/k/v ``BKwWsS/cC``, GEMVs ``BNxBKwWsS``)
+SCORE_VARIANTS: dict[str, list[str]] = {
+    "layer": ["triton", "compiled"],
+    "mqkv": ["128w4s3/c32", "256w4s3/c32", "128w4s3/c16", "256w4s3/c16", "128w4s4/c16", "64w4s4/c16"],
+    "mo": ["64x128w4s3", "16x256w4s3", "32x256w4s3", "16x512w4s3", "32x128w4s4", "16x256w4s4"],
+    "mgate_up": ["64x128w4s3", "16x256w4s3", "32x256w4s3", "16x512w4s3", "32x128w4s4", "64x128w4s4"],
+    "mdown": ["64x128w4s3", "16x256w4s3", "32x256w4s3", "32x128w8s4", "32x128w4s4", "16x256w4s4"],
+}
+
 
 def apply(kernel: str, label: str) -> None:
     """Install ``label`` for ``kernel`` in the modules' tables (module-wide, this process)."""
-    if kernel == "vec":
+    if kernel == "layer":
+        triton_layer.STEP_ROWS = 16 if label == "triton" else 1
+    elif kernel == "vec":
         gemv.ROW_VEC = int(label)
     elif kernel == "attention":
         blocks, keys, warps, stages = (int(x) for x in label.split(","))
         decode_attention.STEP_CONFIGS["one"] = (blocks, keys, warps, stages)
-    elif kernel == "qkv":
+    elif kernel in ("qkv", "mqkv"):
         cfg, cols = label.split("/c")
         bk, rest = cfg.split("w")
         warps, stages = (int(x) for x in rest.split("s"))
-        gemv.DECODE_CONFIGS[SHAPES["qkv"]] = (8, int(bk), warps, stages)
-        triton_layer.DECODE_HEAD_COLUMNS = int(cols)
+        table = gemv.DECODE_CONFIGS if kernel == "qkv" else gemv.SCORE_CONFIGS
+        table[SHAPES["qkv"]] = (8, int(bk), warps, stages)
+        setattr(triton_layer, "DECODE_HEAD_COLUMNS" if kernel == "qkv" else "SCORE_HEAD_COLUMNS", int(cols))
     else:
         bn, bk, warps, stages = parse_config(label)
-        gemv.DECODE_CONFIGS[SHAPES[kernel]] = (bn, bk, warps, stages or 1)
+        table = gemv.SCORE_CONFIGS if kernel.startswith("m") else gemv.DECODE_CONFIGS
+        table[SHAPES[kernel.removeprefix("m")]] = (bn, bk, warps, stages or 1)
 
 
-def chain_ms(target: Any, request: Request, steps: int, repeats: int, check: int,
-             kernels: str = "triton") -> tuple[float, list[int]]:
-    """ms per token of ``steps`` chained greedy decode steps at the prompt end (median of
-    ``repeats``), and the first ``check`` greedy ids."""
+def snapshot() -> Callable[[], None]:
+    """What :func:`apply` changes, and a function that puts it back."""
+    tables = (dict(gemv.DECODE_CONFIGS), dict(gemv.SCORE_CONFIGS), dict(decode_attention.STEP_CONFIGS))
+    scalars = (gemv.ROW_VEC, triton_layer.STEP_ROWS, triton_layer.DECODE_HEAD_COLUMNS,
+               triton_layer.SCORE_HEAD_COLUMNS)
+
+    def restore() -> None:
+        for table, saved in zip((gemv.DECODE_CONFIGS, gemv.SCORE_CONFIGS, decode_attention.STEP_CONFIGS), tables):
+            table.clear()
+            table.update(saved)
+        (gemv.ROW_VEC, triton_layer.STEP_ROWS, triton_layer.DECODE_HEAD_COLUMNS,
+         triton_layer.SCORE_HEAD_COLUMNS) = scalars
+
+    return restore
+
+
+def step_ms(target: Any, request: Request, rows: int, steps: int, repeats: int, check: int,
+            kernels: str = "triton", compile: bool = False) -> tuple[float, list[int]]:
+    """``rows`` 1: ms per token of ``steps`` chained greedy decode steps at the prompt end
+    (median of ``repeats``) and the first ``check`` greedy ids.  More rows: ms of one score
+    step of ``rows`` tokens there (median) and the argmax of each row."""
     target.disable_fast()
-    target.enable_fast(kernels=kernels, max_score_tokens=2)
+    target.enable_fast(kernels=kernels, max_score_tokens=16, buckets=(1, 2, 4, 8, 16), compile=compile)
     state = target.prefill(request)
     first = int(state.last_logits.argmax())
-    ids = target.greedy_chain(state, check, first).tolist()
-    target.rollback(state, check)
+    cuda = state.cache.k.device.type == "cuda"
+    if rows == 1:
+        ids = target.greedy_chain(state, check, first).tolist()
+        target.rollback(state, check)
 
-    def run() -> None:
-        target.greedy_chain(state, steps, first)
-        target.rollback(state, steps)
+        def run() -> None:
+            target.greedy_chain(state, steps, first)
+            target.rollback(state, steps)
 
-    ms = median_ms(run, repeats, state.cache.k.device.type == "cuda", warmup=2) / steps
+        ms = median_ms(run, repeats, cuda, warmup=2) / steps
+    else:
+        feed = torch.full((rows,), first, dtype=torch.long)
+        ids = target.score(state, feed).logits.argmax(-1).tolist()
+        target.rollback(state, rows)
+
+        def run() -> None:
+            target.score(state, feed)
+            target.rollback(state, rows)
+
+        ms = median_ms(run, repeats * 8, cuda, warmup=3)
     target.release(state)
     return ms, ids
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """The sweep (see the module docstring); the modules' tables are restored afterwards."""
+    restore = snapshot()
+    try:
+        return _sweep(argv)
+    finally:
+        restore()
+
+
+def _sweep(argv: list[str] | None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="7b")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--rows", type=int, default=1,
+                   help="1: chained decode steps (VARIANTS); 2..16: one score step of this many tokens "
+                        "(SCORE_VARIANTS: the Triton layer for steps of up to 16 rows against the compiled one)")
     p.add_argument("--steps", type=int, default=64, help="chained decode steps per timed call")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--check", type=int, default=16, help="greedy ids compared with the shipped configuration")
@@ -107,8 +163,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "on a model the Triton layer does not take (tiny presets)")
     p.add_argument("--json", default=None, help="output JSON (default $OUT/step_sweep.json)")
     args = p.parse_args(argv)
-    kernels = args.only.split(",") if args.only else list(VARIANTS)
-    unknown = set(kernels) - set(VARIANTS)
+    if not 1 <= args.rows <= 16:
+        p.error("--rows must be in 1..16")
+    variants = VARIANTS if args.rows == 1 else SCORE_VARIANTS
+    kernels = args.only.split(",") if args.only else list(variants)
+    unknown = set(kernels) - set(variants)
     if unknown or min(args.steps, args.repeats, args.check, args.ab) < 1:
         p.error(f"unknown kernels {sorted(unknown)}" if unknown else "--steps/--repeats/--check/--ab must be >= 1")
     from evspec.models.target import VideoLlavaTarget
@@ -119,9 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = VideoLlavaTarget.from_preset(args.preset, device=device, dtype=dtype, seed=0)
     request = Request("What is moving in the scene?",
                       video=random_images(target.num_frames, target.config.vision_config.image_size, 0))
-    shipped = {k: VARIANTS[k][0] for k in VARIANTS}
+    shipped = {k: variants[k][0] for k in variants}
     results: dict[str, Any] = {
-        "preset": args.preset, "kernels": args.kernels, "dtype": str(dtype), "torch": torch.__version__, "steps": args.steps,
+        "preset": args.preset, "rows": args.rows, "kernels": args.kernels, "dtype": str(dtype), "torch": torch.__version__, "steps": args.steps,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "one": {}, "best": {},
     }
@@ -129,8 +188,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def measure(config: dict[str, str]) -> dict[str, Any]:
         for kernel, label in config.items():
             apply(kernel, label)
-        ms, ids = chain_ms(target, request, args.steps, args.repeats, args.check, args.kernels)
-        return {"ms_per_token": ms, "ids": ids}
+        compiled = config.get("layer") == "compiled"
+        ms, ids = step_ms(target, request, args.rows, args.steps, args.repeats, args.check, args.kernels, compiled)
+        return {"ms_per_token" if args.rows == 1 else "ms": ms, "ids": ids}
 
     def save() -> None:
         write_json(results, args.json, "step_sweep.json")
@@ -138,11 +198,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = measure(shipped)
     results["shipped"] = {"config": shipped, **base}
     save()
-    print(f"shipped {base['ms_per_token']:.4f} ms/token")
+    key = "ms_per_token" if args.rows == 1 else "ms"
+    print(f"shipped {base[key]:.4f} {key}")
     if args.phase in ("one", "both"):
         for kernel in kernels:
             rows = results["one"].setdefault(kernel, {})
-            for label in VARIANTS[kernel][1:]:
+            for label in variants[kernel][1:]:
                 if time.perf_counter() - t_start > args.budget_s:
                     results["stopped"] = f"budget reached before {kernel} {label}"
                     break
@@ -153,20 +214,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 r["same_ids"] = sum(a == b for a, b in zip(r.pop("ids"), base["ids"]))
                 rows[label] = r
-                print(f"{kernel:9} {label:14} {r['ms_per_token']:.4f} ms/token  ids {r['same_ids']}/{args.check}")
+                print(f"{kernel:9} {label:14} {r[key]:.4f} {key}  ids {r['same_ids']}/{len(base['ids'])}")
                 save()
     if args.phase in ("best", "both") and results["one"]:
         best = dict(shipped)
         for kernel, rows in results["one"].items():
-            timed = {lab: r["ms_per_token"] for lab, r in rows.items() if "ms_per_token" in r}
-            timed[shipped[kernel]] = base["ms_per_token"]
+            timed = {lab: r[key] for lab, r in rows.items() if key in r}
+            timed[shipped[kernel]] = base[key]
             best[kernel] = min(timed, key=timed.get)
         results["best"] = {"config": best, "shipped_ms": [], "best_ms": []}
         for _ in range(args.ab):
-            results["best"]["shipped_ms"].append(measure(shipped)["ms_per_token"])
-            results["best"]["best_ms"].append(measure(best)["ms_per_token"])
+            results["best"]["shipped_ms"].append(measure(shipped)[key])
+            results["best"]["best_ms"].append(measure(best)[key])
         print(f"best {best}: {results['best']['best_ms']} vs shipped {results['best']['shipped_ms']}")
-    measure(shipped)  # leave the modules as shipped
     results["seconds"] = time.perf_counter() - t_start
     dest = write_json(results, args.json, "step_sweep.json")
     print(f"wrote {dest}")

@@ -1,6 +1,6 @@
 """benchmarks/step_sweep.py at tiny size on the CPU (torch layers: the tiny preset's heads
-are too small for the Triton layer): every variant is timed, the best phase picks a
-label per kernel, and the modules' tables are left as shipped."""
+are too small for the Triton layer): every variant is timed (decode chains and score
+steps), the best phase picks a label per kernel, and the modules' tables are restored."""
 
 from __future__ import annotations
 
@@ -26,9 +26,14 @@ def step_sweep():
     return mod
 
 
+def _tables() -> tuple:
+    return (dict(gemv.DECODE_CONFIGS), dict(gemv.SCORE_CONFIGS), dict(decode_attention.STEP_CONFIGS), gemv.ROW_VEC,
+            triton_layer.STEP_ROWS, triton_layer.DECODE_HEAD_COLUMNS, triton_layer.SCORE_HEAD_COLUMNS)
+
+
 def test_apply_sets_each_table(step_sweep) -> None:
-    tables = (dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC, triton_layer.DECODE_HEAD_COLUMNS,
-              dict(decode_attention.STEP_CONFIGS))
+    before = _tables()
+    restore = step_sweep.snapshot()
     try:
         step_sweep.apply("qkv", "2048w8s1/c8")
         assert gemv.DECODE_CONFIGS[(12288, 4096)] == (8, 2048, 8, 1) and triton_layer.DECODE_HEAD_COLUMNS == 8
@@ -38,15 +43,20 @@ def test_apply_sets_each_table(step_sweep) -> None:
         assert decode_attention.STEP_CONFIGS["one"] == (132, 128, 8, 2)
         step_sweep.apply("vec", "1")
         assert gemv.ROW_VEC == 1
+        step_sweep.apply("mqkv", "256w4s3/c16")
+        assert gemv.SCORE_CONFIGS[(12288, 4096)] == (8, 256, 4, 3) and triton_layer.SCORE_HEAD_COLUMNS == 16
+        step_sweep.apply("mgate_up", "16x512w4s3")
+        assert gemv.SCORE_CONFIGS[(22016, 4096)] == (16, 512, 4, 3)
+        step_sweep.apply("layer", "triton")
+        assert triton_layer.STEP_ROWS == 16
+        assert _tables() != before
     finally:
-        gemv.DECODE_CONFIGS.clear()
-        gemv.DECODE_CONFIGS.update(tables[0])
-        gemv.ROW_VEC, triton_layer.DECODE_HEAD_COLUMNS = tables[1], tables[2]
-        decode_attention.STEP_CONFIGS.update(tables[3])
+        restore()
+    assert _tables() == before
 
 
 def test_tiny_sweep_times_every_variant(step_sweep, tmp_path: Path) -> None:
-    shipped = dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC
+    before = _tables()
     out = step_sweep.main(["--preset", "tiny-random", "--device", "cpu", "--kernels", "torch", "--only", "vec,o",
                            "--steps", "3", "--repeats", "1", "--check", "3", "--ab", "1",
                            "--json", str(tmp_path / "s.json")])
@@ -56,5 +66,15 @@ def test_tiny_sweep_times_every_variant(step_sweep, tmp_path: Path) -> None:
     best = out["best"]["config"]
     assert best["o"] in step_sweep.VARIANTS["o"] and best["qkv"] == step_sweep.VARIANTS["qkv"][0]
     assert len(out["best"]["best_ms"]) == len(out["best"]["shipped_ms"]) == 1
-    assert (dict(gemv.DECODE_CONFIGS), gemv.ROW_VEC) == shipped
+    assert _tables() == before
     assert (tmp_path / "s.json").exists()
+
+
+def test_tiny_score_sweep_times_score_steps(step_sweep, tmp_path: Path) -> None:
+    before = _tables()
+    out = step_sweep.main(["--preset", "tiny-random", "--device", "cpu", "--kernels", "torch", "--rows", "5",
+                           "--only", "mo", "--repeats", "1", "--ab", "1", "--json", str(tmp_path / "s.json")])
+    assert out["rows"] == 5 and out["shipped"]["config"]["layer"] == "triton"
+    assert len(out["shipped"]["ids"]) == 5  # the argmax of every scored row
+    assert all(r["ms"] > 0 and r["same_ids"] == 5 for r in out["one"]["mo"].values())
+    assert _tables() == before

@@ -157,11 +157,17 @@ DECODE_DEFAULT = (8, 1024, 4, 3)
 ROW_VEC = 8
 
 
+#: launch configurations of steps of 2 .. MAX_ROWS rows (``tl.dot`` on 16 padded rows) by
+#: weight shape; other shapes take SCORE_DEFAULT
+SCORE_CONFIGS: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+SCORE_DEFAULT = (64, 128, 4, 3)
+
+
 def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:
     """``(BLOCK_N, BLOCK_K, num_warps, num_stages)`` for ``m`` rows of an ``n`` × ``k`` weight."""
     if m == 1:
         return DECODE_CONFIGS.get((n, k), DECODE_DEFAULT)
-    return 64, 128, 4, 3
+    return SCORE_CONFIGS.get((n, k), SCORE_DEFAULT)
 
 
 def row_vec(m: int, block_k: int) -> int:

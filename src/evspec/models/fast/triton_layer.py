@@ -40,21 +40,23 @@ STEP_ROWS = 1
 #: columns of each rotary half one q/k/v program of a decode step takes (twice this many
 #: weight rows; 4: 8 rows, the best one-row GEMV block on the H200, round 4)
 DECODE_HEAD_COLUMNS = 4
+#: the same for steps of more rows (``tl.dot`` wants at least 16)
+SCORE_HEAD_COLUMNS = 32
 
 
 def rotary_split(head_dim: int, rows: int = 2) -> int | None:
     """Programs per head of the q/k/v kernel: each takes ``head_dim / (2 · split)`` columns of
-    both rotary halves.  A decode step (``rows`` 1) takes :data:`DECODE_HEAD_COLUMNS` columns
-    of each half a program where the head allows (LLaMA-7B: split 16, 1536 programs); steps of more rows feed ``tl.dot``, which wants 32 columns
-    (split 2), at least 16.  None when the head is too small or odd."""
+    both rotary halves — :data:`DECODE_HEAD_COLUMNS` in a decode step (``rows`` 1; LLaMA-7B:
+    split 16, 1536 programs), :data:`SCORE_HEAD_COLUMNS` in steps of more rows (``tl.dot``:
+    at least 16) — where the head allows, else the whole half.  None when the head is odd
+    or its half narrower than 16."""
     half = head_dim // 2
-    cols = DECODE_HEAD_COLUMNS
-    if rows == 1 and half % cols == 0 and half >= 32:
+    if head_dim % 2 or half < 16:
+        return None
+    cols = DECODE_HEAD_COLUMNS if rows == 1 else SCORE_HEAD_COLUMNS
+    if half >= 32 and half % cols == 0 and (rows == 1 or cols >= 16):
         return half // cols
-    for split in (2, 1):
-        if head_dim % (2 * split) == 0 and half // split >= (32 if split > 1 else 16):
-            return split
-    return None
+    return 1
 
 
 def supported(head_dim: int | None, act: str, biases: bool) -> str | None:
