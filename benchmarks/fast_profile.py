@@ -81,21 +81,21 @@ def timeline(events: list[Any], steps: int) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["gap_ms_per_step"]))
 
 
-def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int,
+def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top: int, rows: int = 1,
                  **fast: Any) -> dict[str, Any]:
-    """Profile ``steps`` decode steps at the end of the prompt (rolled back after each);
-    ``fast``: more ``enable_fast`` options (``compile``: compiled during the warm-up steps, not
-    profiled; ``kernels``, ``attention``)."""
+    """Profile ``steps`` decode steps (``rows`` > 1: score steps of that many tokens) at the
+    end of the prompt (rolled back after each); ``fast``: more ``enable_fast`` options
+    (``compile``: compiled during the warm-up steps, not profiled; ``kernels``, ``attention``)."""
     device = model.device
     model.disable_fast()
-    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=2, **fast)
+    model.enable_fast(cuda_graphs=graphs and device.type == "cuda", max_score_tokens=max(2, rows), **fast)
     state = model.prefill(request)
-    tok = torch.tensor([int(state.last_logits.argmax())])
+    tok = torch.full((rows,), int(state.last_logits.argmax()))
 
     def stepping(token: torch.Tensor):
         def step() -> None:
             model.score(state, token)
-            model.rollback(state, 1)
+            model.rollback(state, rows)
         return step
 
     step = stepping(tok)
@@ -107,7 +107,7 @@ def profile_mode(model: Any, request: Request, *, graphs: bool, steps: int, top:
     host: dict[str, float] = {}  # where the host's share of a synchronous step goes
     if graphs and on_cuda:
         runner = model.fast._slot(state.cache).runner
-        graph = runner._graphs[("tokens", *runner.plan(1, state.length))][0]
+        graph = runner._graphs[("tokens", *runner.plan(rows, state.length))][0]
         host = {"step_ms": wall, "step_token_on_device_ms": median_ms(stepping(tok.to(device)), steps, on_cuda),
                 "graph_replay_ms": median_ms(graph.replay, steps, on_cuda)}
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32")
     p.add_argument("--steps", type=int, default=20, help="profiled decode steps per mode")
+    p.add_argument("--rows", type=int, default=1, help="tokens per profiled step (1: decode; more: a score step)")
     p.add_argument("--top", type=int, default=25, help="kernels listed per mode")
     p.add_argument("--compiled", action="store_true",
                    help="also profile the compiled variant (enable_fast(compile=True), torch.compile's default mode)")
@@ -196,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only-new", action="store_true", help="skip the fused eager / graphed modes")
     p.add_argument("--json", default=None, help="output JSON (default $OUT/fast_profile.json)")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.top < 1:
-        p.error("--steps and --top must be >= 1")
+    if min(args.steps, args.top, args.rows) < 1:
+        p.error("--steps, --top and --rows must be >= 1")
     from evspec.models.target import VideoLlavaTarget
 
     device = resolve_device(args.device)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype), "torch": torch.__version__, "steps": args.steps,
-        "modes": {name: profile_mode(target, request, steps=args.steps, top=args.top, **opts)
+        "rows": args.rows,
+        "modes": {name: profile_mode(target, request, steps=args.steps, top=args.top, rows=args.rows, **opts)
                   for name, opts in modes.items()},
     }
     text = table(results)

@@ -222,7 +222,8 @@ def split_kv_attention(
     block_m = max(16, triton.next_power_of_2(groups * t))
     o_part = torch.empty(hkv * splits * block_m, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
-    out = torch.empty(hq, t, d, dtype=q.dtype, device=q.device)
+    # [Hq, T, D] over [T, Hq, D] storage: the o projection's [T, Hq * D] input is then a view
+    out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device).transpose(0, 1)
     chained = pdl(q.device)
     _stage1[(hkv, splits)](
         q, keys, values, pos.reshape(-1), o_part, lse, kv_rows, scale,
