@@ -21,7 +21,8 @@
 # Done in session 4 (2026-11-29): checks, compile, engine, heads7b, beyond7b (reports in
 # fast_engine.md, heads_7b.md, beyond_7b.md, world_bench_gpu.md).  Done in session 5: splitkv,
 # gemv, pdl, triton, pdl_ab, attn_sweep (fast_engine.md, round 4).  Session 6: triton again
-# on the round-5 tree, plus probes run by hand (fast_engine.md, round 5).  Next, in this order:
+# on the round-5 tree, plus probes run by hand (fast_engine.md, round 5).  Session 7: sweep (with
+# SKIP_ENGINE=1), step_sweep.py by hand (round 2 and --rows 9), triton twice (round 6).  Next, in this order:
 #   STAGE=checks WORLD_VARIANTS=compiled CAP=150           world + heads on --fast --compile
 #                                                          (rehearsed on the CPU: lossless)
 #   STAGE=heads7b COMPILE=1 ALPHAS="0.5 0.8"               heads at 7B on the compiled engine
