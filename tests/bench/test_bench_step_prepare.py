@@ -113,13 +113,13 @@ def test_runtime_prepare_steps_refuses_oversized_steps():
 
 
 def test_bench_warm_up_prepares_every_step_size(tmp_path, monkeypatch):
-    calls: list[tuple[int, list[int], int, int]] = []
+    calls: list[tuple[int, list[int], int, int, bool]] = []
     original = FastRuntime.prepare_steps
 
-    def spy(self, sizes, *, start, upto):
+    def spy(self, sizes, *, start, upto, greedy=False):
         sizes = list(sizes)
-        calls.append((id(self), sizes, start, upto))
-        return original(self, sizes, start=start, upto=upto)
+        calls.append((id(self), sizes, start, upto, greedy))
+        return original(self, sizes, start=start, upto=upto, greedy=greedy)
 
     monkeypatch.setattr(FastRuntime, "prepare_steps", spy)
     spec = ModelSpec(target="tiny-random", device="cpu", fast=True)
@@ -132,9 +132,10 @@ def test_bench_warm_up_prepares_every_step_size(tmp_path, monkeypatch):
     runtimes = {id(backend.target.fast): "target", id(backend.draft_model.fast): "draft"}
     asked = {runtimes[c[0]]: c for c in calls}
     assert set(asked) == {"target", "draft"} and len(calls) == 2  # once per model, before timing
-    for _, sizes, start, upto in asked.values():
+    for _, sizes, start, upto, _ in asked.values():
         assert sizes == [1, 2, 3, 4]  # every score size up to γ_max + 1
         assert 0 <= start < upto and upto - start >= cfg.max_new_tokens + 3
+    assert asked["target"][4] and not asked["draft"][4]  # the target's greedy chains (target-only runs)
 
 
 def test_bench_warm_up_prepares_drafters_with_their_own_steps(tmp_path, monkeypatch):

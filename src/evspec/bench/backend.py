@@ -148,8 +148,9 @@ class EngineBackend:
             state = model.prefill(request)  # a live state: its rows are kept
             try:
                 g, p = fast.config.kv_granularity, int(state.length)
-                made[label] = fast.prepare_steps(
-                    range(1, max_gamma + 2), start=max(0, p - g), upto=p + max_new_tokens + max_gamma + g
+                made[label] = fast.prepare_steps(  # the target's greedy chains too (target-only runs)
+                    range(1, max_gamma + 2), start=max(0, p - g), upto=p + max_new_tokens + max_gamma + g,
+                    greedy=label == "target",
                 )
             finally:
                 release = getattr(model, "release", None)

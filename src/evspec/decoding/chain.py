@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Callable
 
 import torch
 
+from evspec.decoding.protocols import Target
 from evspec.decoding.stats import RequestStats, RoundStats
 from evspec.models.state import TargetState
 
@@ -29,8 +31,10 @@ from evspec.models.state import TargetState
 CHUNK = 8
 
 
-def chainable(target: object, state: TargetState) -> bool:
-    """Whether ``target`` can decode ``state`` with :func:`chained_greedy`."""
+def chainable(target: Target, state: TargetState) -> bool:
+    """Whether ``target`` can decode ``state`` with :func:`chained_greedy`: it has the
+    optional ``can_chain(state)`` and ``greedy_chain(state, n, first)`` of the fast path
+    (``CausalLMWrapper``) and ``can_chain`` says yes."""
     can = getattr(target, "can_chain", None)
     return callable(can) and bool(can(state))
 
@@ -47,14 +51,14 @@ def _to_host(ids: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
 
 
 def chained_greedy(
-    target: object,
+    target: Target,
     state: TargetState,
     first: int,
     *,
     max_new_tokens: int,
     eos: int,
     stats: RequestStats,
-    on_token=None,
+    on_token: Callable[[list[int]], None] | None = None,
     chunk: int = CHUNK,
 ) -> tuple[list[int], str]:
     """Greedy answer tokens after ``first`` (pending, not yet fed) until ``eos`` (kept),
@@ -65,7 +69,7 @@ def chained_greedy(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     base = state.length
-    total = min(max_new_tokens - 1, getattr(target, "max_context") - base)
+    total = min(max_new_tokens - 1, target.max_context - base)
     tokens, stop = [first], ""
     queued = 0
     inflight: deque[tuple[int, torch.Tensor, torch.cuda.Event | None]] = deque()
@@ -73,7 +77,7 @@ def chained_greedy(
     def queue() -> None:
         nonlocal queued
         n = min(chunk, total - queued)
-        ids = target.greedy_chain(state, n, first if queued == 0 else None)
+        ids = target.greedy_chain(state, n, first if queued == 0 else None)  # type: ignore[attr-defined]
         inflight.append((n, *_to_host(ids)))
         queued += n
 

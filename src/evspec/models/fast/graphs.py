@@ -295,8 +295,9 @@ class StepRunner:
         of any state or in-place prefix on this cache); they write rows ``scratch ..
         scratch + bucket - 1`` only (attention rows past a query's position are masked, so
         any ``kv_rows`` is safe there).  ``greedy``: also the one-token steps of :meth:`chain`
-        (over the same positions).  Returns the ``(bucket, kv_rows)`` made ready: none when
-        steps run eagerly (CPU), one per bucket when compiling without graphs.
+        (over the same positions).  Returns the ``(bucket, kv_rows)`` of each graph captured (a
+        pair twice with ``greedy``): none when steps run eagerly (CPU), one per bucket when
+        compiling without graphs.
         """
         shapes = self.step_shapes(sizes, start, upto)
         if not (self.cuda_graphs or self.compile):
