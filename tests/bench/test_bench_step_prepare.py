@@ -202,10 +202,11 @@ def test_compile_needs_fast_and_reaches_both_models():
     with pytest.raises(ValueError, match="add --fast"):
         ModelSpec(target="tiny-random", device="cpu", compile=True)
     spec = ModelSpec(target="tiny-random", device="cpu", fast=True, compile=True)
-    backend = load_backend(spec, ("eventgpt",))
+    backend = load_backend(spec, ("eventgpt",), score_sizes=(7,))
     for model in (backend.target, backend.draft_model):
-        assert model.fast.config.compile and model.fast.config.step_buckets == (1, 2, 4, 8, 16)
-        assert not model.fast.stats["compiled_buckets"]  # nothing compiled before a step
+        assert model.fast.config.compile and not model.fast.stats["compiled_buckets"]  # compiled at first use
+    assert backend.target.fast.config.step_buckets == (1, 2, 4, 7, 8, 16)  # γ = 6 scores 7 tokens unpadded
+    assert backend.draft_model.fast.config.step_buckets == (1, 2, 4, 8, 16)
     assert backend.info["compile"] is True
     plain = load_backend(ModelSpec(target="tiny-random", device="cpu", fast=True), ())
     assert "compile" not in plain.info and not plain.target.fast.config.compile

@@ -76,3 +76,22 @@ def test_a_trained_head_from_any_folder(tmp_path) -> None:
     got = json.loads(head.stdout.strip().splitlines()[-1])
     assert got["tokens"] == json.loads(base.stdout.strip().splitlines()[-1])["tokens"]
     assert got["stats"]["accepted"] > 0
+
+
+def test_compiled_target_compiles_its_score_of_gamma_plus_one(reference: list[int], monkeypatch) -> None:
+    """``--fast --compile --gamma 6`` asks the target (not the drafter) to compile its
+    7-token scores unpadded; the run itself uses the aot_eager backend (no code generation
+    on the CPU) and still gives the target-only answer."""
+    from evspec.models.causal_lm import CausalLMWrapper
+
+    asked: list[tuple[str, tuple[int, ...]]] = []
+    original = CausalLMWrapper.enable_fast
+
+    def spy(self, *args, **kwargs):
+        asked.append((type(self).__name__, kwargs.get("score_sizes", ())))
+        return original(self, *args, **{**kwargs, "compile_backend": "aot_eager"})
+
+    monkeypatch.setattr(CausalLMWrapper, "enable_fast", spy)
+    tokens = _tokens("--drafter", "eventgpt", "--events", "random", "--fast", "--compile", "--gamma", "6")
+    assert tokens == reference
+    assert sorted(asked) == [("EventGPT", ()), ("VideoLlavaTarget", (7,))]

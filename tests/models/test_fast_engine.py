@@ -148,6 +148,7 @@ def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
     each), the mode is torch.compile's default, and dynamo may keep them all."""
     assert compile_buckets(16) == (1, 2, 4, 8, 16)
     assert compile_buckets(9) == (1, 2, 4, 8, 9) and compile_buckets(1) == (1,)
+    assert compile_buckets(16, (9, 5, 4, 40, 0)) == (1, 2, 4, 5, 8, 9, 16)  # the run's scores, in range
     with pytest.raises(ValueError, match=">= 1"):
         compile_buckets(0)
     target = TinyLM(23, kv_heads=2)
@@ -157,6 +158,10 @@ def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
     assert torch._dynamo.config.recompile_limit >= 64
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
     assert set(runtime.stats["compiled_buckets"]) <= {1, 2, 4, 5}
+    runtime = target.enable_fast(compile=True, compile_backend="aot_eager", score_sizes=(5,))
+    assert runtime.config.step_buckets == (1, 2, 4, 5, 8, 16)  # γ = 4 scores 5 tokens unpadded
+    assert _run(target, "abcab xy", "self", None, 4, 12) == expected
+    assert 5 in runtime.stats["compiled_buckets"]
 
 
 def test_slots_are_reused_and_exhaustion_is_explained() -> None:

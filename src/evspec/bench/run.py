@@ -70,9 +70,12 @@ class ModelSpec:
         return self.target_device or self.device, self.draft_device or self.device
 
 
-def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = "sequential") -> EngineBackend:
+def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = "sequential",
+                 score_sizes: tuple[int, ...] = ()) -> EngineBackend:
     """Load the target (and the draft model when a drafter needs one), each on its device
-    (``spec.placement``); ``schedule`` picks the decoding loop (``BenchConfig.schedule``)."""
+    (``spec.placement``); ``schedule`` picks the decoding loop (``BenchConfig.schedule``);
+    ``score_sizes``: the target's scores of γ + 1 tokens, compiled as they are with
+    ``--compile`` (``enable_fast(score_sizes=...)``)."""
     from evspec.models.presets.target import TARGET_PRESETS
     from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
 
@@ -89,7 +92,8 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
         draft = load_eventgpt(draft_name, device=draft_device, dtype=dtype, seed=spec.seed + 1)
     for model in (target, draft):
         if model is not None and spec.fast:
-            model.enable_fast(compile=spec.compile, kernels=spec.kernels)
+            model.enable_fast(compile=spec.compile, kernels=spec.kernels,
+                              score_sizes=score_sizes if model is target else ())
         if model is not None and spec.prefix_cache:
             model.enable_prefix_cache()
     info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
@@ -181,7 +185,8 @@ def bench(
     if backend is None:
         models = replace(models, device=select_device(models.device, shard))
         _use_device(models.placement[0])
-        backend = load_backend(models, config.drafters, schedule=config.schedule)
+        backend = load_backend(models, config.drafters, schedule=config.schedule,
+                               score_sizes=tuple(g + 1 for g in config.gammas))
     elif getattr(backend, "schedule", "sequential") != config.schedule:
         raise ValueError(
             f"bench: the config asks for the {config.schedule!r} schedule but the given backend runs "

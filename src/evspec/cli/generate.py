@@ -106,7 +106,9 @@ def generate_cmd(
         if fast:
             for model in (tgt, dm):
                 if model is not None:
-                    model.enable_fast(compile=compile_engine, kernels=kernels)
+                    # the target compiles its score of γ + 1 as it is (not padded to a power of two)
+                    sizes = (gamma + 1,) if model is tgt and drafter != "none" else ()
+                    model.enable_fast(compile=compile_engine, kernels=kernels, score_sizes=sizes)
         request = make_request(question, inputs)
         drafter_obj = make_drafter(drafter, target=tgt, draft_model=dm, **options)
     except (ValueError, FileNotFoundError, KeyError) as exc:

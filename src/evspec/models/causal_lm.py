@@ -82,6 +82,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         compile_backend: str = "inductor",
         compile_prefill: bool = True,
         kernels: str = "torch",
+        score_sizes: tuple[int, ...] = (),
     ) -> FastRuntime:
         """Run prefill/score/rollback on the fast path (see :class:`FastConfig` for the
         options).  ``max_len`` defaults to ``max_context`` and becomes the new
@@ -93,7 +94,8 @@ class CausalLMWrapper(PrefixCacheMixin):
         ``compile_mode`` defaults to torch.compile's own default (on an H200 it compiles the
         7B steps in ~9 s; ``"max-autotune-no-cudagraphs"`` autotunes every GEMM for ~130 s and
         decodes no faster, benchmarks/fast_engine.md); ``buckets`` default with ``compile``
-        to the powers of two up to ``max_score_tokens`` (one compile each);
+        to the powers of two up to ``max_score_tokens`` and the ``score_sizes`` a run will
+        score (e.g. ``(γ + 1,)``; one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
         ``kernels="triton"`` runs one-token steps as four Triton kernels a layer
         (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
@@ -124,7 +126,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         if prefill_buckets is None:
             prefill_buckets = (16, 32, 64) if cuda_graphs else ()
         if compile and buckets is None:  # each bucket is one compile: powers of two, not every size
-            buckets = compile_buckets(max_score_tokens)
+            buckets = compile_buckets(max_score_tokens, score_sizes)
         config = FastConfig(
             max_len=int(max_len),
             cuda_graphs=bool(cuda_graphs),

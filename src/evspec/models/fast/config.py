@@ -126,14 +126,17 @@ class FastConfig:
         return -(-largest // 16) * 16
 
 
-def compile_buckets(max_score_tokens: int) -> tuple[int, ...]:
+def compile_buckets(max_score_tokens: int, sizes: tuple[int, ...] = ()) -> tuple[int, ...]:
     """Step sizes for a compiled engine: powers of two below ``max_score_tokens``, then
     ``max_score_tokens`` itself (each size is one ``torch.compile``; a score of 9 tokens
-    pads to 16)."""
+    pads to 16), plus ``sizes`` up to ``max_score_tokens`` (the scores a run will take,
+    e.g. γ + 1: compiled as they are instead of padded; attention over 16 padded rows costs
+    a 7B score of 9 tokens ~0.1 ms, benchmarks/fast_engine.md round 6)."""
     if max_score_tokens < 1:
         raise ValueError(f"max_score_tokens must be >= 1, got {max_score_tokens}")
-    sizes, b = [], 1
+    out, b = {int(max_score_tokens)}, 1
     while b < max_score_tokens:
-        sizes.append(b)
+        out.add(b)
         b *= 2
-    return (*sizes, int(max_score_tokens))
+    out.update(int(x) for x in sizes if 1 <= int(x) <= max_score_tokens)
+    return tuple(sorted(out))
