@@ -21,10 +21,10 @@ first weight tile while the previous kernel drains.  The functions take steps of
 ``layer.py`` functions, which are also what the CPU tests compare against.
 
 The engine (``enable_fast(kernels="triton")``, opt-in) runs them for decode steps only
-(``STEP_ROWS``): on the H200 a 7B decode step takes 4.46 ms with them against 4.77 for the
-compiled torch layer with split-KV attention, but a 9-token score step 7.9 ms (their
-``tl.dot`` GEMVs) against 5.2 for the compiled layer, which therefore scores
-(benchmarks/fast_engine.md, round 4).
+(``STEP_ROWS``): on the H200 7B greedy decoding takes 3.88 ms/token with them (round 6;
+4.77 ms steps for the compiled torch layer with split-KV attention, round 4), but a 9-token
+score step 7.2–13 ms over every ``tl.dot`` configuration tried against 5.3 for the compiled
+layer, which therefore scores (benchmarks/fast_engine.md, rounds 4 and 6).
 """
 
 from __future__ import annotations
