@@ -80,6 +80,12 @@ def test_triton_kernels_equal_the_reference(case) -> None:
     want = split_kv_attention(q, k, v, p, kv_rows, 0.25, splits=splits, backend="torch")
     got = split_kv_attention(q, k, v, p, kv_rows, 0.25, splits=splits, backend="triton")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # q as a score step's layer hands it over (a [T, Hq, D] view) and the output's layout
+    strided = q.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not strided.is_contiguous() or t == 1
+    got_view = split_kv_attention(strided, k, v, p, kv_rows, 0.25, splits=splits, backend="triton")
+    torch.testing.assert_close(got_view, want, atol=1e-5, rtol=1e-5)
+    assert got_view.transpose(0, 1).is_contiguous()  # [T, Hq, D] storage: the o projection's input is a view
     if dev.type == "cuda":  # bf16, as the engine runs it
         got16 = split_kv_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), p, kv_rows, 0.25, backend="triton")
         torch.testing.assert_close(got16.float(), want, atol=3e-2, rtol=3e-2)
