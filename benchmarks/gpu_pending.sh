@@ -14,6 +14,9 @@
 #                       #   the Triton layer and compiled@splitkv profiled and timed (SHAPES=qkv,o,...)
 #   STAGE=pdl ...       # ~3 min: the same chained with programmatic dependent launch
 #   STAGE=triton ...    # ~6 min: CUDA tests, then every goal on --fast-mode triton
+#   STAGE=sweep ...     # ~8 min: CUDA tests of the greedy chain and the kernels; benchmarks/step_sweep.py
+#                       #   (the decode layer's launch configurations inside chained greedy decoding),
+#                       #   then the decode/score steps, EventGPT and end to end on --fast-mode triton
 #   STAGE=splitkv ...   # ~5 min: the Triton kernels (split-KV attention, fused GEMVs, the 4-kernel
 #                       #   layer): CUDA tests, each alone at 7B shapes, then in the engine: every
 #                       #   attention kind on the compiled step, and the variants unfused/compiled/triton
@@ -26,10 +29,8 @@
 #   STAGE=checks WORLD_VARIANTS=compiled CAP=150           world + heads on --fast --compile
 #                                                          (rehearsed on the CPU: lossless)
 #   STAGE=heads7b COMPILE=1 ALPHAS="0.5 0.8"               heads at 7B on the compiled engine
-#   STAGE=sweep   (~8 min) CUDA tests of the greedy chain and the kernels; benchmarks/step_sweep.py (the
-#                 decode layer's launch configurations inside chained greedy decoding, BUDGET s);
-#                 then the decode/score steps, EventGPT and end to end on --fast-mode triton
-# Knobs: SKIP_WORLD=1 (checks without the world bench), COMPILE=1 (heads7b), WORLD_VARIANTS.
+# Knobs: SKIP_WORLD=1 (checks without the world bench), COMPILE=1 (heads7b), WORLD_VARIANTS,
+# BUDGET (seconds of the sweep, 300) and SKIP_ENGINE=1 (the sweep stage without the engine sections).
 #
 # Each stage writes into $OUT (at most 8 files: the device returns no more).  On a CPU,
 # TINY=1 runs every stage at tiny size to prove the script (the figures mean nothing there).
@@ -37,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu_pending}
-STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile, engine, splitkv or gemv}
+STAGE=${STAGE:?set STAGE to checks, heads7b, beyond7b, compile, engine, splitkv, gemv, pdl, triton, pdl_ab, attn_sweep or sweep}
 TINY=${TINY:-0}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
