@@ -106,8 +106,11 @@ def test_generate_takes_the_chain_only_where_it_is_lossless() -> None:
     calls = []
     real = target.greedy_chain
     target.greedy_chain = lambda *a, **k: calls.append(a) or real(*a, **k)
-    assert generate(target, Request("abc"), max_new_tokens=12).tokens == plain.tokens
-    assert calls
+    streamed: list[list[int]] = []
+    res = generate(target, Request("abc"), max_new_tokens=12, on_token=streamed.append)
+    assert res.tokens == plain.tokens and res.stats.new_tokens == len(plain.tokens)
+    assert [t for chunk in streamed for t in chunk] == res.tokens  # streamed as each chunk arrives
+    assert calls and len(streamed) >= 2
     calls.clear()
     generate(target, Request("abc"), max_new_tokens=12, temperature=0.7)
     generate(target, Request("abc"), max_new_tokens=12, device_greedy=False)
