@@ -4,6 +4,7 @@ gives the target-only answer; bad options exit with 2 and a message."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -95,3 +96,12 @@ def test_compiled_target_compiles_its_score_of_gamma_plus_one(reference: list[in
     tokens = _tokens("--drafter", "eventgpt", "--events", "random", "--fast", "--compile", "--gamma", "6")
     assert tokens == reference
     assert sorted(asked) == [("EventGPT", ()), ("VideoLlavaTarget", (7,))]
+
+
+def test_the_summary_line_gives_the_rate_after_the_first_token() -> None:
+    res = CliRunner().invoke(app, [a for a in BASE if a != "--json"] + ["--drafter", "none", "--fast"])
+    assert res.exit_code == 0, res.output
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith("[none, γ=0] 12 tokens in ") and " ms/token; 11 target passes" in line
+    total, ttft, rate = (float(x) for x in re.findall(r"in ([\d.]+) ms \(TTFT ([\d.]+) ms, then ([\d.]+) ms/token", line)[0])
+    assert rate == pytest.approx((total - ttft) / 11, abs=0.02)

@@ -140,10 +140,12 @@ def generate_cmd(
         typer.echo(json.dumps(result.to_dict()))
         return
     s = result.stats
+    per_token = (s.total_ms - s.ttft_ms) / max(s.new_tokens - 1, 1)  # after the first token, wall time
     typer.echo("")
     typer.echo(
         f"[{s.drafter}, γ={s.gamma}] {s.new_tokens} tokens in {s.total_ms:.1f} ms "
-        f"(TTFT {s.ttft_ms:.1f} ms, {len(s.rounds)} target passes, α={s.alpha:.2f}, τ={s.tau:.2f})"
+        f"(TTFT {s.ttft_ms:.1f} ms, then {per_token:.2f} ms/token; {len(s.rounds)} target passes, "
+        f"α={s.alpha:.2f}, τ={s.tau:.2f})"
     )
     counters = getattr(s, "pipeline_counters", None)
     if counters is not None:
