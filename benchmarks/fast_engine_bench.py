@@ -95,12 +95,11 @@ class Bench:
             raise ValueError(f"unknown mode {base!r}; choose dynamic or one of {', '.join(MODES)}")
         opts = dict(MODES[base])
         if opts.get("compile"):
-            # powers of two (16: also the size the question after a cached prefix pads to)
-            # and every timed score size: a score of 9 padded to 16 rows spends ~0.1 ms more
-            # in attention (round 6)
-            top = max(16, *self.score_sizes)
-            opts["buckets"] = tuple(sorted({1, 2, 4, 8, 16, top, *self.score_sizes}))
-            opts["max_score_tokens"] = top
+            # compile_buckets: powers of two up to 16 (also the size the question after a
+            # cached prefix pads to) and every timed score size, unpadded (a score of 9
+            # padded to 16 rows spends ~0.1 ms more in attention, round 6)
+            opts["max_score_tokens"] = max(16, *self.score_sizes)
+            opts["score_sizes"] = tuple(self.score_sizes)
             opts["compile_mode"] = self.args.compile_mode if self.device.type == "cuda" else None
         return opts
 

@@ -3,23 +3,15 @@ reference in float32 and is timed for each step size."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "attention_probe.py"
+from bench_scripts import load_script  # a sibling helper (tests/bench is on sys.path)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:
-    spec = importlib.util.spec_from_file_location("attention_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    monkeypatch.setitem(sys.modules, "attention_probe", mod)  # FlexAttention's tracing imports it by name
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports its sibling probe_common
-    spec.loader.exec_module(mod)
+    mod = load_script("attention_probe", monkeypatch)
     out = mod.main(["--device", "cpu", "--layers", "2", "--rows", "128", "--position", "100", "--heads", "4",
                     "--dim", "16", "--queries", "1,5", "--repeats", "2", "--json", str(tmp_path / "a.json")])
     assert set(out["results"]) == {"sdpa", "matmul", "flex", "splitkv"}
@@ -35,12 +27,7 @@ def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:
 def test_split_kv_sweep_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
     """``--splitkv-sweep --kinds splitkv``: only those kinds run, every launch
     configuration is checked (the torch reference without Triton) and timed."""
-    spec = importlib.util.spec_from_file_location("attention_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    monkeypatch.setitem(sys.modules, "attention_probe", mod)
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec.loader.exec_module(mod)
+    mod = load_script("attention_probe", monkeypatch)
     out = mod.main(["--device", "cpu", "--layers", "1", "--rows", "128", "--position", "100", "--heads", "2",
                     "--dim", "16", "--queries", "1", "--repeats", "1", "--splitkv-sweep", "--kinds", "matmul,splitkv",
                     "--json", str(tmp_path / "s.json")])

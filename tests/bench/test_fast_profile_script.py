@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script  # a sibling helper (tests/bench is on sys.path)
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fast_profile.py"
 
-
-@pytest.fixture(scope="module")
-def fast_profile():
-    if str(SCRIPT.parent) not in sys.path:  # the script imports its sibling probe_common
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("fast_profile", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def fast_profile(monkeypatch):
+    return load_script("fast_profile", monkeypatch)
 
 
 def test_kernel_families(fast_profile) -> None:

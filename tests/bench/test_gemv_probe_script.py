@@ -4,21 +4,13 @@ every configuration and names the best, and configuration labels parse."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gemv_probe.py"
+from bench_scripts import load_script  # a sibling helper (tests/bench is on sys.path)
 
 
 def _load(monkeypatch):
-    spec = importlib.util.spec_from_file_location("gemv_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    monkeypatch.setitem(sys.modules, "gemv_probe", mod)
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports its sibling probe_common
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gemv_probe", monkeypatch)
 
 
 def test_tiny_cpu_probe(tmp_path: Path, monkeypatch) -> None:

@@ -4,26 +4,17 @@ steps), the best phase picks a label per kernel, and the modules' tables are res
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script  # a sibling helper (tests/bench is on sys.path)
 
 from evspec.models.fast import decode_attention, gemv, triton_layer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_sweep.py"
 
-
-@pytest.fixture(scope="module")
-def step_sweep():
-    if str(SCRIPT.parent) not in sys.path:  # the script imports its siblings
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("step_sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def step_sweep(monkeypatch):
+    return load_script("step_sweep", monkeypatch)
 
 
 def _tables() -> tuple:

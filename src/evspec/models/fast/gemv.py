@@ -172,7 +172,7 @@ def launch_config(m: int, n: int, k: int) -> tuple[int, int, int, int]:
 
 def row_vec(m: int, block_k: int) -> int:
     """The ``VEC`` of :func:`accumulate` for ``m`` rows in blocks of ``block_k`` columns."""
-    return ROW_VEC if m == 1 and block_k % ROW_VEC == 0 and block_k >= ROW_VEC else 1
+    return ROW_VEC if m == 1 and block_k % ROW_VEC == 0 else 1
 
 
 def fused_linear(

@@ -203,7 +203,7 @@ class FastLlama:
     def kernel_for(self, queries: int, device: torch.device | None = None) -> str:
         """The kernel a masked pass of ``queries`` tokens on ``device`` (default: the
         model's) uses (:class:`StepAttention`)."""
-        return self.attn.kernel_for(queries, device or self.decoder.embed_tokens.weight.device)
+        return self.attn.kernel_for(queries, device or self.device)
 
     def compile(self, *, mode: str | None = None, backend: str = "inductor", prefill: bool = True) -> None:
         """``torch.compile`` the two per-layer functions (fused path only) for the steps:

@@ -183,7 +183,8 @@ def triton_attention_output_and_mlp(
         return attention_output_and_mlp(x, attn, o_weight, o_bias, ln_weight, gate_up_weight, gate_up_bias,
                                         down_weight, down_bias, eps, act)
     t = x.shape[0]
-    a = attn.transpose(0, 1).reshape(t, attn.shape[0] * attn.shape[2])  # [T, Hq * D] (a view for T = 1)
+    # [T, Hq * D]: a view of split-KV's [T, Hq, D] storage (a copy after other attention kinds)
+    a = attn.transpose(0, 1).reshape(t, attn.shape[0] * attn.shape[2])
     x = fused_linear(a, o_weight, residual=x)
     gate_up = fused_linear(x, gate_up_weight, ln_weight, eps)
     return fused_linear(gate_up, down_weight, residual=x, gated_silu=True)
