@@ -72,17 +72,13 @@ def apply(kernel: str, label: str) -> None:
     elif kernel == "attention":
         blocks, keys, warps, stages = (int(x) for x in label.split(","))
         decode_attention.STEP_CONFIGS["one"] = (blocks, keys, warps, stages)
-    elif kernel in ("qkv", "mqkv"):
-        cfg, cols = label.split("/c")
-        bk, rest = cfg.split("w")
-        warps, stages = (int(x) for x in rest.split("s"))
-        table = gemv.DECODE_CONFIGS if kernel == "qkv" else gemv.SCORE_CONFIGS
-        table[SHAPES["qkv"]] = (8, int(bk), warps, stages)
-        setattr(triton_layer, "DECODE_HEAD_COLUMNS" if kernel == "qkv" else "SCORE_HEAD_COLUMNS", int(cols))
-    else:
-        bn, bk, warps, stages = parse_config(label)
-        table = gemv.SCORE_CONFIGS if kernel.startswith("m") else gemv.DECODE_CONFIGS
-        table[SHAPES[kernel.removeprefix("m")]] = (bn, bk, warps, stages or 1)
+    else:  # a GEMV: BNxBKwWsS, or q/k/v's BKwWsS/cC (its rows per program come from C)
+        score, shape = kernel.startswith("m"), kernel.removeprefix("m")
+        cfg, _, cols = label.partition("/c")
+        bn, bk, warps, stages = parse_config(f"8x{cfg}" if shape == "qkv" else cfg)
+        (gemv.SCORE_CONFIGS if score else gemv.DECODE_CONFIGS)[SHAPES[shape]] = (bn, bk, warps, stages or 1)
+        if shape == "qkv":
+            setattr(triton_layer, "SCORE_HEAD_COLUMNS" if score else "DECODE_HEAD_COLUMNS", int(cols))
 
 
 def snapshot() -> Callable[[], None]:
