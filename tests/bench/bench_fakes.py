@@ -47,11 +47,13 @@ class FakeBackend:
     a drafter with γ accepts ``accept[name]`` drafts per round (capped by γ) at 1 ms per
     drafted token and 12 ms per score pass.  ``interrupt_after`` raises KeyboardInterrupt
     on that generate call; ``fail`` = {(request question, drafter name)} raise an OOM-like
-    error; ``sleep`` slows each call (for kill tests)."""
+    error; ``sleep`` slows each call (for kill tests).  ``cold_ms``: the first evspec run on
+    a clip since the last ``clear_caches`` pays this much more prefill (a per-clip prefix
+    cache), whichever configuration it is."""
 
     def __init__(self, *, accept: dict[str, int] | None = None, interrupt_after: int | None = None,
                  fail: set[tuple[str, str]] = frozenset(), broken: set[str] = frozenset(),
-                 sleep: float = 0.0, wrong_tokens: set[str] = frozenset()) -> None:
+                 sleep: float = 0.0, wrong_tokens: set[str] = frozenset(), cold_ms: float = 0.0) -> None:
         self.target = _Vocab()
         self.accept = accept or {}
         self.interrupt_after = interrupt_after
@@ -59,6 +61,9 @@ class FakeBackend:
         self.wrong_tokens = wrong_tokens
         self.calls: list[tuple[str, str, int]] = []
         self.recovered = 0
+        self.cold_ms = cold_ms
+        self.cached_clips: set[str] = set()
+        self.cleared = 0
 
     def make_drafter(self, name: str):
         if name in self.broken:
@@ -82,7 +87,11 @@ class FakeBackend:
         if name in self.wrong_tokens:
             tokens[-1] = 49
         stats = RequestStats(drafter=name, gamma=gamma if drafter else 0)
-        stats.target_prefill_ms, stats.ttft_ms = 20.0, 20.0
+        prefill = 20.0
+        if request.clip_id not in self.cached_clips:
+            prefill += self.cold_ms
+            self.cached_clips.add(request.clip_id)
+        stats.target_prefill_ms, stats.ttft_ms = prefill, prefill
         made = 1
         while made < n_tok:
             if drafter is None:
@@ -94,7 +103,7 @@ class FakeBackend:
             stats.rounds.append(RoundStats(k, n, 1.0 * k, 12.0))
             made += n + 1
         stats.new_tokens = n_tok
-        stats.total_ms = 20.0 + sum(r.draft_ms + r.score_ms for r in stats.rounds)
+        stats.total_ms = prefill + sum(r.draft_ms + r.score_ms for r in stats.rounds)
         stats.stop_reason = "max_new_tokens"
         return Result(tokens=tokens, text=" ".join(map(str, tokens)), stats=stats)
 
@@ -111,6 +120,10 @@ class FakeBackend:
 
     def recover(self) -> None:
         self.recovered += 1
+
+    def clear_caches(self, drafters) -> None:
+        self.cached_clips.clear()
+        self.cleared += 1
 
     def describe(self) -> dict:
         return {"target": "fake", "dtype": "float32"}

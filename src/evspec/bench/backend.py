@@ -42,7 +42,9 @@ class BenchBackend(Protocol):
         ...
 
     def hf_generate(self, request: Request, max_new_tokens: int) -> tuple[list[int], float]:
-        """transformers ``generate`` on the target, greedy: (answer ids, milliseconds)."""
+        """transformers ``generate`` on the target, greedy: (answer ids, milliseconds).
+        Backends with the other HF baselines also take ``variant=`` ``static`` or
+        ``prompt-lookup`` (``config.HF_BASELINES``)."""
         ...
 
     def decode_text(self, ids: list[int]) -> str: ...
@@ -53,6 +55,11 @@ class BenchBackend(Protocol):
 
     def recover(self) -> None:
         """Free memory after a failed request (e.g. CUDA out of memory)."""
+        ...
+
+    def clear_caches(self, drafters: list[Drafter]) -> None:
+        """Forget every per-clip cache (the models' prefix caches, the drafters' event
+        memories): needed by ``--cache cold`` only."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -80,6 +87,7 @@ class EngineBackend:
         info: dict[str, Any] | None = None,
         hf_cache: str | None = None,
         schedule: str = "sequential",
+        hf_lookup_tokens: int = 10,
     ) -> None:
         from evspec.bench.config import SCHEDULES
 
@@ -88,6 +96,7 @@ class EngineBackend:
         self.schedule = schedule
         self.target = target
         self.hf_cache = hf_cache
+        self.hf_lookup_tokens = hf_lookup_tokens  # prompt_lookup_num_tokens of that baseline
         self.draft_model = draft_model
         self.drafter_options = drafter_options or {}
         self.info = info or {}
@@ -158,13 +167,25 @@ class EngineBackend:
                     release(state)
         return made
 
-    def hf_generate(self, request: Request, max_new_tokens: int) -> tuple[list[int], float]:
+    def hf_generate(
+        self, request: Request, max_new_tokens: int, *, variant: str = "eager"
+    ) -> tuple[list[int], float]:
+        """``eager``: transformers' default cache (or ``hf_cache``); ``static``: a static
+        cache, which transformers compiles on CUDA (the first call compiles: the harness's
+        warm passes take it); ``prompt-lookup``: assisted generation by prompt lookup."""
         fn = getattr(self.target, "hf_generate", None)
         if fn is None:
             raise NotImplementedError(
                 f"{type(self.target).__name__} has no hf_generate; run with --no-hf-baseline"
             )
-        extra = {"cache_implementation": self.hf_cache} if self.hf_cache else {}
+        if variant == "eager":
+            extra = {"cache_implementation": self.hf_cache} if self.hf_cache else {}
+        elif variant == "static":
+            extra = {"cache_implementation": "static"}
+        elif variant == "prompt-lookup":
+            extra = {"prompt_lookup_num_tokens": self.hf_lookup_tokens}
+        else:
+            raise ValueError(f"hf_generate variant must be eager, static or prompt-lookup, got {variant!r}")
         tokens, ms = fn(request, max_new_tokens, **extra)
         return [int(t) for t in tokens], float(ms)
 
@@ -188,6 +209,17 @@ class EngineBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def clear_caches(self, drafters: list[Drafter]) -> None:
+        """Empty both models' prefix caches and every drafter's per-clip cache."""
+        for model in (self.target, self.draft_model):
+            cache = getattr(model, "prefix_cache", None)
+            if cache is not None:
+                cache.clear()
+        for drafter in drafters:
+            clear = getattr(drafter, "clear_cache", None)
+            if callable(clear):
+                clear()
 
     def describe(self) -> dict[str, Any]:
         dev = self._device()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from evspec.models.request import Request
 
-#: Pseudo-drafter names of the two baselines (DESIGN.md §5).
+#: Pseudo-drafter names of the baselines (DESIGN.md §5).
 TARGET_ONLY = "none"  # evspec's engine with no drafter (the lossless reference)
 HF_GENERATE = "hf-generate"  # transformers ``generate`` on the target: what users do today
+HF_STATIC = "hf-static"  # ``generate`` with a static cache (transformers compiles it on CUDA)
+HF_PROMPT_LOOKUP = "hf-prompt-lookup"  # transformers assisted generation by prompt lookup
+#: ``--hf-baselines`` names -> the pseudo-drafter each adds to the plan
+HF_BASELINES = {"eager": HF_GENERATE, "static": HF_STATIC, "prompt-lookup": HF_PROMPT_LOOKUP}
+#: in what order a request's configurations run (``BenchConfig.order``)
+ORDERS = ("rotate", "random")
+#: the cache state every timed run sees (``BenchConfig.cache``)
+CACHES = ("warm", "cold")
 #: how a drafter's work is scheduled against the target's (``docs/two_gpu.md``)
 SCHEDULES = ("sequential", "pipelined")
 
@@ -30,6 +39,20 @@ class BenchConfig:
     ``schedule``: ``sequential`` (``engine.generate``) or ``pipelined``
     (``decoding.pipeline.generate_pipelined``: the drafter drafts the next block while the
     target scores, on its own thread/stream/device); a resumed run keeps it.
+
+    Fairness (DESIGN.md §5): ``order`` is how a request's configurations are ordered:
+    ``rotate`` (request i starts at configuration i mod n, so every configuration runs at
+    every position equally often) or ``random`` (a permutation seeded by ``seed`` and the
+    request id); the order is recorded in every record.  ``cache``: ``warm`` runs every
+    configuration once, untimed, on the first request of each clip before any timed run of
+    that clip (every timed run then finds the clip's prefix and event memory cached);
+    ``cold`` clears the backend's caches before every timed run (every run pays the
+    clip's preprocessing, vision and full prefill).  ``repeats``: each configuration runs
+    this many times per request (the order re-rotated each time); the record keeps the
+    lower-median run and every repeat's total.  ``hf_baselines``: transformers baselines
+    (``eager``, ``static``, ``prompt-lookup``; empty = none; ``hf_baseline=False`` is the
+    same as empty).  ``replay``: an acceptance-trace file (``evspec.bench.replay``): each
+    drafter's recorded per-round acceptance is replayed on these models (greedy only).
     """
 
     drafters: tuple[str, ...] = (TARGET_ONLY,)
@@ -44,6 +67,11 @@ class BenchConfig:
     retry_failed: bool = False
     dataset: str = ""
     schedule: str = "sequential"
+    order: str = "rotate"
+    cache: str = "warm"
+    repeats: int = 1
+    hf_baselines: tuple[str, ...] = ("eager",)
+    replay: str | None = None
 
     def __post_init__(self) -> None:
         if not self.drafters:
@@ -74,6 +102,23 @@ class BenchConfig:
             raise ValueError(
                 f"BenchConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
+        if self.order not in ORDERS:
+            raise ValueError(f"BenchConfig.order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.cache not in CACHES:
+            raise ValueError(f"BenchConfig.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"BenchConfig.repeats must be an integer >= 1, got {self.repeats!r}")
+        unknown = [n for n in self.hf_baselines if n not in HF_BASELINES]
+        if unknown or len(set(self.hf_baselines)) != len(self.hf_baselines):
+            raise ValueError(
+                f"BenchConfig.hf_baselines: each of {', '.join(HF_BASELINES)} at most once; "
+                f"got {self.hf_baselines}"
+            )
+        if self.replay is not None:
+            if self.controlled_alpha is not None:
+                raise ValueError("BenchConfig: give either controlled_alpha or replay, not both")
+            if self.temperature != 0:
+                raise ValueError("BenchConfig.replay needs greedy decoding (temperature 0)")
         if self.controlled_alpha is not None:
             a = self.controlled_alpha
             if not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
@@ -86,8 +131,16 @@ class BenchConfig:
 
     @property
     def label(self) -> str:
-        """``acceptance-controlled`` or ``measured``: printed on every report."""
-        return "acceptance-controlled" if self.controlled_alpha is not None else "measured"
+        """``acceptance-controlled``, ``acceptance-replayed`` or ``measured``: printed on
+        every report."""
+        if self.controlled_alpha is not None:
+            return "acceptance-controlled"
+        return "acceptance-replayed" if self.replay is not None else "measured"
+
+    @property
+    def forced(self) -> bool:
+        """Whether drafts are forced against the target-only answer (controlled, replayed)."""
+        return self.controlled_alpha is not None or self.replay is not None
 
     @property
     def greedy(self) -> bool:
@@ -105,17 +158,36 @@ class BenchConfig:
         }
         if self.schedule != "sequential":  # absent when sequential: older run folders still resume
             ident["schedule"] = self.schedule
+        # the fairness settings change every timing: a resumed run keeps them
+        ident.update(order=self.order, cache=self.cache, repeats=self.repeats)
+        if self.replay is not None:
+            ident["replay"] = self.replay
         return ident
 
     def plan(self) -> list[tuple[str, int]]:
-        """The measurements made for every request, in order: target-only first (it is the
-        reference the others are checked against), then HF generate, then each drafter × γ.
-        Baselines have γ = 0."""
+        """The configurations measured for every request: target-only (the lossless
+        reference), the HF baselines, then each drafter × γ.  Baselines have γ = 0.  The
+        order they *run* in is :meth:`order_for`'s."""
         runs: list[tuple[str, int]] = [(TARGET_ONLY, 0)]
         if self.hf_baseline:
-            runs.append((HF_GENERATE, 0))
+            runs += [(HF_BASELINES[n], 0) for n in self.hf_baselines]
         runs += [(d, g) for d in self.drafters if d != TARGET_ONLY for g in self.gammas]
         return runs
+
+    def order_for(self, runs: list[tuple[str, int]], index: int, request_id: str,
+                  repeat: int = 0) -> list[tuple[str, int]]:
+        """``runs`` in the order request number ``index`` (its position in the whole run)
+        measures them on repeat ``repeat``: rotated by ``index + repeat`` (``rotate``) or
+        shuffled by a generator seeded with (seed, request id, repeat) (``random``)."""
+        if not runs:
+            return []
+        if self.order == "rotate":
+            shift = (index + repeat) % len(runs)
+            return runs[shift:] + runs[:shift]
+        rng = random.Random(f"{self.seed}|{request_id}|{repeat}")
+        out = list(runs)
+        rng.shuffle(out)
+        return out
 
 
 @dataclass

@@ -15,7 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_LIBRARIES = ("evspec", "torch", "transformers", "numpy", "safetensors", "tokenizers", "accelerate")
+_LIBRARIES = (
+    "evspec", "torch", "transformers", "triton", "numpy", "safetensors", "tokenizers", "accelerate",
+)
 
 
 def _version(dist: str) -> str | None:
@@ -76,7 +78,56 @@ def device_info() -> dict[str, Any]:
             )
         info["gpus"] = gpus
         info["cudnn"] = torch.backends.cudnn.version()
+        info["driver"] = gpu_driver()
     return info
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version (``nvidia-smi``), or None where it cannot be read."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[0].strip() if lines else None
+
+
+def hardware(env: dict[str, Any]) -> str:
+    """The hardware a session ran on, as one string: the GPU names and driver, else the CPU."""
+    dev = env.get("device", {}) or {}
+    names = sorted({g.get("name", "?") for g in dev.get("gpus", []) or []})
+    if names:
+        driver = dev.get("driver")
+        return ", ".join(names) + (f" (driver {driver})" if driver else "")
+    return f"CPU ({env.get('platform', '?')})"
+
+
+def provenance(env: dict[str, Any], backend: dict[str, Any]) -> dict[str, Any]:
+    """The facts every record carries (DESIGN.md §5), from a session's environment and the
+    backend's description: hardware, library versions, commit and dirty flag, dtype,
+    engine and numerics (``exact`` where the engine keeps the numerics contract, else the
+    backend's own word, else None = not stated)."""
+    libs = env.get("libraries", {}) or {}
+    git = env.get("git", {}) or {}
+    engine = "fast" if backend.get("fast") else "default"
+    if backend.get("compile"):
+        engine += "+compile"
+    if backend.get("kernels"):
+        engine += f"+{backend['kernels']}"
+    return {
+        "hardware": hardware(env),
+        "torch": libs.get("torch"),
+        "transformers": libs.get("transformers"),
+        "triton": libs.get("triton"),
+        "commit": git.get("commit"),
+        "dirty": git.get("dirty"),
+        "dtype": backend.get("dtype"),
+        "engine": engine,
+        "numerics": backend.get("numerics"),
+    }
 
 
 def capture_environment(

@@ -4,15 +4,20 @@ Phases of :func:`run_bench`:
 
 1. open the run folder: repair a torn last record, check that a resumed run keeps its
    settings, start a new *session* with the environment captured once (``run.json``);
-2. plan: per request, target-only (the lossless reference), HF ``generate``, then every
+2. plan: per request, target-only (the lossless reference), the HF baselines, then every
    drafter × γ; skip what ``records.jsonl`` already holds (resume);
 3. warm up every configuration on the first request(s), untimed and unrecorded, then
    (backends with ``prepare_steps``) capture every step size 1..γ+1 up front, so that no
    CUDA graph capture or compile lands inside a timed round;
-4. measure, appending each record durably as soon as it exists.  A failing request
-   (bad clip, out of memory) is recorded as failed with its error and the run goes on;
-   Ctrl-C stops after the records already written (nothing is lost) and the same command
-   resumes.
+4. measure, order-free (DESIGN.md §5): per request the configurations run in a rotated or
+   seeded random order (``BenchConfig.order``), and every timed run sees the same cache
+   state (``BenchConfig.cache``: ``warm`` = an untimed pass of every configuration on the
+   first request of each clip; ``cold`` = the backend's caches cleared before every timed
+   run); with ``repeats`` > 1 the order is rotated again for each repeat.  A request's
+   records are appended durably once its runs are done (the lossless check needs the
+   target-only answer, which may run last).  A failing request (bad clip, out of memory)
+   is recorded as failed with its error and the run goes on; Ctrl-C writes the finished
+   measurements of the current request and stops, and the same command resumes.
 
 The harness returns counts; tables and plots are made from the records by ``report``.
 """
@@ -30,7 +35,7 @@ from tqdm.auto import tqdm
 
 from evspec.bench.backend import BenchBackend
 from evspec.bench.config import TARGET_ONLY, BenchConfig, BenchItem
-from evspec.bench.env import capture_environment
+from evspec.bench.env import capture_environment, provenance
 from evspec.bench.measure import base_record, compare, failed_record, measure
 from evspec.bench.records import RUN_FILE, RecordLog, read_json, record_key, write_json_atomic
 from evspec.models.request import Request
@@ -94,6 +99,7 @@ class _Drafters:
     def __init__(self, backend: BenchBackend, config: BenchConfig) -> None:
         self.backend, self.config = backend, config
         self._made: dict[str, Drafter | None | Exception] = {}
+        self._traces: Any = None  # the replay traces, read on first use
 
     def get(self, name: str) -> Drafter | None:
         if name not in self._made:
@@ -105,6 +111,12 @@ class _Drafters:
                     inner = ControlledDrafter(
                         inner, self.backend.target, self.config.controlled_alpha, seed=self.config.seed
                     )
+                elif inner is not None and self.config.replay is not None:
+                    from evspec.bench.replay import ReplayDrafter, load_traces
+
+                    if self._traces is None:
+                        self._traces = load_traces(self.config.replay)
+                    inner = ReplayDrafter(inner, self.backend.target, self._traces.for_drafter(name))
                 self._made[name] = inner
             except Exception as exc:  # recorded per measurement by the caller
                 self._made[name] = exc
@@ -132,12 +144,14 @@ def _run_one(
     drafter = None
     if name != TARGET_ONLY and gamma > 0:
         drafter = drafters.get(name)
-        if hasattr(drafter, "set_reference"):  # acceptance-controlled (ControlledDrafter)
+        if hasattr(drafter, "set_reference"):  # acceptance-controlled or -replayed
             if reference is None:
                 raise RuntimeError(
-                    "acceptance-controlled run has no reference: the target-only run of this "
+                    f"{config.label} run has no reference: the target-only run of this "
                     "request failed"
                 )
+            if hasattr(drafter, "use_gamma"):  # ReplayDrafter: the trace of this γ
+                drafter.use_gamma(gamma)
             drafter.set_reference(reference, stream=stream)
     return measure(backend, request, name, drafter, gamma, config, seed)
 
@@ -203,6 +217,106 @@ def _prepare_steps(
         backend.recover()
 
 
+def _clear(backend: BenchBackend, drafters: _Drafters) -> None:
+    """Cold cache: forget every per-clip cache before a timed run."""
+    clear = getattr(backend, "clear_caches", None)
+    if not callable(clear):
+        raise TypeError(f"{type(backend).__name__} has no clear_caches(): it cannot run --cache cold")
+    clear(drafters.built())
+
+
+@dataclass
+class _Done:
+    """The repeats of one configuration on one request."""
+
+    runs: list[tuple[dict[str, Any], list[int], int]]  # (fields, tokens, position in order)
+    error: BaseException | None = None
+
+
+def _median_run(done: _Done) -> tuple[dict[str, Any], list[int]]:
+    """The repeat whose total time is the lower median (a real run, not an average)."""
+    ranked = sorted(done.runs, key=lambda run: run[0].get("timings", {}).get("total_ms", 0.0))
+    fields, tokens, _ = ranked[(len(ranked) - 1) // 2]
+    return fields, tokens
+
+
+class _Request:
+    """Measures one request: untimed warm and reference passes, then every pending
+    configuration ``repeats`` times in the configured order."""
+
+    def __init__(self, backend: BenchBackend, drafters: _Drafters, config: BenchConfig, bar: tqdm,
+                 index: int, item: BenchItem, request: Request, reference: list[int] | None) -> None:
+        self.backend, self.drafters, self.config, self.bar = backend, drafters, config, bar
+        self.index, self.item, self.request = index, item, request
+        self.reference = reference
+        self.seed = request_seed(config, item.request_id)
+        self.done: dict[tuple[str, int], _Done] = {}
+        self.n_pending = 0
+
+    def untimed(self, runs: list[tuple[str, int]], what: str) -> None:
+        """Run ``runs`` once each, unrecorded (a failure is left to the timed run)."""
+        for name, gamma in runs:
+            if name != TARGET_ONLY and self.config.forced and self.reference is None:
+                continue  # no reference yet: the drafter cannot be forced
+            self.bar.set_postfix_str(f"{what} {self.item.request_id} {name} γ={gamma}")
+            try:
+                _, tokens = _run_one(self.backend, self.drafters, self.request, name, gamma, self.config,
+                                     self.seed, self.reference, self.index)
+            except Exception as exc:
+                self.bar.write(f"{what} of {name} γ={gamma} failed: {type(exc).__name__}: {exc}")
+                self.backend.recover()
+                continue
+            if name == TARGET_ONLY and self.reference is None:
+                self.reference = tokens
+
+    def timed(self, pending: list[tuple[str, int]]) -> None:
+        """Every pending configuration, ``repeats`` times, each repeat in its own order."""
+        self.n_pending = len(pending)
+        for repeat in range(self.config.repeats):
+            order = self.config.order_for(pending, self.index, self.item.request_id, repeat)
+            for position, (name, gamma) in enumerate(order):
+                done = self.done.setdefault((name, gamma), _Done(runs=[]))
+                if done.error is not None:
+                    continue  # it failed on an earlier repeat
+                self.bar.set_postfix_str(f"{self.item.request_id} {name} γ={gamma}")
+                try:
+                    if self.config.cache == "cold":
+                        _clear(self.backend, self.drafters)
+                    fields, tokens = _run_one(self.backend, self.drafters, self.request, name, gamma,
+                                              self.config, self.seed, self.reference, self.index)
+                except Exception as exc:  # out of memory, bad input, drafter error ...
+                    done.error = exc
+                    self.backend.recover()
+                    continue
+                done.runs.append((fields, tokens, position))
+                if name == TARGET_ONLY and self.reference is None:
+                    self.reference = tokens
+
+    def records(self, session: int, prov: dict[str, Any], *, complete: bool) -> list[dict[str, Any]]:
+        """One record per configuration measured (with ``complete=False``, after Ctrl-C:
+        only those whose every repeat ran)."""
+        out = []
+        for (name, gamma), done in self.done.items():
+            base = base_record(self.item, name, gamma, self.config, session, prov)
+            if done.error is not None:
+                out.append(failed_record(base, done.error))
+                continue
+            if len(done.runs) < self.config.repeats and not complete:
+                continue
+            if not done.runs:
+                continue
+            fields, tokens = _median_run(done)
+            ref = None if name == TARGET_ONLY else self.reference
+            out.append({
+                **base, **fields, **compare(tokens, ref),
+                "order": self.config.order, "order_index": self.index,
+                "order_position": [p for _, _, p in done.runs],
+                "order_size": self.n_pending,
+                "repeats_total_ms": [f.get("timings", {}).get("total_ms") for f, _, _ in done.runs],
+            })
+        return out
+
+
 def run_bench(
     config: BenchConfig,
     items: Sequence[BenchItem],
@@ -220,7 +334,8 @@ def run_bench(
     ``allow_empty``: accept no items (a shard the partition gave nothing) and just record
     the session.  ``tag`` prefixes the progress bar (e.g. the shard).  An item's
     ``meta["position"]`` (its index in the whole, unsharded run) seeds the acceptance-
-    controlled pattern, so a sharded run measures exactly what one process would.
+    controlled pattern and the rotation of the order, so a sharded run measures exactly
+    what one process would.
     """
     run_dir = Path(out_dir)
     if not items and not allow_empty:
@@ -244,6 +359,7 @@ def run_bench(
     run["sessions"].append(session)
     write_json_atomic(run_dir / RUN_FILE, run)
     outcome = BenchOutcome(run_dir=run_dir, session=session["index"])
+    prov = provenance(session["env"], backend.describe())
 
     with RecordLog.open(run_dir) as log:
         if log.repaired_bytes:
@@ -266,46 +382,46 @@ def run_bench(
         drafters = _Drafters(backend, config)
         desc = f"bench {tag} ({config.label})" if tag else f"bench ({config.label})"
         bar = tqdm(total=total, desc=desc, unit="run", disable=not progress)
+
+        def write(records: list[dict[str, Any]]) -> None:
+            for record in records:
+                log.append(record)
+                outcome.written += 1
+                outcome.failed += record["status"] == "failed"
+                bar.update(1)
+
+        current: _Request | None = None
         try:
             # -- phase 3: warm up -----------------------------------------------------
             if todo and config.warmup:
                 _warm_up(backend, drafters, config, todo, bar)
 
             # -- phase 4: measure -----------------------------------------------------
+            warm_clips: set[str] = set()
             for index, item, pending in todo:
-                seed = request_seed(config, item.request_id)
                 try:
                     request = item.load()
                 except Exception as exc:  # a bad clip: every measurement of it fails
-                    for name, gamma in pending:
-                        log.append(failed_record(base_record(item, name, gamma, config, session["index"]), exc))
-                        outcome.written += 1
-                        outcome.failed += 1
-                        bar.update(1)
+                    write([failed_record(base_record(item, name, gamma, config, session["index"], prov), exc)
+                           for name, gamma in pending])
                     continue
                 ref_rec = log.get(record_key(item.request_id, TARGET_ONLY, 0))
                 reference = ref_rec.get("tokens") if ref_rec and ref_rec.get("status") == "ok" else None
-                for name, gamma in pending:
-                    bar.set_postfix_str(f"{item.request_id} {name} γ={gamma}")
-                    base = base_record(item, name, gamma, config, session["index"])
-                    try:
-                        fields, tokens = _run_one(
-                            backend, drafters, request, name, gamma, config, seed, reference, index
-                        )
-                    except Exception as exc:  # out of memory, bad input, drafter error ...
-                        record = failed_record(base, exc)
-                        backend.recover()
-                    else:
-                        ref = None if name == TARGET_ONLY else reference
-                        record = {**base, **fields, **compare(tokens, ref)}
-                        if name == TARGET_ONLY:
-                            reference = tokens
-                    log.append(record)
-                    outcome.written += 1
-                    outcome.failed += record["status"] == "failed"
-                    bar.update(1)
+                current = _Request(backend, drafters, config, bar, index, item, request, reference)
+                clip = item.clip_id or item.request_id
+                if config.cache == "warm" and clip not in warm_clips:
+                    current.untimed([(TARGET_ONLY, 0)] + [r for r in plan if r != (TARGET_ONLY, 0)],
+                                    "warm pass")
+                    warm_clips.add(clip)
+                if config.forced and current.reference is None:
+                    current.untimed([(TARGET_ONLY, 0)], "reference pass")
+                current.timed(pending)
+                write(current.records(session["index"], prov, complete=True))
+                current = None
             session["status"] = "complete"
         except KeyboardInterrupt:
+            if current is not None:  # keep what this request finished
+                write(current.records(session["index"], prov, complete=False))
             outcome.interrupted = True
             session["status"] = "interrupted"
         except BaseException:

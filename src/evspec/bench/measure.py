@@ -14,7 +14,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from evspec.bench.backend import BenchBackend
-from evspec.bench.config import HF_GENERATE, TARGET_ONLY, BenchConfig, BenchItem
+from evspec.bench.config import HF_BASELINES, HF_GENERATE, TARGET_ONLY, BenchConfig, BenchItem
 from evspec.bench.records import record_key
 from evspec.decoding.stats import Result
 from evspec.models.request import Request
@@ -26,8 +26,12 @@ SCHEMA = 1
 
 
 def kind_of(drafter: str) -> str:
-    """``hf`` (transformers generate), ``target`` (evspec target-only) or ``spec``."""
-    return "hf" if drafter == HF_GENERATE else ("target" if drafter == TARGET_ONLY else "spec")
+    """``hf`` (a transformers baseline), ``target`` (evspec target-only) or ``spec``."""
+    return "hf" if drafter in _HF_VARIANT else ("target" if drafter == TARGET_ONLY else "spec")
+
+
+#: HF pseudo-drafter -> the ``variant`` passed to ``BenchBackend.hf_generate``
+_HF_VARIANT = {name: variant for variant, name in HF_BASELINES.items()}
 
 
 def compare(tokens: list[int], reference: list[int] | None) -> dict[str, Any]:
@@ -49,8 +53,11 @@ def compare(tokens: list[int], reference: list[int] | None) -> dict[str, Any]:
 
 
 def base_record(
-    item: BenchItem, drafter: str, gamma: int, config: BenchConfig, session: int
+    item: BenchItem, drafter: str, gamma: int, config: BenchConfig, session: int,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The fields every record has, ok or failed.  ``provenance``: the session's facts
+    (``env.provenance``); ``label``: measured, acceptance-controlled or -replayed."""
     return {
         "schema": SCHEMA,
         "key": record_key(item.request_id, drafter, gamma),
@@ -62,6 +69,9 @@ def base_record(
         "gamma": gamma,
         "kind": kind_of(drafter),
         "controlled_alpha": config.controlled_alpha if kind_of(drafter) == "spec" else None,
+        "label": config.label if kind_of(drafter) == "spec" else "measured",
+        "cache": config.cache,
+        "provenance": provenance,
         "schedule": config.schedule,
         "temperature": config.temperature,
         "session": session,
@@ -127,10 +137,14 @@ def measure(
     seed: int,
 ) -> tuple[dict[str, Any], list[int]]:
     """Run one measurement; returns (result fields, answer tokens).  Raises on failure."""
-    if drafter_name == HF_GENERATE:
+    if drafter_name in _HF_VARIANT:
+        variant = _HF_VARIANT[drafter_name]
         backend.synchronize()
         t0 = time.perf_counter()
-        tokens, ms = backend.hf_generate(request, config.max_new_tokens)
+        if drafter_name == HF_GENERATE:
+            tokens, ms = backend.hf_generate(request, config.max_new_tokens)
+        else:
+            tokens, ms = backend.hf_generate(request, config.max_new_tokens, variant=variant)
         backend.synchronize()
         wall_ms = (time.perf_counter() - t0) * 1e3
         fields = {

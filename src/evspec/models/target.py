@@ -352,14 +352,17 @@ class VideoLlavaTarget(CausalLMWrapper):
 
     # -- the baseline users run today ----------------------------------------------------
     def hf_generate(
-        self, request: Request, max_new_tokens: int, *, cache_implementation: str | None = None
+        self, request: Request, max_new_tokens: int, *, cache_implementation: str | None = None,
+        prompt_lookup_num_tokens: int | None = None,
     ) -> tuple[list[int], float]:
         """Plain greedy ``model.generate`` on the same expanded prompt and pixels.
 
         Returns the new token ids (EOS included when produced) and the elapsed
         milliseconds from request to tokens (tokenising, frame preprocessing, vision,
         prefill and decoding; CUDA-synchronised), the same span as our own path.
-        ``cache_implementation`` is passed through (e.g. ``"static"``).
+        ``cache_implementation`` is passed through (e.g. ``"static"``: transformers then
+        compiles the forward on CUDA), so is ``prompt_lookup_num_tokens`` (assisted
+        generation by prompt lookup).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -371,6 +374,7 @@ class VideoLlavaTarget(CausalLMWrapper):
             bos_token_id=self.bos_token_id,
             pad_token_id=self.pad_token_id,
             cache_implementation=cache_implementation,
+            prompt_lookup_num_tokens=prompt_lookup_num_tokens,
         )
         timing: dict[str, float] = {}
         with timed(self.device, timing, "ms"), torch.inference_mode():

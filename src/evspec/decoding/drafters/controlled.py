@@ -105,6 +105,11 @@ class ControlledDrafter:
         """A uniformly random id different from ``right``."""
         return (right + 1 + int(self._rng.integers(self.vocab_size - 1))) % self.vocab_size
 
+    def _pattern(self, k: int) -> list[bool]:
+        """Which of this round's ``k`` drafts are right: each independently with
+        probability α (``bench.replay.ReplayDrafter`` replays recorded rounds instead)."""
+        return [bool(self._rng.random() < self.alpha) for _ in range(k)]
+
     def propose(self, k: int, temperature: float, generator: torch.Generator | None) -> Draft:
         if temperature != 0:
             raise ValueError("ControlledDrafter works with greedy decoding only (temperature 0)")
@@ -112,13 +117,14 @@ class ControlledDrafter:
         inner = self.inner.propose(k, temperature, generator)  # the real compute
         proposed = inner.tokens.reshape(-1).tolist()  # [k'] (k' <= k)
         out: list[int] = []
+        rights = self._pattern(len(proposed))
         for i, own in enumerate(proposed):
             j = self._position + 1 + i  # answer index this draft would take
             if j >= len(self._reference):  # past the reference's end: keep the inner token
                 out.append(int(own))
                 continue
             right = self._reference[j]
-            out.append(right if self._rng.random() < self.alpha else self._wrong(right))
+            out.append(right if rights[i] else self._wrong(right))
         self._proposed = len(out)
         return Draft(tokens=torch.tensor(out, dtype=torch.long), probs=None)
 
@@ -161,3 +167,9 @@ class ControlledDrafter:
     def end(self) -> None:
         self._proposed = 0
         self.inner.end()
+
+    def clear_cache(self) -> None:
+        """As the inner drafter (a cold-cache benchmark run)."""
+        clear = getattr(self.inner, "clear_cache", None)
+        if callable(clear):
+            clear()

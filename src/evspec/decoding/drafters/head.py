@@ -216,6 +216,10 @@ class HeadDrafter:
         self._pending = []
         self._proposed = []
 
+    def clear_cache(self) -> None:
+        """Forget the per-clip event memories (a cold-cache benchmark run)."""
+        self._memories.clear()
+
 
 def make_head_drafter(
     name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None,
