@@ -272,6 +272,8 @@ class _Request:
     def timed(self, pending: list[tuple[str, int]]) -> None:
         """Every pending configuration, ``repeats`` times, each repeat in its own order."""
         self.n_pending = len(pending)
+        for run_ in pending:  # records are written in plan order, whatever order ran
+            self.done.setdefault(run_, _Done(runs=[]))
         for repeat in range(self.config.repeats):
             order = self.config.order_for(pending, self.index, self.item.request_id, repeat)
             for position, (name, gamma) in enumerate(order):
@@ -293,8 +295,8 @@ class _Request:
                     self.reference = tokens
 
     def records(self, session: int, prov: dict[str, Any], *, complete: bool) -> list[dict[str, Any]]:
-        """One record per configuration measured (with ``complete=False``, after Ctrl-C:
-        only those whose every repeat ran)."""
+        """One record per configuration measured, in plan order (with ``complete=False``,
+        after Ctrl-C: only those whose every repeat ran)."""
         out = []
         for (name, gamma), done in self.done.items():
             base = base_record(self.item, name, gamma, self.config, session, prov)
@@ -348,6 +350,10 @@ def run_bench(
     # -- phase 1: open the run folder -------------------------------------------------
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _open_run(run_dir, config, backend)
+    if config.replay is not None and "replay_source" not in run:
+        from evspec.bench.replay import load_traces
+
+        run["replay_source"] = load_traces(config.replay).source  # printed with the label
     session = {
         "index": len(run["sessions"]),
         "started": _now(),

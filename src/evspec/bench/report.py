@@ -31,7 +31,11 @@ def _sp(sp: Speedup | None) -> str:
 
 
 def _mor(sp: Speedup | None) -> str:
-    return "–" if sp is None else f"{sp.mean_of_ratios:.2f} ± {sp.std_of_ratios:.2f}"
+    if sp is None:
+        return "–"
+    if sp.mor_ci95 is None:
+        return f"{sp.mean_of_ratios:.2f} ± {sp.std_of_ratios:.2f}"
+    return f"{sp.mean_of_ratios:.2f} [{sp.mor_ci95[0]:.2f}, {sp.mor_ci95[1]:.2f}]"
 
 
 def _name(s: ConfigSummary) -> str:
@@ -74,6 +78,12 @@ def _placement(run: dict, records: list[dict]) -> str:
     return f"* schedule: {schedule}; target on {target}, draft on {draft}"
 
 
+def _command(run: dict) -> str:
+    """The command line of the run's last session."""
+    sessions = run.get("sessions", [])
+    return " ".join(sessions[-1].get("env", {}).get("command", [])) if sessions else ""
+
+
 def _environment(run: dict, records: list[dict] | None = None) -> list[str]:
     sessions = run.get("sessions", [])
     if not sessions:
@@ -95,6 +105,7 @@ def _environment(run: dict, records: list[dict] | None = None) -> list[str]:
         f"* torch {libs.get('torch')}, transformers {libs.get('transformers')}, "
         f"evspec {libs.get('evspec')}, Python {env.get('python')}",
         f"* git revision: {rev}",
+        *_provenance_line(records or []),
         f"* command: `{' '.join(env.get('command', []))}`",
     ]
     merged = run.get("merged")
@@ -110,6 +121,15 @@ def _environment(run: dict, records: list[dict] | None = None) -> list[str]:
         lines.append(f"* {len(sessions)} sessions (resumed); statuses: "
                      + ", ".join(s.get("status", "?") for s in sessions))
     return lines + [""]
+
+
+def _provenance_line(records: list[dict]) -> list[str]:
+    """Engine and numerics from the records' provenance (absent in older runs)."""
+    prov = check_provenance(records, allow_mixed=True)
+    if prov is None:
+        return []
+    return [f"* engine: {prov.get('engine')}; numerics: {prov.get('numerics') or 'not stated'}; "
+            f"triton {prov.get('triton')}"]
 
 
 def _pipeline_section(summaries: list[ConfigSummary], records: list[dict]) -> list[str]:
@@ -147,6 +167,27 @@ def _pipeline_section(summaries: list[ConfigSummary], records: list[dict]) -> li
                      "cold rounds", "hidden pre-draft ms", "fallback"], rows)]
 
 
+def label_text(run: dict) -> str:
+    """The run's label, with its source when replayed."""
+    label = run.get("label", "measured")
+    if label == "acceptance-replayed":
+        return f"{label} (source: {run.get('replay_source', '?')})"
+    return label
+
+
+def _fairness(ident: dict) -> str:
+    """How the configurations were ordered and what cache state they saw."""
+    if "order" not in ident:
+        return ("Order: target-only first on every request (a run made before the order-free "
+                "harness: configurations after it may find the clip cached).")
+    order = {"rotate": "rotated per request", "random": "seeded random per request"}.get(ident["order"], ident["order"])
+    cache = {"warm": "warm for every configuration (an untimed pass of each on a clip's first request)",
+             "cold": "cold for every configuration (cleared before every timed run)"}.get(ident.get("cache"), "?")
+    repeats = ident.get("repeats", 1)
+    rep = f"; {repeats} repeats, the lower-median kept" if repeats > 1 else ""
+    return f"Order: {order}; cache: {cache}{rep}."
+
+
 def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummary], plots: list[str]) -> str:
     """The report text (pure: no files touched)."""
     ident = run.get("identity", {})
@@ -154,7 +195,15 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
     greedy = ident.get("temperature", 0) == 0
     n_req = len({r["request_id"] for r in records})
     n_fail = sum(r.get("status") != "ok" for r in records)
-    out = [f"# evspec benchmark ({label})", ""]
+    out = [f"# evspec benchmark ({label_text(run)})", ""]
+    if label == "acceptance-replayed":
+        out += [
+            f"> **Acceptance-replayed** (source: {run.get('replay_source', '?')}): the drafters' real "
+            "compute ran, and each drafter's rounds were accepted exactly as recorded on the "
+            "source run (per round, per draft position). Timings are real; acceptance is the "
+            "source's, not these models'.",
+            "",
+        ]
     if label == "acceptance-controlled":
         out += [
             f"> **Acceptance-controlled** (α = {ident.get('controlled_alpha')}): the drafters' real "
@@ -173,8 +222,10 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
         *_environment(run, records),
         "## Speedup: measured and predicted",
         "",
+        f"{_fairness(ident)} "
         "End to end = total time per answer including prefill, paired per request: ratio of "
-        "means [bootstrap 95 % interval] and mean of ratios ± sd. Decode = time per token "
+        "means [bootstrap 95 % interval] and the mean of the per-request ratios [bootstrap 95 % "
+        "interval over requests]. Decode = time per token "
         "after the first, which is what the cost model predicts: τ(α, γ) / (γ·c + 1) "
         "(Leviathan et al.; rounds that drafted k < γ tokens count with their k), and, as "
         "\"predicted (v)\", τ / (v·(γ̄·c + 1)) with the measured verification cost v (a round "
@@ -256,8 +307,38 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
     return "\n".join(out)
 
 
-def build_report(run_dir: Path, *, plots: bool = True) -> Path:
-    """Write ``report.md``, ``summary.json`` (and plots) into ``run_dir``; returns the report path."""
+#: the provenance fields records of one report must share
+_SAME = ("commit", "dirty", "hardware")
+
+
+def check_provenance(records: list[dict], *, allow_mixed: bool = False) -> dict[str, Any] | None:
+    """The provenance the records share (None when none carries one).  Raises when they
+    come from different commits (or dirty/clean trees) or hardware, unless
+    ``allow_mixed``; then the differing fields read ``"mixed: a, b"``."""
+    seen: dict[str, set[str]] = {}
+    first: dict[str, Any] | None = None
+    for r in records:
+        prov = r.get("provenance")
+        if not isinstance(prov, dict):
+            continue
+        first = first or prov
+        for key, value in prov.items():
+            seen.setdefault(key, set()).add(str(value))
+    if first is None:
+        return None
+    mixed = {k: sorted(seen.get(k, set())) for k in _SAME if len(seen.get(k, set())) > 1}
+    if mixed and not allow_mixed:
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in mixed.items())
+        raise ValueError(
+            f"the records come from different {', '.join(mixed)} ({detail}); report them apart, "
+            f"or pass --allow-mixed to report them together (marked mixed)"
+        )
+    return {k: (f"mixed: {', '.join(sorted(v))}" if len(v) > 1 else first.get(k)) for k, v in seen.items()}
+
+
+def build_report(run_dir: Path, *, plots: bool = True, allow_mixed: bool = False) -> Path:
+    """Write ``report.md``, ``summary.json`` (and plots) into ``run_dir``; returns the report
+    path.  Refuses records of different commits or hardware unless ``allow_mixed``."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
         from evspec.bench.shard import shard_dirs
@@ -272,6 +353,7 @@ def build_report(run_dir: Path, *, plots: bool = True) -> Path:
     records = read_records(run_dir)
     if not records:
         raise ValueError(f"{run_dir}: the run has no records yet")
+    prov = check_provenance(records, allow_mixed=allow_mixed)
     summaries = summarize(records)
     plot_paths: list[str] = []
     if plots:
@@ -281,7 +363,10 @@ def build_report(run_dir: Path, *, plots: bool = True) -> Path:
         plot_paths = [str(p.relative_to(run_dir)) for p in made]
     summary: dict[str, Any] = {
         "label": run.get("label"),
+        "label_text": label_text(run),
         "identity": run.get("identity"),
+        "provenance": prov,
+        "command": _command(run),
         "configs": [asdict(s) for s in summaries],
     }
     write_json_atomic(run_dir / SUMMARY_FILE, summary)

@@ -36,7 +36,7 @@ class ModelSpec:
     ``cuda:1``, for the pipelined schedule); None = ``device``.  ``drafter_paths``:
     ``(drafter name, checkpoint folder)`` pairs for the trained drafters (default: the
     modules shipped with the world checkpoints); ``untrained`` for a head = random weights of
-    the right shapes, allowed with an acceptance-controlled run only.
+    the right shapes, allowed with an acceptance-controlled or -replayed run only.
     """
 
     target: str = "tiny-random"
@@ -174,9 +174,9 @@ def bench(
     from evspec.decoding.drafters import UNTRAINED
 
     untrained = [name for name, path in models.drafter_paths if path == UNTRAINED]
-    if untrained and config.controlled_alpha is None:
+    if untrained and not config.forced:
         raise ValueError(f"--drafter-path {untrained[0]}={UNTRAINED} drafts noise: use it with "
-                         "--controlled-alpha (timing at a set acceptance) only")
+                         "--controlled-alpha or --replay (timing at a set acceptance) only")
     unused = [name for name, _ in models.drafter_paths if name not in config.drafters]
     if unused:
         raise ValueError(f"--drafter-path names {unused[0]!r}, which is not in --drafters")

@@ -163,13 +163,15 @@ def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `evspec bench`.")],
     plots: Annotated[bool, typer.Option(help="Draw the plots (needs matplotlib).")] = True,
+    allow_mixed: Annotated[bool, typer.Option(
+        help="Report records of different commits or hardware together (marked mixed).")] = False,
 ) -> None:
     """Write report.md (tables: speedups measured and predicted, α, τ, c, stage times),
     summary.json and plots into RUN_DIR."""
     from evspec.bench.report import build_report
 
     try:
-        path = build_report(run_dir, plots=plots)
+        path = build_report(run_dir, plots=plots, allow_mixed=allow_mixed)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(f"report: {exc}")
         return
