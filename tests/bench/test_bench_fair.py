@@ -82,7 +82,7 @@ def test_repeats_keep_the_lower_median_and_record_every_total(tmp_path):
     recs = read_records(tmp_path)
     assert len(recs) == 2 * 3
     for r in recs:
-        totals = r["repeats_total_ms"]
+        totals = r["timings"]["repeats_total_ms"]
         assert len(totals) == 3 and len(r["order_position"]) == 3
         assert r["timings"]["total_ms"] == sorted(totals)[1]
         assert r["cache"] == "cold" and r["order"] == "rotate"

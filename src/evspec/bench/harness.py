@@ -251,7 +251,7 @@ class _Request:
         self.reference = reference
         self.seed = request_seed(config, item.request_id)
         self.done: dict[tuple[str, int], _Done] = {}
-        self.n_pending = 0
+        self.n_plan = 0
 
     def untimed(self, runs: list[tuple[str, int]], what: str) -> None:
         """Run ``runs`` once each, unrecorded (a failure is left to the timed run)."""
@@ -269,14 +269,17 @@ class _Request:
             if name == TARGET_ONLY and self.reference is None:
                 self.reference = tokens
 
-    def timed(self, pending: list[tuple[str, int]]) -> None:
-        """Every pending configuration, ``repeats`` times, each repeat in its own order."""
-        self.n_pending = len(pending)
+    def timed(self, plan: list[tuple[str, int]], pending: list[tuple[str, int]]) -> None:
+        """Every pending configuration, ``repeats`` times, each repeat in its own order of
+        the whole ``plan`` (a resumed request keeps the positions it would have had)."""
+        self.n_plan = len(plan)
         for run_ in pending:  # records are written in plan order, whatever order ran
             self.done.setdefault(run_, _Done(runs=[]))
         for repeat in range(self.config.repeats):
-            order = self.config.order_for(pending, self.index, self.item.request_id, repeat)
+            order = self.config.order_for(plan, self.index, self.item.request_id, repeat)
             for position, (name, gamma) in enumerate(order):
+                if (name, gamma) not in self.done:
+                    continue  # recorded by an earlier session
                 done = self.done.setdefault((name, gamma), _Done(runs=[]))
                 if done.error is not None:
                     continue  # it failed on an earlier repeat
@@ -309,12 +312,14 @@ class _Request:
                 continue
             fields, tokens = _median_run(done)
             ref = None if name == TARGET_ONLY else self.reference
+            # every repeat's total beside the kept (lower-median) run's stage times
+            timings = {**fields.get("timings", {}),
+                       "repeats_total_ms": [f.get("timings", {}).get("total_ms") for f, _, _ in done.runs]}
             out.append({
-                **base, **fields, **compare(tokens, ref),
+                **base, **fields, **compare(tokens, ref), "timings": timings,
                 "order": self.config.order, "order_index": self.index,
                 "order_position": [p for _, _, p in done.runs],
-                "order_size": self.n_pending,
-                "repeats_total_ms": [f.get("timings", {}).get("total_ms") for f, _, _ in done.runs],
+                "order_size": self.n_plan,
             })
         return out
 
@@ -421,7 +426,7 @@ def run_bench(
                     warm_clips.add(clip)
                 if config.forced and current.reference is None:
                     current.untimed([(TARGET_ONLY, 0)], "reference pass")
-                current.timed(pending)
+                current.timed(plan, pending)
                 write(current.records(session["index"], prov, complete=True))
                 current = None
             session["status"] = "complete"

@@ -95,12 +95,26 @@ def extract_traces(records: Iterable[dict[str, Any]], source: str) -> dict[str, 
 
 def write_traces(run_dir: Path, out: Path, source: str) -> Path:
     """Write the trace of the run in ``run_dir`` to ``out`` (JSON)."""
-    from evspec.bench.records import read_records, write_json_atomic
+    from evspec.bench.records import RUN_FILE, read_json, read_records
+    from evspec.data.atomic import atomic_write_text
 
     doc = extract_traces(read_records(run_dir), source)
+    run_file = Path(run_dir) / RUN_FILE
+    if run_file.exists():  # where the acceptance was measured
+        env = (read_json(run_file).get("sessions") or [{}])[-1].get("env", {})
+        doc["measured_by"] = {"command": " ".join(env.get("command", [])), "git": env.get("git"),
+                              "backend": env.get("backend")}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, doc)
+    # compact: one line per (drafter, γ) keeps the file small and its diffs readable
+    lines = [json.dumps({k: v for k, v in doc.items() if k != "drafters"}, ensure_ascii=False)[:-1]
+             + ', "drafters": {']
+    entries = [(name, g, entry) for name, by_gamma in doc["drafters"].items() for g, entry in by_gamma.items()]
+    by_name: dict[str, list[str]] = {}
+    for name, g, entry in entries:
+        by_name.setdefault(name, []).append(f"  {json.dumps(g)}: {json.dumps(entry, separators=(',', ':'))}")
+    blocks = [f"{json.dumps(name)}: {{\n" + ",\n".join(rows) + "\n}" for name, rows in by_name.items()]
+    atomic_write_text(out, "\n".join(lines) + "\n" + ",\n".join(blocks) + "\n}}\n")
     return out
 
 

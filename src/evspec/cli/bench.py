@@ -66,8 +66,25 @@ def bench(
         float | None,
         typer.Option(help="Acceptance-controlled mode: drafts right with this probability."),
     ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Acceptance-replayed mode: an `evspec trace` file; each drafter's rounds "
+                          "are accepted as recorded there (greedy; e.g. world traces at 7b shapes)."),
+    ] = None,
+    order: Annotated[str, typer.Option(
+        help="Order of a request's configurations: rotate (request i starts at configuration i) "
+             "or random (seeded per request); recorded in every record.")] = "rotate",
+    cache: Annotated[str, typer.Option(
+        help="warm: an untimed pass of every configuration on each clip's first request, so "
+             "every timed run finds the clip cached; cold: caches cleared before every timed run.")] = "warm",
+    repeats: Annotated[int, typer.Option(
+        help="Timed runs per configuration and request (order re-rotated each time); the "
+             "record keeps the lower-median run.")] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests per configuration.")] = 1,
-    hf_baseline: Annotated[bool, typer.Option(help="Also time transformers generate.")] = True,
+    hf_baseline: Annotated[bool, typer.Option(help="Also time the transformers baselines.")] = True,
+    hf_baselines: Annotated[str, typer.Option(
+        help="Comma-separated transformers baselines: eager (default cache), static (static "
+             "cache, compiled by transformers on CUDA), prompt-lookup (assisted generation).")] = "eager",
     hf_cache: Annotated[
         str | None,
         typer.Option(help="cache_implementation of the HF baseline (default dynamic; 'static')."),
@@ -117,6 +134,11 @@ def bench(
             warmup=warmup,
             hf_baseline=hf_baseline,
             controlled_alpha=controlled_alpha,
+            replay=None if replay is None else str(replay),
+            order=order,
+            cache=cache,
+            repeats=repeats,
+            hf_baselines=_names(hf_baselines, "hf-baselines"),
             retry_failed=retry_failed,
             dataset=dataset,
             schedule=schedule,
@@ -178,6 +200,26 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+def trace(
+    run_dir: Annotated[Path, typer.Argument(help="A measured run folder written by `evspec bench`.")],
+    out: Annotated[Path, typer.Option(help="The acceptance-trace JSON file to write.")],
+    source: Annotated[str, typer.Option(
+        help="What the run measured, printed on every replayed report, e.g. 'world checkpoints, "
+             "56 held-out questions, CPU float32'.")],
+) -> None:
+    """Write the acceptance trace of RUN_DIR: every drafter's (drafted, accepted) per round,
+    per γ and request, which `evspec bench --replay FILE` plays back on other models
+    (e.g. the 7b preset): the acceptance-replayed mode."""
+    from evspec.bench.replay import write_traces
+
+    try:
+        path = write_traces(run_dir, out, source)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"trace: {exc}")
+        return
+    typer.echo(f"wrote {path}")
+
+
 def merge(
     run_dir: Annotated[
         Path, typer.Argument(help="Folder holding the shards (bench OUT, or a collect data folder).")
@@ -227,7 +269,8 @@ def _have_matplotlib() -> bool:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the top-level ``bench``, ``report`` and ``merge`` verbs."""
+    """Add the top-level ``bench``, ``report``, ``trace`` and ``merge`` verbs."""
     app.command("bench")(bench)
     app.command("report")(report)
+    app.command("trace")(trace)
     app.command("merge")(merge)
