@@ -38,8 +38,14 @@ def _mor(sp: Speedup | None) -> str:
     return f"{sp.mean_of_ratios:.2f} [{sp.mor_ci95[0]:.2f}, {sp.mor_ci95[1]:.2f}]"
 
 
+_HF_TITLES = {"hf-generate": "HF generate", "hf-static": "HF generate, static cache (+ compile on CUDA)",
+              "hf-prompt-lookup": "HF prompt lookup (assisted)"}
+
+
 def _name(s: ConfigSummary) -> str:
-    return {"target": "evspec target-only", "hf": "HF generate"}.get(s.kind, s.drafter)
+    if s.kind == "hf":
+        return _HF_TITLES.get(s.drafter, s.drafter)
+    return "evspec target-only" if s.kind == "target" else s.drafter
 
 
 def _lossless(s: ConfigSummary, greedy: bool) -> str:
@@ -258,8 +264,8 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
     lossless_base = [[_name(s), _lossless(s, greedy)] for s in summaries if s.kind == "hf"]
     if rows:
         out += md_table(["drafter", "γ", "α", "α model", "τ", "γ̄", "c", "v", "best γ (theory)", "lossless check"], rows)
-    if lossless_base:
-        out += [f"HF generate vs evspec target-only: {lossless_base[0][1]}.", ""]
+    for name, verdict in lossless_base:
+        out += [f"{name} vs evspec target-only: {verdict}.", ""]
 
     out += _pipeline_section(summaries, records)
 

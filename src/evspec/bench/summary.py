@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evspec.bench import theory
-from evspec.bench.config import HF_GENERATE, TARGET_ONLY
+from evspec.bench.config import HF_BASELINES, HF_GENERATE, TARGET_ONLY
+
+HF_NAMES = tuple(HF_BASELINES.values())
 
 #: stage breakdown keys, in pipeline order (``other`` = total − the rest)
 STAGES = (
@@ -149,8 +151,8 @@ def summarize(records: list[dict], *, max_gamma: int = 16) -> list[ConfigSummary
 
     def order(key: tuple[str, int]) -> tuple:
         name, gamma = key
-        rank = 0 if name == TARGET_ONLY else 1 if name == HF_GENERATE else 2
-        return (rank, name if rank == 2 else "", gamma)
+        rank = 0 if name == TARGET_ONLY else 1 if name in HF_NAMES else 2
+        return (rank, name if rank else "", gamma)
 
     out = []
     for key in sorted(groups, key=order):

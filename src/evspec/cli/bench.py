@@ -183,13 +183,35 @@ def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `evspec bench`.")],
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run folder written by `evspec bench` (not with --results).")
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the plots (needs matplotlib).")] = True,
     allow_mixed: Annotated[bool, typer.Option(
         help="Report records of different commits or hardware together (marked mixed).")] = False,
+    results: Annotated[Path | None, typer.Option(
+        help="Regenerate the results page instead: DIR/RESULTS.md and the README's results table "
+             "from DIR/headlines.json and the summaries it names (e.g. --results benchmarks/).")] = None,
+    readme: Annotated[Path | None, typer.Option(
+        help="With --results: the README to update (default: the one beside DIR).")] = None,
 ) -> None:
     """Write report.md (tables: speedups measured and predicted, α, τ, c, stage times),
-    summary.json and plots into RUN_DIR."""
+    summary.json and plots into RUN_DIR; or, with --results DIR, regenerate the results page."""
+    if results is not None:
+        from evspec.bench.results import write_results
+
+        if run_dir is not None:
+            _fail("report: give a RUN_DIR or --results DIR, not both")
+        try:
+            written = write_results(results, readme)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(f"report: {exc}")
+            return
+        typer.echo("wrote " + " and ".join(map(str, written)))
+        return
+    if run_dir is None:
+        _fail("report: give a RUN_DIR (a folder written by `evspec bench`) or --results DIR")
+        return
     from evspec.bench.report import build_report
 
     try:
