@@ -3,7 +3,7 @@
 With the fast engine the target's step is a replayed CUDA graph (~1 ms for the world
 models on an H200), while an eager :meth:`DraftHead.extend` launches some forty small
 kernels per drafted token and costs more than the target step it should save
-(benchmarks/world_bench_gpu.md: c 0.66–1.28).  :class:`StaticHeadRunner` runs the same
+(benchmarks/world.md: c 0.66–1.28).  :class:`StaticHeadRunner` runs the same
 arithmetic with every shape fixed:
 
 * the head's keys/values live in buffers of ``capacity`` rows; positions are a 0-d device
