@@ -54,7 +54,7 @@ mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG"; }
 { nvidia-smi -L 2>/dev/null || echo "no GPU"; git rev-parse HEAD 2>/dev/null || true
-  git status --porcelain --untracked-files=no 2>/dev/null | head -20; } >>"$LOG"
+  git status --porcelain --untracked-files=no 2>/dev/null | sed -n 1,20p || true; } >>"$LOG"
 
 WORLD=src/evspec/assets/world
 TRACE=benchmarks/results/world/acceptance_traces.json
