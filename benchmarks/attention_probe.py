@@ -1,4 +1,4 @@
-"""Decode attention alone, at the 7B shapes (issue 6): which kernel reads the KV fastest?
+"""Decode attention alone, at the 7B shapes: which kernel reads the KV fastest?
 
 One decode or score step attends ``T`` queries per head over ``kv_rows`` cache rows in each of
 32 layers.  This times that part alone, in a CUDA graph (as the engine replays it), for:

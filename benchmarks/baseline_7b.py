@@ -1,4 +1,4 @@
-"""Issue 2's real-size record: the 7B presets (random weights, bf16) through evspec's
+"""The real-size path: the 7B presets (random weights, bf16) through evspec's
 plain (dynamic-cache, eager) engine, beside HF ``generate``.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python3 benchmarks/baseline_7b.py [--new-tokens 64]

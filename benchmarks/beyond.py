@@ -1,4 +1,4 @@
-"""Issue 8, measured: dynamic γ, cascade, query router, tree verification, batched requests,
+"""Measured: dynamic γ, cascade, query router, tree verification, batched requests,
 each beside the plain engine with the best fixed γ (chosen in hindsight over the same set).
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python3 benchmarks/beyond.py --setting tiny   # CPU, random weights

@@ -1,4 +1,4 @@
-"""The measured features of ``benchmarks/beyond.py`` (issue 8): one :class:`Setting` (models,
+"""The measured features of ``benchmarks/beyond.py``: one :class:`Setting` (models,
 requests, run options), running a configuration over it, and the five features -- dynamic
 γ, cascade, query router, tree verification, batched requests -- each returning its table
 rows beside the best fixed γ.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Acceptance-controlled sweep at real 7B shapes (issues 5, 7): alpha x gamma x drafter, fast
+# Acceptance-controlled sweep at real 7B shapes: alpha x gamma x drafter, fast
 # engine, bf16, one GPU.  Usage (GPU machine, repo root):  bash benchmarks/controlled_7b.sh OUTDIR
 #
 # Knobs (environment): ALPHAS ["0.1 0.3 0.5 0.7 0.9"], GAMMAS [1,2,4,8], DRAFTERS [none,eventgpt],
@@ -7,6 +7,7 @@
 # with random weights of the 7B shapes (--drafter-path NAME=untrained: what they cost per token
 # is real, what they draft is replaced by the controlled stream).  CPU rehearsal:
 #   TARGET=tiny-random DEVICE=cpu ALPHAS=0.7 GAMMAS=2 HEADS=1 TOKENS=8 REQUESTS=1 bash benchmarks/controlled_7b.sh /tmp/c
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 out=${1:-runs/controlled_7b}
 tokens=${TOKENS:-64}

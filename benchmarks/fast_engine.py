@@ -1,4 +1,4 @@
-"""Fast-engine benchmark (issue 6): HF eager / HF static / our dynamic path / fast path
+"""Fast-engine benchmark: HF eager / HF static / our dynamic path / fast path
 (eager, CUDA graphs, fused, compiled) at real 7B shapes, prefix cache, end-to-end, overlap.
 
 Run on one GPU (the lead runs it on an H200)::

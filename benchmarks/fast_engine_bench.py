@@ -97,7 +97,7 @@ class Bench:
         if opts.get("compile"):
             # compile_buckets: powers of two up to 16 (also the size the question after a
             # cached prefix pads to) and every timed score size, unpadded (a score of 9
-            # padded to 16 rows spends ~0.1 ms more in attention, round 6)
+            # padded to 16 rows spends ~0.1 ms more in attention)
             opts["max_score_tokens"] = max(16, *self.score_sizes)
             opts["score_sizes"] = tuple(self.score_sizes)
             opts["compile_mode"] = self.args.compile_mode if self.device.type == "cuda" else None

@@ -1,4 +1,4 @@
-"""The 7B decode GEMVs alone (issue 6): cuBLAS against evspec's fused Triton kernel.
+"""The 7B decode GEMVs alone: cuBLAS against evspec's fused Triton kernel.
 
 For each projection of a LLaMA-7B layer (q/k/v 12288×4096 and gate/up 22016×4096 with the
 RMSNorm folded in; o 4096×4096 and down 4096×11008 with the residual add folded in; the LM

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7 on one GPU in one call (≤ 10 min on one H200): collect -> train every module ->
+# The draft heads on one GPU in one run (≤ 10 min on one H200): collect -> train every module ->
 # evaluate in the engine on held-out world clips -> table + JSON + the heads to ship.
 #
 #   PYTHONPATH=src HF_HUB_OFFLINE=1 bash benchmarks/heads_gpu.sh        # writes into $OUT
@@ -17,6 +17,7 @@
 # Outputs in $OUT (5 files): heads_table.md, heads.json, heads_assets.tar.gz (unpack into
 # src/evspec/assets/world/heads), runs.tar.gz (histories, loss plots, logs, engine
 # records), log.txt.  CPU rehearsal at micro scale: see docs/heads.md.
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

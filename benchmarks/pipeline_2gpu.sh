@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10: sequential SD on one GPU vs the pipelined schedule (drafter on a second GPU, or
+# Sequential SD on one GPU vs the pipelined schedule (drafter on a second GPU, or
 # on a second stream of the same GPU), beside target-only, acceptance-controlled α sweep.
 # Loads the models once (target + EventGPT on cuda:0, a second EventGPT on cuda:1) and runs,
 # per α: sequential (cuda:0), pipelined-2gpu (draft on cuda:1), pipelined-1gpu (cuda:0).
@@ -11,6 +11,7 @@
 #
 # Knobs (env): ALPHAS ("0.1 0.3 0.5 0.7 0.9"), GAMMAS (1,2,4,8), REQUESTS (3), TOKENS (64),
 # BUDGET_S (480: no new run starts after this many seconds; rerunning resumes).
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 out=${1:-runs/pipeline_2gpu}
 export PYTHONPATH=src HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-"""Issue 6 part 4: the research's 4-bit setting at real 7B shapes, beside bf16.
+"""The research's 4-bit setting at real 7B shapes, beside bf16.
 
 Both ``7b`` presets (Video-LLaVA-7B target, EventGPT-7B drafter; random weights) in three
 configurations, one after the other on one GPU:

@@ -6,6 +6,7 @@
 #
 # Layout after shipping: target/ drafter/ tokenizer/ clips/ manifest.json world_extra/
 # README.md (the exact commands and seeds) EVAL.md (the evaluation report).
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 
 SRC=${1:?usage: benchmarks/ship_world.sh DIR_WITH_world_assets.tar.gz}

@@ -2,8 +2,7 @@
 
 ``gemv.DECODE_CONFIGS`` and ``decode_attention.STEP_CONFIGS`` come from sweeps of each
 kernel alone (chained with itself); inside a step every kernel follows a different one,
-and the GEMVs reach 3.63–3.74 TB/s there against 3.86–4.0 alone (benchmarks/fast_engine.md,
-round 5).  This times what users get — greedy decoding with the tokens on the device
+and the GEMVs reach 3.63–3.74 TB/s there against 3.86–4.0 alone (benchmarks/fast_engine.md).  This times what users get — greedy decoding with the tokens on the device
 (``greedy_chain``: ``--steps`` graphed steps, one synchronisation) — once per variant:
 
     phase ``one``:  the shipped configuration, then one kernel changed at a time
@@ -38,8 +37,8 @@ from probe_common import median_ms, write_json
 
 #: weight shape (N, K) of each LLaMA-7B projection in gemv.DECODE_CONFIGS
 SHAPES = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
-#: labels tried per kernel (round 6's second sweep; the first round's lists are in its JSON
-#: and benchmarks/fast_engine.md); the first is the shipped one.  q/k/v: ``BKwWsS/cC`` (C columns of
+#: labels tried per kernel (the refined sweep; the first sweep's lists are in its JSON,
+#: benchmarks/results/engine/step_sweep.json); the first is the shipped one.  q/k/v: ``BKwWsS/cC`` (C columns of
 #: each rotary half a program: 2C weight rows); GEMVs: ``BNxBKwWsS``; attention
 #: stage 1 (one query row): ``blocks,keys,warps,stages``
 VARIANTS: dict[str, list[str]] = {
@@ -104,7 +103,7 @@ def step_ms(target: Any, request: Request, rows: int, steps: int, repeats: int, 
     step of ``rows`` tokens there (median) and the argmax of each row."""
     target.disable_fast()
     target.enable_fast(kernels=kernels, max_score_tokens=16, buckets=tuple(sorted({1, 2, 4, 8, 16, rows})),
-                       compile=compile)  # a score of ``rows`` runs unpadded, as the bench's (round 6, call 6)
+                       compile=compile)  # a score of ``rows`` runs unpadded, as the bench's
     state = target.prefill(request)
     first = int(state.last_logits.argmax())
     cuda = state.cache.k.device.type == "cuda"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every drafter on the world's held-out clips on one GPU (issue 5): `evspec bench` with the
+# Every drafter on the world's held-out clips on one GPU: `evspec bench` with the
 # plain engine, then with the fast engine (static cache, CUDA graphs, prefix cache), each
 # under a wall-time cap; partial runs keep every finished measurement (requests are measured
 # one at a time across all drafters, so a cap shortens the request list, not the drafter list).
@@ -17,6 +17,7 @@
 # Writes OUT/<variant>.tar.gz (the run folder: records.jsonl, run.json, summary.json, report.md,
 # plots; PACK=0 leaves the folder instead), OUT/<variant>_report.md, OUT/<variant>.log and
 # OUT/log.txt: 7 files, within what the device runner returns.
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-src}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false

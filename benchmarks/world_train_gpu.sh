@@ -15,6 +15,7 @@
 # a few steps) to prove the script end to end.  Knobs: CLIPS, TOTAL_S (wall-time goal),
 # EVAL_RESERVE_S, ACCEPT_PER_TYPE, SHIP_CLIPS, BATCH, LR, AUX_WEIGHT (0 = answers only),
 # WORK (scratch folder).
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; fi
 set -euo pipefail
 
 OUT=${OUT:?set OUT to the output folder}
