@@ -134,8 +134,12 @@ def _provenance_line(records: list[dict]) -> list[str]:
     prov = check_provenance(records, allow_mixed=True)
     if prov is None:
         return []
-    return [f"* engine: {prov.get('engine')}; numerics: {prov.get('numerics') or 'not stated'}; "
-            f"triton {prov.get('triton')}"]
+    lines = [f"* engine: {prov.get('engine')}; numerics: {prov.get('numerics') or 'not stated'}; "
+             f"triton {prov.get('triton')}"]
+    mixed = [f"{k} {prov[k]}" for k in _SAME if str(prov.get(k, "")).startswith("mixed: ")]
+    if mixed:  # only with --allow-mixed
+        lines.append(f"* **records of different provenance reported together**: {'; '.join(mixed)}")
+    return lines
 
 
 def _pipeline_section(summaries: list[ConfigSummary], records: list[dict]) -> list[str]:
