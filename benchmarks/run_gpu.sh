@@ -28,7 +28,7 @@ Options:
 
 Environment: WORLD_TEST (held-out world clips, default 40), REQUESTS (7B requests, 6),
 TOKENS (7B answer length, 128), CAP_S (seconds per bench run before it stops cleanly
-and keeps what it measured, 480).  Then, for a bench stage:
+and keeps what it measured, 480), HF (the transformers baselines, eager,static).  Then, for a bench stage:
   python3 -m evspec report OUT/run           # report.md + summary.json
   copy OUT/run/summary.json to benchmarks/results/<topic>/ and list it in
   benchmarks/headlines.json; python3 -m evspec report --results benchmarks/
@@ -91,7 +91,7 @@ world() {  # CACHE ENGINE...
   bench run --dataset "$MANIFEST" --split "$SPLIT" "${LIMIT[@]}" --target "$WORLD/target" \
     --draft-model "$WORLD/drafter" --device "$DEVICE" --dtype float32 \
     --drafters none,eventgpt,prompt-lookup,eventgpt-adapter,eventgpt-lora,event-head,target-head \
-    --gamma 2,4,6 --max-new-tokens 48 --hf-baselines eager,static --cache "$cache" "$@"
+    --gamma 2,4,6 --max-new-tokens 48 --hf-baselines "${HF:-eager,static}" --cache "$cache" "$@"
 }
 
 heads7b() {  # CACHE MODE...
@@ -99,7 +99,7 @@ heads7b() {  # CACHE MODE...
   bench run --dataset "random:$REQUESTS" --target "$PRESET" --device "$DEVICE" "${FAST[@]}" \
     --drafters none,eventgpt,event-head,target-head --gamma 2,4,6 --max-new-tokens "$TOKENS" \
     --drafter-path event-head=untrained --drafter-path target-head=untrained \
-    --hf-baselines eager,static --cache "$cache" "$@"
+    --hf-baselines "${HF:-eager,static}" --cache "$cache" "$@"
 }
 
 case $STAGE in
