@@ -105,6 +105,7 @@ def test_forced_modes_get_their_reference_before_any_drafter_runs(tmp_path):
     (dict(order="first"), "order"), (dict(cache="hot"), "cache"), (dict(repeats=0), "repeats"),
     (dict(hf_baselines=("compiled",)), "hf_baselines"),
     (dict(replay="t.json", controlled_alpha=0.5), "not both"),
+    (dict(replay="t.json", schedule="pipelined"), "sequential"),
 ])
 def test_fairness_settings_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):

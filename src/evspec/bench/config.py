@@ -119,6 +119,8 @@ class BenchConfig:
                 raise ValueError("BenchConfig: give either controlled_alpha or replay, not both")
             if self.temperature != 0:
                 raise ValueError("BenchConfig.replay needs greedy decoding (temperature 0)")
+            if self.schedule != "sequential":  # pre-drafts that are thrown away would use up rounds
+                raise ValueError("BenchConfig.replay needs the sequential schedule")
         if self.controlled_alpha is not None:
             a = self.controlled_alpha
             if not (isinstance(a, int | float) and 0.0 <= a <= 1.0):
