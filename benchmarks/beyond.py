@@ -95,7 +95,7 @@ def run(args) -> dict | None:
     g_rows, best_g, best_results = feature_gamma(s, base, gammas)  # always: it finds the best fixed γ
     best_row = next(r for r in g_rows if r.get("gamma") == best_g)
     if "gamma" in feats:
-        out["features"]["gamma"] = [base, *g_rows]
+        out["features"]["gamma"] = g_rows  # its own target-only row, interleaved with the rest
     if "cascade" in feats:
         out["features"]["cascade"] = feature_cascade(s, base, best_g, best_row)
     if "router" in feats:

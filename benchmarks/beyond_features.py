@@ -90,6 +90,27 @@ def run_set(s: Setting, fn: RunFn) -> list[Result]:
     return best
 
 
+def run_sets(s: Setting, fns: dict[str, RunFn]) -> dict[str, list[Result]]:
+    """Every configuration of ``fns`` on every request, interleaved so that none is
+    favoured: each warms up once, then request i runs the configurations in an order
+    rotated by i (and by the repeat), ``s.repeats`` times; the fastest run per request and
+    configuration is kept."""
+    names = list(fns)
+    if s.warmup:
+        for name in names:
+            fns[name](0, s.requests[0])
+    best: dict[str, list[Result | None]] = {name: [None] * len(s.requests) for name in names}
+    for rep in range(s.repeats):
+        for i, req in enumerate(s.requests):
+            shift = (i + rep) % len(names)
+            for name in names[shift:] + names[:shift]:
+                res = fns[name](i, req)
+                kept = best[name][i]
+                if kept is None or res.stats.total_ms < kept.stats.total_ms:
+                    best[name][i] = res
+    return {name: [r for r in runs if r is not None] for name, runs in best.items()}
+
+
 def engine_fn(s: Setting, make: Callable[[int], object], gamma: int = 4, policy=None) -> RunFn:
     """Plain ``engine.generate`` with the drafter ``make(i)`` (acceptance-controlled when set)."""
 
@@ -122,22 +143,36 @@ def main_drafter(s: Setting) -> Callable[[int], object]:
 
 
 def feature_gamma(s: Setting, base: dict, gammas: list[int]) -> tuple[list[dict], int, list[Result]]:
-    """Fixed-γ sweep (the best one in hindsight is the reference) and three dynamic policies."""
-    sweep = {g: run_set(s, engine_fn(s, s.main, g)) for g in gammas}
-    rows = [summarise(f"{s.drafter} γ={g}", res, s, base["total_ms"], gamma=g) for g, res in sweep.items()]
-    best = min(rows, key=lambda r: r["total_ms"])
-    best["config"] += " (best fixed, hindsight)"
-    c_sweep = next((r["c"] for r in rows if r["c"]), 0.5)
+    """Fixed-γ sweep (the best one in hindsight is the reference) and three dynamic
+    policies, all interleaved per request with target-only (``run_sets``), so that a
+    configuration's place in the order does not change its time.  The policies that take
+    c as given use c from an untimed calibration pass at the smallest γ."""
+    calib = [engine_fn(s, s.main, min(gammas))(i, req) for i, req in enumerate(s.requests[:4])]
+    c_sweep = summarise("calibration", calib, s, None)["c"] or 0.5
     shared = DynamicGamma(c=0.5, max_gamma=max(gammas), measure_c=True, window=16)
-    rows.append(summarise(f"{s.drafter} dynamic γ (running α, online c)",
-                          run_set(s, engine_fn(s, s.main, policy=lambda i: shared)), s, base["total_ms"]))
-    fresh = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), prior_alpha=0.5, window=16)  # noqa: E731
-    rows.append(summarise(f"{s.drafter} dynamic γ (per request, c={c_sweep:.3f} measured)",
-                          run_set(s, engine_fn(s, s.main, policy=fresh)), s, base["total_ms"]))
-    off = lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), min_gamma=0)  # noqa: E731
-    rows.append(summarise(f"{s.drafter} dynamic γ (may stop drafting)",
-                          run_set(s, engine_fn(s, s.main, policy=off)), s, base["total_ms"]))
-    return rows, int(best["gamma"]), sweep[int(best["gamma"])]
+    fns: dict[str, RunFn] = {"none": engine_fn(s, lambda i: None)}
+    fns.update({f"{s.drafter} γ={g}": engine_fn(s, s.main, g) for g in gammas})
+    fns[f"{s.drafter} dynamic γ (running α, online c)"] = engine_fn(s, s.main, policy=lambda i: shared)
+    fns[f"{s.drafter} dynamic γ (per request, c={c_sweep:.3f} measured)"] = engine_fn(
+        s, s.main, policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), prior_alpha=0.5, window=16))
+    fns[f"{s.drafter} dynamic γ (may stop drafting)"] = engine_fn(
+        s, s.main, policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), min_gamma=0))
+    runs = run_sets(s, fns)
+    none = runs.pop("none")  # target-only, in the same interleaving: the reference of these rows
+    base_ms = sum(r.stats.total_ms for r in none)
+    rows = [summarise("none (target only, interleaved)", none, s, base_ms)]
+    rows += [summarise(name, res, s, base_ms, **({"gamma": g} if (g := _fixed_gamma(name)) else {}))
+             for name, res in runs.items()]
+    fixed = [r for r in rows if r.get("gamma")]
+    best = min(fixed, key=lambda r: r["total_ms"])
+    best_results = runs[best["config"]]
+    best["config"] += " (best fixed, hindsight)"
+    return rows, int(best["gamma"]), best_results
+
+
+def _fixed_gamma(name: str) -> int | None:
+    head, sep, tail = name.rpartition(" γ=")
+    return int(tail) if sep and tail.isdigit() else None
 
 
 def feature_cascade(s: Setting, base: dict, best_g: int, best_row: dict) -> list[dict]:

@@ -18,6 +18,8 @@ Stages (minutes on one H200; each under 9):
                 evspec target-only, 128 new tokens, cache warm                               ~7
   heads7b-cold  the same with --cache cold                                                   ~7
   controlled7b  the same drafters at i.i.d. α 0.5 and 0.8 (acceptance-controlled sweep)      ~8
+  beyond7b      benchmarks/beyond.py at 7B shapes: fixed and dynamic γ interleaved per
+                request with target-only, and the cascade (acceptance-controlled)            ~6
   engine        benchmarks/fast_engine.py: decode/prefill/end-to-end of the fast engine
                 against HF eager and HF static + compile                                     ~8
 
@@ -122,6 +124,12 @@ case $STAGE in
         --drafter-path event-head=untrained --drafter-path target-head=untrained --controlled-alpha "$a" \
         --no-hf-baseline
     done ;;
+  beyond7b)
+    SETTING=(--setting 7b --device cuda --requests 6 --max-new-tokens 64)
+    [[ $TINY == 1 ]] && SETTING=(--setting tiny --device cpu --requests 2 --max-new-tokens 8)
+    log "beyond.py ${SETTING[*]} --features gamma,cascade"
+    timeout --signal=INT "$CAP_S" python3 benchmarks/beyond.py "${SETTING[@]}" --alpha 0.2,0.5,0.8 \
+      --features gamma,cascade --out "$OUT/beyond" >"$OUT/beyond.log" 2>&1 || log "beyond failed (beyond.log)" ;;
   engine)
     ARGS=(); [[ $TINY == 1 ]] && ARGS=(--preset tiny-random --device cpu --dtype float32 --repeats 2 \
       --hf-repeats 1 --e2e-tokens 8)
