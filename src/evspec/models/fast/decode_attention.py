@@ -3,7 +3,7 @@
 At batch 1 a decode step has one query per head, so a fused attention kernel that gives each
 (head, query block) one thread block runs 32 blocks on the H200's 132 multiprocessors, and
 reads the KV cache at about half the bandwidth a copy reaches; with a 9-token score step and
-an additive mask SDPA fell to 0.7 TB/s (benchmarks/results/attention_probe_h200_2026-11-29.json).
+an additive mask SDPA fell to 0.7 TB/s (benchmarks/results/engine/attention_probe.json).
 Here the cache rows are cut into ``splits`` chunks and every (KV head, chunk) is one block:
 
     stage 1, grid (H_kv, splits): the block's queries (all ``groups × T`` query rows that share
