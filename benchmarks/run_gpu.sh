@@ -30,7 +30,7 @@ Options:
 
 Environment: WORLD_TEST (held-out world clips, default 40), REQUESTS (7B requests, 6),
 TOKENS (7B answer length, 128), CAP_S (seconds per bench run before it stops cleanly
-and keeps what it measured, 480), HF (the transformers baselines, eager,static).  Then, for a bench stage:
+and keeps what it measured, 420), HF (the transformers baselines, eager,static).  Then, for a bench stage:
   python3 -m evspec report OUT/run           # report.md + summary.json
   copy OUT/run/summary.json to benchmarks/results/<topic>/ and list it in
   benchmarks/headlines.json; python3 -m evspec report --results benchmarks/
@@ -60,7 +60,7 @@ log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG"; }
 
 WORLD=src/evspec/assets/world
 TRACE=benchmarks/results/world/acceptance_traces.json
-CAP_S=${CAP_S:-480}
+CAP_S=${CAP_S:-420}
 if [[ $TINY == 1 ]]; then
   DEVICE=cpu; PRESET=tiny-random; REQUESTS=2; TOKENS=8; LIMIT=(--limit 2); FAST=(); CAP_S=${CAP_S:-480}
   MANIFEST=$WORLD/manifest.json; SPLIT=test
