@@ -152,11 +152,14 @@ def feature_gamma(s: Setting, base: dict, gammas: list[int]) -> tuple[list[dict]
     shared = DynamicGamma(c=0.5, max_gamma=max(gammas), measure_c=True, window=16)
     fns: dict[str, RunFn] = {"none": engine_fn(s, lambda i: None)}
     fns.update({f"{s.drafter} γ={g}": engine_fn(s, s.main, g) for g in gammas})
-    fns[f"{s.drafter} dynamic γ (running α, online c)"] = engine_fn(s, s.main, policy=lambda i: shared)
+    top = max(gammas)
+    fns[f"{s.drafter} dynamic γ (running α, online c)"] = engine_fn(
+        s, s.main, policy=lambda i: shared)
     fns[f"{s.drafter} dynamic γ (per request, c={c_sweep:.3f} measured)"] = engine_fn(
-        s, s.main, policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), prior_alpha=0.5, window=16))
+        s, s.main,
+        policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=top, prior_alpha=0.5, window=16))
     fns[f"{s.drafter} dynamic γ (may stop drafting)"] = engine_fn(
-        s, s.main, policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=max(gammas), min_gamma=0))
+        s, s.main, policy=lambda i: DynamicGamma(c=c_sweep, max_gamma=top, min_gamma=0))
     runs = run_sets(s, fns)
     none = runs.pop("none")  # target-only, in the same interleaving: the reference of these rows
     base_ms = sum(r.stats.total_ms for r in none)

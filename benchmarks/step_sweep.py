@@ -2,7 +2,8 @@
 
 ``gemv.DECODE_CONFIGS`` and ``decode_attention.STEP_CONFIGS`` come from sweeps of each
 kernel alone (chained with itself); inside a step every kernel follows a different one,
-and the GEMVs reach 3.63–3.74 TB/s there against 3.86–4.0 alone (benchmarks/fast_engine.md).  This times what users get — greedy decoding with the tokens on the device
+and the GEMVs reach 3.63–3.74 TB/s there against 3.86–4.0 alone (benchmarks/fast_engine.md).
+This times what users get — greedy decoding with the tokens on the device
 (``greedy_chain``: ``--steps`` graphed steps, one synchronisation) — once per variant:
 
     phase ``one``:  the shipped configuration, then one kernel changed at a time
@@ -38,7 +39,8 @@ from probe_common import median_ms, write_json
 #: weight shape (N, K) of each LLaMA-7B projection in gemv.DECODE_CONFIGS
 SHAPES = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
 #: labels tried per kernel (the refined sweep; the first sweep's lists are in its JSON,
-#: benchmarks/results/engine/step_sweep.json); the first is the shipped one.  q/k/v: ``BKwWsS/cC`` (C columns of
+#: benchmarks/results/engine/step_sweep.json); the first is the shipped one.
+#: q/k/v: ``BKwWsS/cC`` (C columns of
 #: each rotary half a program: 2C weight rows); GEMVs: ``BNxBKwWsS``; attention
 #: stage 1 (one query row): ``blocks,keys,warps,stages``
 VARIANTS: dict[str, list[str]] = {

@@ -53,7 +53,8 @@ class FakeBackend:
 
     def __init__(self, *, accept: dict[str, int] | None = None, interrupt_after: int | None = None,
                  fail: set[tuple[str, str]] = frozenset(), broken: set[str] = frozenset(),
-                 sleep: float = 0.0, wrong_tokens: set[str] = frozenset(), cold_ms: float = 0.0) -> None:
+                 sleep: float = 0.0, wrong_tokens: set[str] = frozenset(),
+                 cold_ms: float = 0.0) -> None:
         self.target = _Vocab()
         self.accept = accept or {}
         self.interrupt_after = interrupt_after

@@ -17,7 +17,9 @@ COLD_MS = 100.0  # what the first run on a clip pays on top (preprocess, vision,
 
 
 def _config(**kw) -> BenchConfig:
-    base = dict(drafters=("none", "fast"), gammas=(2, 4), warmup=0, dataset="fake", hf_baseline=False)
+    base = dict(
+        drafters=("none", "fast"), gammas=(2, 4), warmup=0, dataset="fake", hf_baseline=False
+    )
     return BenchConfig(**{**base, **kw})
 
 
@@ -63,8 +65,14 @@ def test_rotation_balances_positions_and_random_order_is_seeded(tmp_path):
     orders = [tuple(rnd.order_for(runs, i, f"r{i}")) for i in range(12)]
     assert orders == [tuple(rnd.order_for(runs, i, f"r{i}")) for i in range(12)]  # reproducible
     assert len(set(orders)) > 3 and all(sorted(o) == sorted(runs) for o in orders)
-    assert orders != [tuple(_config(drafters=("none", "a", "b"), gammas=(1,), order="random", seed=4)
-                            .order_for(runs, i, f"r{i}")) for i in range(12)]
+    assert orders != [
+        tuple(
+            _config(drafters=("none", "a", "b"), gammas=(1,), order="random", seed=4).order_for(
+                runs, i, f"r{i}"
+            )
+        )
+        for i in range(12)
+    ]
 
 
 class JitterBackend(FakeBackend):
@@ -77,8 +85,13 @@ class JitterBackend(FakeBackend):
 
 
 def test_repeats_keep_the_lower_median_and_record_every_total(tmp_path):
-    run_bench(_config(repeats=3, cache="cold"), make_items(2), JitterBackend(accept={"fast": 2}), tmp_path,
-              progress=False)
+    run_bench(
+        _config(repeats=3, cache="cold"),
+        make_items(2),
+        JitterBackend(accept={"fast": 2}),
+        tmp_path,
+        progress=False,
+    )
     recs = read_records(tmp_path)
     assert len(recs) == 2 * 3
     for r in recs:
@@ -93,20 +106,30 @@ def test_repeats_keep_the_lower_median_and_record_every_total(tmp_path):
 def test_forced_modes_get_their_reference_before_any_drafter_runs(tmp_path):
     """Acceptance-controlled with the drafter first in the order: an untimed reference pass."""
     backend = FakeBackend(accept={"fast": 2})
-    run_bench(_config(controlled_alpha=0.5, cache="cold", drafters=("fast",), gammas=(2,)), make_items(2),
-              backend, tmp_path, progress=False)
+    run_bench(
+        _config(controlled_alpha=0.5, cache="cold", drafters=("fast",), gammas=(2,)),
+        make_items(2),
+        backend,
+        tmp_path,
+        progress=False,
+    )
     recs = read_records(tmp_path)
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     assert {r["order_position"][0] for r in recs if r["drafter"] == "fast"} == {0, 1}
     assert len(backend.calls) == 2 * 3  # an untimed target-only pass per request, then two timed
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    (dict(order="first"), "order"), (dict(cache="hot"), "cache"), (dict(repeats=0), "repeats"),
-    (dict(hf_baselines=("compiled",)), "hf_baselines"),
-    (dict(replay="t.json", controlled_alpha=0.5), "not both"),
-    (dict(replay="t.json", schedule="pipelined"), "sequential"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(order="first"), "order"),
+        (dict(cache="hot"), "cache"),
+        (dict(repeats=0), "repeats"),
+        (dict(hf_baselines=("compiled",)), "hf_baselines"),
+        (dict(replay="t.json", controlled_alpha=0.5), "not both"),
+        (dict(replay="t.json", schedule="pipelined"), "sequential"),
+    ],
+)
 def test_fairness_settings_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         _config(**kw)

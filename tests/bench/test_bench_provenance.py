@@ -18,7 +18,9 @@ from evspec.cli import app
 
 
 def _run(tmp_path):
-    cfg = BenchConfig(drafters=("none", "fast"), gammas=(2,), warmup=0, dataset="fake", cache="cold")
+    cfg = BenchConfig(
+        drafters=("none", "fast"), gammas=(2,), warmup=0, dataset="fake", cache="cold"
+    )
     run_bench(cfg, make_items(2), FakeBackend(accept={"fast": 1}), tmp_path, progress=False)
     return read_records(tmp_path)
 
@@ -27,13 +29,33 @@ def test_every_record_carries_its_provenance(tmp_path):
     recs = _run(tmp_path)
     for r in recs:
         p = r["provenance"]
-        assert {"hardware", "torch", "transformers", "triton", "commit", "dirty", "dtype", "engine",
-                "numerics"} <= p.keys()
+        assert {
+            "hardware",
+            "torch",
+            "transformers",
+            "triton",
+            "commit",
+            "dirty",
+            "dtype",
+            "engine",
+            "numerics",
+        } <= p.keys()
         assert p["dtype"] == "float32" and p["engine"] == "default" and p["torch"]
-    env = {"device": {"gpus": [{"name": "NVIDIA H200"}], "driver": "580.1"}, "libraries": {"triton": "3.5"},
-           "git": {"commit": "abc", "dirty": True}}
-    p = provenance(env, {"fast": True, "compile": True, "kernels": "triton", "dtype": "bfloat16",
-                         "numerics": "exact"})
+    env = {
+        "device": {"gpus": [{"name": "NVIDIA H200"}], "driver": "580.1"},
+        "libraries": {"triton": "3.5"},
+        "git": {"commit": "abc", "dirty": True},
+    }
+    p = provenance(
+        env,
+        {
+            "fast": True,
+            "compile": True,
+            "kernels": "triton",
+            "dtype": "bfloat16",
+            "numerics": "exact",
+        },
+    )
     assert p["hardware"] == "NVIDIA H200 (driver 580.1)" and p["engine"] == "fast+compile+triton"
     assert (p["commit"], p["dirty"], p["numerics"], p["triton"]) == ("abc", True, "exact", "3.5")
 

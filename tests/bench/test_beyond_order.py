@@ -19,9 +19,12 @@ def test_run_sets_rotates_the_order_and_keeps_the_fastest(monkeypatch):
         def run(i, req):
             calls.append((name, i))
             stats = RequestStats(drafter=name, gamma=1)
-            stats.total_ms = 10.0 + (50.0 if i not in seen else 0.0)  # the first run on a request is cold
+            stats.total_ms = 10.0 + (
+                50.0 if i not in seen else 0.0
+            )  # the first run on a request is cold
             seen.add(i)
             return Result(tokens=[1], text="", stats=stats)
+
         return run
 
     s = SimpleNamespace(requests=["q0", "q1", "q2"], repeats=2, warmup=False)

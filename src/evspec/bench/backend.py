@@ -185,7 +185,9 @@ class EngineBackend:
         elif variant == "prompt-lookup":
             extra = {"prompt_lookup_num_tokens": self.hf_lookup_tokens}
         else:
-            raise ValueError(f"hf_generate variant must be eager, static or prompt-lookup, got {variant!r}")
+            raise ValueError(
+                f"hf_generate variant must be eager, static or prompt-lookup, got {variant!r}"
+            )
         tokens, ms = fn(request, max_new_tokens, **extra)
         return [int(t) for t in tokens], float(ms)
 

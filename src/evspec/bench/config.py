@@ -103,9 +103,13 @@ class BenchConfig:
                 f"BenchConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
         if self.order not in ORDERS:
-            raise ValueError(f"BenchConfig.order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+            raise ValueError(
+                f"BenchConfig.order must be one of {', '.join(ORDERS)}, got {self.order!r}"
+            )
         if self.cache not in CACHES:
-            raise ValueError(f"BenchConfig.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+            raise ValueError(
+                f"BenchConfig.cache must be one of {', '.join(CACHES)}, got {self.cache!r}"
+            )
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise ValueError(f"BenchConfig.repeats must be an integer >= 1, got {self.repeats!r}")
         unknown = [n for n in self.hf_baselines if n not in HF_BASELINES]

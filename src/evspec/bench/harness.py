@@ -116,7 +116,8 @@ class _Drafters:
 
                     if self._traces is None:
                         self._traces = load_traces(self.config.replay)
-                    inner = ReplayDrafter(inner, self.backend.target, self._traces.for_drafter(name))
+                    trace = self._traces.for_drafter(name)
+                    inner = ReplayDrafter(inner, self.backend.target, trace)
                 self._made[name] = inner
             except Exception as exc:  # recorded per measurement by the caller
                 self._made[name] = exc
@@ -221,7 +222,9 @@ def _clear(backend: BenchBackend, drafters: _Drafters) -> None:
     """Cold cache: forget every per-clip cache before a timed run."""
     clear = getattr(backend, "clear_caches", None)
     if not callable(clear):
-        raise TypeError(f"{type(backend).__name__} has no clear_caches(): it cannot run --cache cold")
+        raise TypeError(
+            f"{type(backend).__name__} has no clear_caches(): it cannot run --cache cold"
+        )
     clear(drafters.built())
 
 
@@ -244,14 +247,20 @@ class _Request:
     """Measures one request: untimed warm and reference passes, then every pending
     configuration ``repeats`` times in the configured order."""
 
-    def __init__(self, backend: BenchBackend, drafters: _Drafters, config: BenchConfig, bar: tqdm,
-                 index: int, item: BenchItem, request: Request, reference: list[int] | None) -> None:
+    def __init__(
+        self, backend: BenchBackend, drafters: _Drafters, config: BenchConfig, bar: tqdm,
+        index: int, item: BenchItem, request: Request, reference: list[int] | None,
+    ) -> None:
         self.backend, self.drafters, self.config, self.bar = backend, drafters, config, bar
         self.index, self.item, self.request = index, item, request
         self.reference = reference
         self.seed = request_seed(config, item.request_id)
         self.done: dict[tuple[str, int], _Done] = {}
         self.n_plan = 0
+
+    def _run(self, name: str, gamma: int) -> tuple[dict[str, Any], list[int]]:
+        return _run_one(self.backend, self.drafters, self.request, name, gamma, self.config,
+                        self.seed, self.reference, self.index)
 
     def untimed(self, runs: list[tuple[str, int]], what: str) -> None:
         """Run ``runs`` once each, unrecorded (a failure is left to the timed run)."""
@@ -260,8 +269,7 @@ class _Request:
                 continue  # no reference yet: the drafter cannot be forced
             self.bar.set_postfix_str(f"{what} {self.item.request_id} {name} γ={gamma}")
             try:
-                _, tokens = _run_one(self.backend, self.drafters, self.request, name, gamma, self.config,
-                                     self.seed, self.reference, self.index)
+                _, tokens = self._run(name, gamma)
             except Exception as exc:
                 self.bar.write(f"{what} of {name} γ={gamma} failed: {type(exc).__name__}: {exc}")
                 self.backend.recover()
@@ -287,8 +295,7 @@ class _Request:
                 try:
                     if self.config.cache == "cold":
                         _clear(self.backend, self.drafters)
-                    fields, tokens = _run_one(self.backend, self.drafters, self.request, name, gamma,
-                                              self.config, self.seed, self.reference, self.index)
+                    fields, tokens = self._run(name, gamma)
                 except Exception as exc:  # out of memory, bad input, drafter error ...
                     done.error = exc
                     self.backend.recover()
@@ -297,7 +304,9 @@ class _Request:
                 if name == TARGET_ONLY and self.reference is None:
                     self.reference = tokens
 
-    def records(self, session: int, prov: dict[str, Any], *, complete: bool) -> list[dict[str, Any]]:
+    def records(
+        self, session: int, prov: dict[str, Any], *, complete: bool
+    ) -> list[dict[str, Any]]:
         """One record per configuration measured, in plan order (with ``complete=False``,
         after Ctrl-C: only those whose every repeat ran)."""
         out = []
@@ -313,8 +322,8 @@ class _Request:
             fields, tokens = _median_run(done)
             ref = None if name == TARGET_ONLY else self.reference
             # every repeat's total beside the kept (lower-median) run's stage times
-            timings = {**fields.get("timings", {}),
-                       "repeats_total_ms": [f.get("timings", {}).get("total_ms") for f, _, _ in done.runs]}
+            totals = [f.get("timings", {}).get("total_ms") for f, _, _ in done.runs]
+            timings = {**fields.get("timings", {}), "repeats_total_ms": totals}
             out.append({
                 **base, **fields, **compare(tokens, ref), "timings": timings,
                 "order": self.config.order, "order_index": self.index,
@@ -413,8 +422,9 @@ def run_bench(
                 try:
                     request = item.load()
                 except Exception as exc:  # a bad clip: every measurement of it fails
-                    write([failed_record(base_record(item, name, gamma, config, session["index"], prov), exc)
-                           for name, gamma in pending])
+                    bases = [base_record(item, name, gamma, config, session["index"], prov)
+                             for name, gamma in pending]
+                    write([failed_record(base, exc) for base in bases])
                     continue
                 ref_rec = log.get(record_key(item.request_id, TARGET_ONLY, 0))
                 reference = ref_rec.get("tokens") if ref_rec and ref_rec.get("status") == "ok" else None

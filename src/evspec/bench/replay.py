@@ -51,7 +51,9 @@ class DrafterTrace:
             )
         answers = [a for a in self.rounds[gamma] if a]
         if not answers:
-            raise ValueError(f"the acceptance trace of {self.drafter!r} at γ = {gamma} has no rounds")
+            raise ValueError(
+                f"the acceptance trace of {self.drafter!r} at γ = {gamma} has no rounds"
+            )
         i = start % len(answers)
         while True:
             yield from answers[i]
@@ -76,21 +78,33 @@ def extract_traces(records: Iterable[dict[str, Any]], source: str) -> dict[str, 
     """The trace document of a run's records: every ok speculative record's rounds, by
     drafter, γ and request (in record order)."""
     if not source.strip():
-        raise ValueError("an acceptance trace needs a source: say what was measured, e.g. "
-                         "'world checkpoints, 56 held-out questions, CPU float32'")
+        raise ValueError(
+            "an acceptance trace needs a source: say what was measured, e.g. "
+            "'world checkpoints, 56 held-out questions, CPU float32'"
+        )
     drafters: dict[str, dict[str, dict[str, list]]] = {}
     for r in records:
-        if r.get("status") != "ok" or r.get("kind") != "spec" or r.get("controlled_alpha") is not None:
+        if (
+            r.get("status") != "ok"
+            or r.get("kind") != "spec"
+            or r.get("controlled_alpha") is not None
+        ):
             continue
         if r.get("label", "measured") != "measured":
             continue  # never a trace of a trace
-        by_gamma = drafters.setdefault(r["drafter"], {}).setdefault(str(int(r["gamma"])),
-                                                                  {"request_ids": [], "rounds": []})
+        by_gamma = drafters.setdefault(r["drafter"], {}).setdefault(
+            str(int(r["gamma"])), {"request_ids": [], "rounds": []}
+        )
         by_gamma["request_ids"].append(r["request_id"])
         by_gamma["rounds"].append([[int(row[0]), int(row[1])] for row in r.get("rounds", [])])
     if not drafters:
         raise ValueError("no measured speculative records to take acceptance from")
-    return {"format": TRACE_FORMAT, "version": TRACE_VERSION, "source": source, "drafters": drafters}
+    return {
+        "format": TRACE_FORMAT,
+        "version": TRACE_VERSION,
+        "source": source,
+        "drafters": drafters,
+    }
 
 
 def write_traces(run_dir: Path, out: Path, source: str) -> Path:
@@ -102,18 +116,31 @@ def write_traces(run_dir: Path, out: Path, source: str) -> Path:
     run_file = Path(run_dir) / RUN_FILE
     if run_file.exists():  # where the acceptance was measured
         env = (read_json(run_file).get("sessions") or [{}])[-1].get("env", {})
-        doc["measured_by"] = {"command": " ".join(env.get("command", [])), "git": env.get("git"),
-                              "backend": env.get("backend")}
+        doc["measured_by"] = {
+            "command": " ".join(env.get("command", [])),
+            "git": env.get("git"),
+            "backend": env.get("backend"),
+        }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # compact: one line per (drafter, γ) keeps the file small and its diffs readable
-    lines = [json.dumps({k: v for k, v in doc.items() if k != "drafters"}, ensure_ascii=False)[:-1]
-             + ', "drafters": {']
-    entries = [(name, g, entry) for name, by_gamma in doc["drafters"].items() for g, entry in by_gamma.items()]
+    lines = [
+        json.dumps({k: v for k, v in doc.items() if k != "drafters"}, ensure_ascii=False)[:-1]
+        + ', "drafters": {'
+    ]
+    entries = [
+        (name, g, entry)
+        for name, by_gamma in doc["drafters"].items()
+        for g, entry in by_gamma.items()
+    ]
     by_name: dict[str, list[str]] = {}
     for name, g, entry in entries:
-        by_name.setdefault(name, []).append(f"  {json.dumps(g)}: {json.dumps(entry, separators=(',', ':'))}")
-    blocks = [f"{json.dumps(name)}: {{\n" + ",\n".join(rows) + "\n}" for name, rows in by_name.items()]
+        by_name.setdefault(name, []).append(
+            f"  {json.dumps(g)}: {json.dumps(entry, separators=(',', ':'))}"
+        )
+    blocks = [
+        f"{json.dumps(name)}: {{\n" + ",\n".join(rows) + "\n}" for name, rows in by_name.items()
+    ]
     atomic_write_text(out, "\n".join(lines) + "\n" + ",\n".join(blocks) + "\n}}\n")
     return out
 
@@ -122,7 +149,9 @@ def load_traces(path: str | Path) -> Traces:
     """Read a trace file, checking its format and every round (0 <= n <= k)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no acceptance trace (make one with `evspec trace RUN --out FILE`)")
+        raise FileNotFoundError(
+            f"{path}: no acceptance trace (make one with `evspec trace RUN --out FILE`)"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -130,7 +159,9 @@ def load_traces(path: str | Path) -> Traces:
     if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
         raise ValueError(f"{path}: not an acceptance trace (format {TRACE_FORMAT!r} expected)")
     if doc.get("version") != TRACE_VERSION:
-        raise ValueError(f"{path}: trace version {doc.get('version')!r}, this evspec reads {TRACE_VERSION}")
+        raise ValueError(
+            f"{path}: trace version {doc.get('version')!r}, this evspec reads {TRACE_VERSION}"
+        )
     source = str(doc.get("source", "")).strip() or str(path)
     out: dict[str, DrafterTrace] = {}
     for name, by_gamma in doc.get("drafters", {}).items():

@@ -38,8 +38,11 @@ def _mor(sp: Speedup | None) -> str:
     return f"{sp.mean_of_ratios:.2f} [{sp.mor_ci95[0]:.2f}, {sp.mor_ci95[1]:.2f}]"
 
 
-_HF_TITLES = {"hf-generate": "HF generate", "hf-static": "HF generate, static cache (+ compile on CUDA)",
-              "hf-prompt-lookup": "HF prompt lookup (assisted)"}
+_HF_TITLES = {
+    "hf-generate": "HF generate",
+    "hf-static": "HF generate, static cache (+ compile on CUDA)",
+    "hf-prompt-lookup": "HF prompt lookup (assisted)",
+}
 
 
 def _name(s: ConfigSummary) -> str:
@@ -190,9 +193,13 @@ def _fairness(ident: dict) -> str:
     if "order" not in ident:
         return ("Order: target-only first on every request (a run made before the order-free "
                 "harness: configurations after it may find the clip cached).")
-    order = {"rotate": "rotated per request", "random": "seeded random per request"}.get(ident["order"], ident["order"])
-    cache = {"warm": "warm for every configuration (an untimed pass of each on a clip's first request)",
-             "cold": "cold for every configuration (cleared before every timed run)"}.get(ident.get("cache"), "?")
+    orders = {"rotate": "rotated per request", "random": "seeded random per request"}
+    caches = {
+        "warm": "warm for every configuration (an untimed pass of each on a clip's first request)",
+        "cold": "cold for every configuration (cleared before every timed run)",
+    }
+    order = orders.get(ident["order"], ident["order"])
+    cache = caches.get(ident.get("cache"), "?")
     repeats = ident.get("repeats", 1)
     rep = f"; {repeats} repeats, the lower-median kept" if repeats > 1 else ""
     return f"Order: {order}; cache: {cache}{rep}."
@@ -208,7 +215,8 @@ def render_markdown(run: dict, records: list[dict], summaries: list[ConfigSummar
     out = [f"# evspec benchmark ({label_text(run)})", ""]
     if label == "acceptance-replayed":
         out += [
-            f"> **Acceptance-replayed** (source: {run.get('replay_source', '?')}): the drafters' real "
+            f"> **Acceptance-replayed** (source: {run.get('replay_source', '?')}): the drafters' "
+            "real "
             "compute ran, and each drafter's rounds were accepted exactly as recorded on the "
             "source run (per round, per draft position). Timings are real; acceptance is the "
             "source's, not these models'.",
@@ -343,7 +351,8 @@ def check_provenance(records: list[dict], *, allow_mixed: bool = False) -> dict[
             f"the records come from different {', '.join(mixed)} ({detail}); report them apart, "
             f"or pass --allow-mixed to report them together (marked mixed)"
         )
-    return {k: (f"mixed: {', '.join(sorted(v))}" if len(v) > 1 else first.get(k)) for k, v in seen.items()}
+    return {k: (f"mixed: {', '.join(sorted(v))}" if len(v) > 1 else first.get(k))
+            for k, v in seen.items()}
 
 
 def build_report(run_dir: Path, *, plots: bool = True, allow_mixed: bool = False) -> Path:

@@ -175,7 +175,8 @@ def _check(record: dict, target: dict[str, dict]) -> dict:
     """The record's lossless check; made here from the answer tokens when the record was
     written before its request's target-only answer existed (a run stopped mid-request)."""
     if record.get("matches_target") is not None:
-        return {"matches_target": record["matches_target"], "prefix_match": record.get("prefix_match")}
+        return {"matches_target": record["matches_target"],
+                "prefix_match": record.get("prefix_match")}
     from evspec.bench.measure import compare
 
     ref = target.get(record["request_id"])

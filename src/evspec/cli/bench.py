@@ -69,14 +69,16 @@ def bench(
     replay: Annotated[
         Path | None,
         typer.Option(help="Acceptance-replayed mode: an `evspec trace` file; each drafter's rounds "
-                          "are accepted as recorded there (greedy; e.g. world traces at 7b shapes)."),
+                          "are accepted as recorded there (greedy; e.g. world traces at 7b "
+                          "shapes)."),
     ] = None,
     order: Annotated[str, typer.Option(
         help="Order of a request's configurations: rotate (request i starts at configuration i) "
              "or random (seeded per request); recorded in every record.")] = "rotate",
     cache: Annotated[str, typer.Option(
         help="warm: an untimed pass of every configuration on each clip's first request, so "
-             "every timed run finds the clip cached; cold: caches cleared before every timed run.")] = "warm",
+             "every timed run finds the clip cached; cold: caches cleared before every timed "
+             "run.")] = "warm",
     repeats: Annotated[int, typer.Option(
         help="Timed runs per configuration and request (order re-rotated each time); the "
              "record keeps the lower-median run.")] = 1,
@@ -84,7 +86,8 @@ def bench(
     hf_baseline: Annotated[bool, typer.Option(help="Also time the transformers baselines.")] = True,
     hf_baselines: Annotated[str, typer.Option(
         help="Comma-separated transformers baselines: eager (default cache), static (static "
-             "cache, compiled by transformers on CUDA), prompt-lookup (assisted generation).")] = "eager",
+             "cache, compiled by transformers on CUDA), prompt-lookup (assisted generation)."
+    )] = "eager",
     hf_cache: Annotated[
         str | None,
         typer.Option(help="cache_implementation of the HF baseline (default dynamic; 'static')."),
@@ -184,14 +187,16 @@ def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
 
 def report(
     run_dir: Annotated[
-        Path | None, typer.Argument(help="A run folder written by `evspec bench` (not with --results).")
+        Path | None,
+        typer.Argument(help="A run folder written by `evspec bench` (not with --results)."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the plots (needs matplotlib).")] = True,
     allow_mixed: Annotated[bool, typer.Option(
         help="Report records of different commits or hardware together (marked mixed).")] = False,
     results: Annotated[Path | None, typer.Option(
         help="Regenerate the results page instead: DIR/RESULTS.md and the README's results table "
-             "from DIR/headlines.json and the summaries it names (e.g. --results benchmarks/).")] = None,
+             "from DIR/headlines.json and the summaries it names (e.g. --results benchmarks/)."
+    )] = None,
     readme: Annotated[Path | None, typer.Option(
         help="With --results: the README to update (default: the one beside DIR).")] = None,
 ) -> None:
@@ -223,7 +228,9 @@ def report(
 
 
 def trace(
-    run_dir: Annotated[Path, typer.Argument(help="A measured run folder written by `evspec bench`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A measured run folder written by `evspec bench`.")
+    ],
     out: Annotated[Path, typer.Option(help="The acceptance-trace JSON file to write.")],
     source: Annotated[str, typer.Option(
         help="What the run measured, printed on every replayed report, e.g. 'world checkpoints, "
