@@ -1,6 +1,7 @@
 """The ``evspec`` command: a table of typed verbs (each is also a Python function).
 
-Each verb group lives in its own module exposing ``register(app)``.
+Each verb group lives in its own module exposing ``register(app)``.  Input errors from any
+verb end as one ``error: ...`` line and a non-zero exit (``evspec.cli.errors``).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ import importlib
 
 import typer
 
+from evspec.cli.errors import ErrorGroup
+
 app = typer.Typer(
     name="evspec",
+    cls=ErrorGroup,
     help="Lossless speculative decoding for Video-LLaVA with event-camera drafters.",
     no_args_is_help=True,
     add_completion=False,
