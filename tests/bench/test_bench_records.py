@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from evspec.bench.records import RecordLog, read_json, read_records, record_key, write_json_atomic
+from evspec.bench.records import (
+    BENCH_FIELDS,
+    CorruptRecordWarning,
+    RecordLog,
+    read_json,
+    read_records,
+    record_key,
+    write_json_atomic,
+)
 
 
 def test_append_and_read_back(tmp_path):
@@ -40,13 +48,18 @@ def test_torn_last_line_is_cut_on_open(tmp_path):
         json.loads(line)
 
 
-def test_corrupt_middle_line_names_the_line(tmp_path):
+def test_corrupt_middle_line_is_skipped_then_quarantined(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')
-    with pytest.raises(ValueError, match=r"records.jsonl:2: corrupt record"):
-        read_records(tmp_path)
-    with pytest.raises(ValueError, match=r":2:"):
-        RecordLog.open(tmp_path)
+    with pytest.warns(CorruptRecordWarning, match=r"records.jsonl: 1 corrupt record line\(s\) \(lines 2;"):
+        assert [r["key"] for r in read_records(tmp_path)] == ["a", "b"]
+    with pytest.warns(CorruptRecordWarning, match="records.quarantine.jsonl; they are measured again"):
+        with RecordLog.open(tmp_path) as log:
+            assert len(log) == 2
+    assert path.read_text() == '{"key":"a"}\n{"key":"b"}\n'
+    assert (tmp_path / "records.quarantine.jsonl").read_text() == "not json\n"
+    with pytest.warns(CorruptRecordWarning, match=r"line 1: no 'request_id' \(str\)"):
+        assert read_records(tmp_path, fields=BENCH_FIELDS) == []
 
 
 def test_last_record_per_key_wins(tmp_path):

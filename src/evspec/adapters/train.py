@@ -33,6 +33,7 @@ from evspec.adapters.lora import PROJECTIONS, LoraSpec, apply_lora
 from evspec.adapters.objectives import LossWeights
 from evspec.adapters.store import CollectedData
 from evspec.adapters.tasks import AdapterTask, HeadTask, LoraTask, Task, evaluate_task
+from evspec.data.runlock import holds_run_lock
 from evspec.models.safe_load import load_torch_state
 
 STATE_FILE = "train_state.pt"
@@ -213,6 +214,7 @@ def _batch_stream(data: CollectedData, task: Task, cfg: TrainConfig, device: tor
         epoch += 1
 
 
+@holds_run_lock("train", lambda a: Path(a["out"]))
 def train(
     cfg: TrainConfig,
     data_dir: str | Path,

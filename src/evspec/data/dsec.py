@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evspec.data.atomic import atomic_dir, atomic_write_text
+from evspec.data.runlock import holds_run_lock
 from evspec.data.clipio import save_events
 from evspec.data.dsec_h5 import DsecEventsFile
 from evspec.data.dsec_questions import QUESTION_SETS
@@ -219,6 +220,7 @@ def _check_resume(out: Path, cfg: DsecBuildConfig) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+@holds_run_lock("data dsec", lambda a: Path(a["out"]))
 def build_dsec_clips(
     root: str | Path, out: str | Path, cfg: DsecBuildConfig, *, progress: bool = True
 ) -> DsecBuildReport:
