@@ -5,6 +5,7 @@ refused quickly with a ``DataError`` naming the file; ``data check`` lists every
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -163,3 +164,39 @@ def test_data_check_lists_every_bad_clip_in_one_pass(tmp_path: Path) -> None:
 
     res = CliRunner().invoke(app, ["data", "check", str(path)])
     assert res.exit_code == 1 and "5 problem(s)" in res.output and "Traceback" not in res.output
+
+
+def test_import_eventgpt_stays_inside_root_with_safe_ids(tmp_path: Path) -> None:
+    from evspec.data.eventgpt_import import import_eventgpt
+    from evspec.data.manifest import ManifestError
+
+    root = tmp_path / "research"
+    (root / "event_npy" / "seq").mkdir(parents=True)
+    np.save(root / "event_npy" / "seq" / "a.npy", {**EVENTS}, allow_pickle=True)
+    (tmp_path / "secret.npy").write_bytes(b"outside")
+    conv = [{"from": "human", "value": "<event>\nWhat moves?"}, {"from": "gpt", "value": "A car."}]
+    records = [
+        {"id": "ok-1", "event_data": "seq/a.npy", "conversations": conv},
+        {"id": "up", "event_data": "../../secret.npy", "conversations": conv},
+        {"id": "abs", "event_data": str(tmp_path / "secret.npy"), "conversations": conv},
+        {"id": "../../evil", "event_data": "seq/a.npy", "conversations": conv},
+        {"id": "gone", "event_data": "seq/missing.npy", "conversations": conv},
+    ]
+    js = tmp_path / "subset.json"
+    js.write_text(json.dumps(records))
+    with pytest.raises(ManifestError) as err:
+        import_eventgpt(js, root, tmp_path / "m.json")
+    text = str(err.value)
+    assert [p.field for p in err.value.problems] == ["[1].event_data", "[2].event_data", "[3].id",
+                                                     "[4].event_data"]
+    assert "leads outside --root" in text and "not a safe clip id" in text
+    assert "no such events file" in text and not (tmp_path / "m.json").exists()
+    js.write_text(json.dumps(records[:1]))
+    manifest = import_eventgpt(js, root, tmp_path / "m.json")
+    assert [c.id for c in manifest.clips] == ["ok-1"]
+    runner = CliRunner()
+    from evspec.cli import app
+
+    res = runner.invoke(app, ["data", "import-eventgpt", str(js), "--root", str(root), "--out",
+                              str(tmp_path)])
+    assert res.exit_code == 1 and f"error: --out {tmp_path}: is a folder" in res.output

@@ -56,6 +56,7 @@ def generate_cmd(
     from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
+    from evspec.decoding.sampling import validate_sampling
     from evspec.models.fast.config import check_fast_options
     from evspec.session import QUANT_CHOICES, is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
@@ -65,6 +66,7 @@ def generate_cmd(
         from evspec.decoding.engine import generate
 
     try:
+        validate_sampling(temperature, top_p)  # before any model loads
         if schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if quant not in QUANT_CHOICES:
