@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -66,7 +67,10 @@ def generate_cmd(
         from evspec.decoding.engine import generate
 
     try:
-        validate_sampling(temperature, top_p)  # before any model loads
+        validate_sampling(temperature, top_p)  # before any model loads, like the paths
+        for option, value in (("--video", video), ("--events", events)):
+            if value not in (None, "random") and not Path(value).exists():
+                raise FileNotFoundError(f"{option} {value}: no such file or folder")
         if schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if quant not in QUANT_CHOICES:

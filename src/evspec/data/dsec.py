@@ -208,7 +208,11 @@ def _check_resume(out: Path, cfg: DsecBuildConfig) -> None:
     stamp = out / CLIPS_DIR / ".settings.json"
     key = _settings_key(cfg)
     if stamp.is_file():
-        old = json.loads(stamp.read_text())
+        try:
+            old = json.loads(stamp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(str(stamp), "file", f"not valid JSON ({exc}); delete it (and the "
+                            "clips beside it) to rebuild") from None
         if old != key:
             raise DataError(
                 str(out), "settings",
