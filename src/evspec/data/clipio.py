@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
+from tokenize import TokenError
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +101,10 @@ def _load_npz(path: Path) -> EventStream:
             arrays = {k: z[k] for k in ("x", "y", "t", "p")}
     except DataError:
         raise
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, SyntaxError,
-            MemoryError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, SyntaxError,
+            TokenError, TypeError, NotImplementedError, RuntimeError, MemoryError) as exc:
+        # RuntimeError: zipfile's "encrypted member"; NotImplementedError: an unknown method;
+        # SyntaxError, TokenError: numpy parses each member's header with Python's tokenizer
         raise DataError(
             source, "file", f"corrupted or truncated events file ({type(exc).__name__}: {exc})"
         ) from None

@@ -144,8 +144,8 @@ def _read_header(f: io.BufferedIOBase, source: str) -> tuple[tuple[int, ...], bo
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(f)
         return np.lib.format.read_array_header_2_0(f)
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError, MemoryError) as exc:
-        raise DataError(source, "file", f"not a valid .npy file ({exc})") from None
+    except Exception as exc:  # numpy parses the header with Python's tokenizer: any error
+        raise DataError(source, "file", f"not a valid .npy file ({type(exc).__name__}: {exc})") from None
 
 
 def read_research_dict(path: str | Path) -> dict[str, Any]:
