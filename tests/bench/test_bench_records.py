@@ -9,6 +9,7 @@ import pytest
 from evspec.bench.records import (
     BENCH_FIELDS,
     CorruptRecordWarning,
+    DuplicateRecordWarning,
     RecordLog,
     read_json,
     read_records,
@@ -90,3 +91,15 @@ def test_record_key_rejects_separator():
 def test_missing_records_explains(tmp_path):
     with pytest.raises(FileNotFoundError, match="evspec bench"):
         read_records(tmp_path)
+
+
+def test_a_measurement_recorded_ok_twice_is_reported(tmp_path):
+    with RecordLog.open(tmp_path) as log:
+        log.append({"key": "a|x|1", "status": "failed"})
+        log.append({"key": "a|x|1", "status": "ok", "v": 1})  # a retry: not a duplicate
+        log.append({"key": "b|x|1", "status": "ok", "v": 1})
+    assert len(read_records(tmp_path)) == 2
+    with RecordLog.open(tmp_path) as log:
+        log.append({"key": "b|x|1", "status": "ok", "v": 2})
+    with pytest.warns(DuplicateRecordWarning, match=r"1 measurement\(s\) recorded ok more than once \(e.g. b\|x\|1\)"):
+        assert read_records(tmp_path)[1]["v"] == 2

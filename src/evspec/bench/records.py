@@ -119,6 +119,21 @@ def _fields_of(path: Path, fields: dict[str, type] | None) -> dict[str, type]:
     return BENCH_FIELDS if (path.parent / RUN_FILE).exists() else {}
 
 
+class DuplicateRecordWarning(UserWarning):
+    """A key recorded ``ok`` more than once (a retry of a failure is not a duplicate)."""
+
+
+def _measured_twice(records: list[dict]) -> list[str]:
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for rec in records:
+        if rec.get("status") == "ok":
+            if rec["key"] in seen:
+                twice[rec["key"]] = None
+            seen.add(rec["key"])
+    return list(twice)
+
+
 def _describe_bad(path: Path, bad: list[tuple[int, bytes, str]]) -> str:
     numbers = ", ".join(str(n) for n, _, _ in bad[:8]) + (" …" if len(bad) > 8 else "")
     return f"{path}: {len(bad)} corrupt record line(s) (lines {numbers}; line {bad[0][0]}: {bad[0][2]})"
@@ -146,6 +161,13 @@ def read_records(
             f"{_describe_bad(path, bad)} skipped; resuming `evspec bench` with the same --out "
             f"moves them to {QUARANTINE_FILE} and measures them again",
             CorruptRecordWarning, stacklevel=2,
+        )
+    twice = _measured_twice(records)
+    if twice:
+        warnings.warn(
+            f"{path}: {len(twice)} measurement(s) recorded ok more than once (e.g. {twice[0]}): "
+            "two processes wrote this folder, or it was resumed from a copy; the latest is kept",
+            DuplicateRecordWarning, stacklevel=2,
         )
     if not latest_only:
         return records
