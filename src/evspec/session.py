@@ -30,8 +30,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} GPU(s) "
-                         f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        n = torch.cuda.device_count()
+        raise ValueError(f"--device {device!r}: this machine has {n} GPU(s), "
+                         f"cuda:0 .. cuda:{n - 1}")
     return dev
 
 

@@ -52,9 +52,10 @@ def test_torn_last_line_is_cut_on_open(tmp_path):
 def test_corrupt_middle_line_is_skipped_then_quarantined(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')
-    with pytest.warns(CorruptRecordWarning, match=r"records.jsonl: 1 corrupt record line\(s\) \(lines 2;"):
+    one_line = r"records.jsonl: 1 corrupt record line\(s\) \(lines 2;"
+    with pytest.warns(CorruptRecordWarning, match=one_line):
         assert [r["key"] for r in read_records(tmp_path)] == ["a", "b"]
-    with pytest.warns(CorruptRecordWarning, match="records.quarantine.jsonl; they are measured again"):
+    with pytest.warns(CorruptRecordWarning, match="quarantine.jsonl; they are measured again"):
         with RecordLog.open(tmp_path) as log:
             assert len(log) == 2
     assert path.read_text() == '{"key":"a"}\n{"key":"b"}\n'
@@ -101,5 +102,6 @@ def test_a_measurement_recorded_ok_twice_is_reported(tmp_path):
     assert len(read_records(tmp_path)) == 2
     with RecordLog.open(tmp_path) as log:
         log.append({"key": "b|x|1", "status": "ok", "v": 2})
-    with pytest.warns(DuplicateRecordWarning, match=r"1 measurement\(s\) recorded ok more than once \(e.g. b\|x\|1\)"):
+    twice = r"1 measurement\(s\) recorded ok more than once \(e.g. b\|x\|1\)"
+    with pytest.warns(DuplicateRecordWarning, match=twice):
         assert read_records(tmp_path)[1]["v"] == 2

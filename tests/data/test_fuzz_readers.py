@@ -105,15 +105,18 @@ def test_generated_research_dicts_load_or_raise_data_error(fields) -> None:
 
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=30,
 )
 clip = st.fixed_dictionaries({}, optional={
     "id": json_value | st.text(max_size=12), "events": json_value | st.just("e.npz"),
-    "video": json_value | st.just("v.mp4"), "window_us": json_value | st.lists(st.integers(), max_size=3),
+    "video": json_value | st.just("v.mp4"),
+    "window_us": json_value | st.lists(st.integers(), max_size=3),
     "split": json_value | st.sampled_from(["train", "val", "test"]),
     "questions": json_value | st.lists(st.fixed_dictionaries(
-        {"question": json_value | st.text(max_size=10)}, optional={"answer": json_value}), max_size=2),
+        {"question": json_value | st.text(max_size=10)}, optional={"answer": json_value}),
+        max_size=2),
 })
 manifest = st.fixed_dictionaries({}, optional={
     "format": st.just("evspec-manifest") | json_value, "version": st.just(1) | json_value,

@@ -40,7 +40,8 @@ def test_an_escaping_os_error_is_one_line(tmp_path) -> None:
     (tmp_path / "records.jsonl").mkdir()  # a folder where a file belongs
     res = CliRunner().invoke(app, ["report", str(tmp_path), "--no-plots"])
     assert res.exit_code == 1, res.output
-    assert res.output.startswith(f"error: {tmp_path / 'records.jsonl'}: is a directory: give a file")
+    path = tmp_path / "records.jsonl"
+    assert res.output.startswith(f"error: {path}: is a directory: give a file")
 
 
 def test_group_turns_input_errors_into_lines_and_keeps_bugs(monkeypatch) -> None:
@@ -60,7 +61,8 @@ def test_group_turns_input_errors_into_lines_and_keeps_bugs(monkeypatch) -> None
 
     runner = CliRunner()
     res = runner.invoke(demo, ["broken", "value"])
-    assert (res.exit_code, res.output) == (1, "error: data.json: field x: must be positive: pass x > 0\n")
+    line = "error: data.json: field x: must be positive: pass x > 0\n"
+    assert (res.exit_code, res.output) == (1, line)
     res = runner.invoke(demo, ["broken", "memory"])
     assert res.exit_code == 1 and res.output.startswith("error: out of memory")
     res = runner.invoke(demo, ["broken", "bug"])

@@ -43,7 +43,8 @@ def test_cli_refuses_them_before_loading_models(monkeypatch) -> None:
         raise AssertionError("a model loaded before the sampling settings were checked")
 
     monkeypatch.setattr(session, "load_target", no_loading)
-    res = CliRunner().invoke(app, ["generate", "-q", "hi", "--device", "cpu", "--temperature", "inf"])
+    res = CliRunner().invoke(app, ["generate", "-q", "hi", "--device", "cpu",
+                                   "--temperature", "inf"])
     assert res.exit_code == 2 and "error: --temperature must be a finite number" in res.output
 
 

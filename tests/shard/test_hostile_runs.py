@@ -53,7 +53,8 @@ def _slow_bench(out: Path) -> subprocess.Popen:
               report=False, progress=False)
         """
     )
-    return subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(SRC)})
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.Popen([sys.executable, "-c", script], env=env)
 
 
 def _wait_for_records(path: Path, n: int, proc: subprocess.Popen) -> None:
@@ -69,8 +70,8 @@ def test_second_bench_on_a_busy_folder_is_refused_naming_the_first(tmp_path: Pat
     proc = _slow_bench(tmp_path)
     try:
         _wait_for_records(tmp_path / "records.jsonl", 2, proc)
-        with pytest.raises(FolderInUse, match=rf"in use by `evspec bench` \(pid {proc.pid} on "
-                                              rf"{socket.gethostname()}, since .*use another --out"):
+        holder = rf"in use by `evspec bench` \(pid {proc.pid} on {socket.gethostname()}, since "
+        with pytest.raises(FolderInUse, match=holder + ".*use another --out"):
             _run(tmp_path)
         res = CliRunner().invoke(app, ["bench", "--dataset", "random:5", "--out", str(tmp_path),
                                        "--device", "cpu"])
@@ -109,14 +110,17 @@ def test_every_writer_takes_the_lock(tmp_path: Path) -> None:
         assert holder.stdout.readline().strip() == "held"
         calls = {
             "bench": lambda: _run(busy),
-            "collect": lambda: collect(CollectConfig(split="train"), None, None, tmp_path / "m.json", busy),
+            "collect": lambda: collect(CollectConfig(split="train"), None, None,
+                                       tmp_path / "m.json", busy),
             "train": lambda: train(TrainConfig(kind="event-head"), tmp_path / "data", busy),
-            "dsec": lambda: build_dsec_clips(tmp_path / "dsec", busy, DsecBuildConfig(duration_us=50_000)),
+            "dsec": lambda: build_dsec_clips(tmp_path / "dsec", busy,
+                                             DsecBuildConfig(duration_us=50_000)),
             "world train": lambda: train_world_model(WorldTrainConfig(
                 role="target", data=tmp_path / "w", out=busy, preset="world-micro", device="cpu")),
         }
-        for verb, call in calls.items():
-            with pytest.raises(FolderInUse, match=rf"busy: in use by `evspec x` \(pid {holder.pid}"):
+        refused = rf"busy: in use by `evspec x` \(pid {holder.pid}"
+        for call in calls.values():
+            with pytest.raises(FolderInUse, match=refused):
                 call()
         # another collect shard of the same folder is free to run (it fails later, on the data)
         with pytest.raises(Exception) as other:
@@ -135,7 +139,8 @@ def test_merge_refuses_its_own_input_and_busy_shards(tmp_path: Path) -> None:
     with pytest.raises(MergeError, match="is the folder being merged"):
         merge_runs(tmp_path, tmp_path)
     res = CliRunner().invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path), "--no-report"])
-    assert res.exit_code == 1 and res.output.startswith("error: --out ") and "another --out" in res.output
+    assert res.exit_code == 1 and res.output.startswith("error: --out ")
+    assert "another --out" in res.output
     assert not (tmp_path / "records.jsonl").exists() and not (tmp_path / "run.json").exists()
     with run_lock(tmp_path / "shard-00001-of-00002", "bench"):
         pass  # released: the shards can still resume
@@ -152,8 +157,10 @@ def test_out_that_is_a_file_fails_before_any_model_loads(tmp_path: Path, monkeyp
     monkeypatch.setattr(run, "load_backend", no_loading)
     out = tmp_path / "results.txt"
     out.write_text("mine")
-    res = CliRunner().invoke(app, ["bench", "--dataset", "random:2", "--out", str(out), "--device", "cpu"])
-    assert res.exit_code == 1 and f"--out {out}: is a file, not a run folder" in res.output, res.output
+    args = ["bench", "--dataset", "random:2", "--out", str(out), "--device", "cpu"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert f"--out {out}: is a file, not a run folder" in res.output
     assert out.read_text() == "mine"
 
 
@@ -165,14 +172,17 @@ def test_corrupt_middle_record_is_quarantined_and_measured_again(tmp_path: Path)
     lines[3] = b'{"key": "broken' + b"\x00" * 5 + b"\n"  # a bad complete line mid-file
     lines[6] = b"[1, 2]\n"  # valid JSON, but not a record
     path.write_bytes(b"".join(lines))
-    with pytest.warns(CorruptRecordWarning, match=r"records.jsonl: 2 corrupt record line\(s\) \(lines 4, 7;"):
+    two = r"records.jsonl: 2 corrupt record line\(s\) \(lines 4, 7;"
+    with pytest.warns(CorruptRecordWarning, match=two):
         report = build_report(tmp_path, plots=False)  # reports what is readable
     assert report.is_file()
-    with pytest.warns(CorruptRecordWarning, match=r"moved to .*records\.quarantine\.jsonl; they are measured again"):
+    moved = r"moved to .*records\.quarantine\.jsonl; they are measured again"
+    with pytest.warns(CorruptRecordWarning, match=moved):
         outcome = _run(tmp_path)
     assert outcome.written == 2 and outcome.skipped == KEYS - 2
     records = read_records(tmp_path, latest_only=False)
-    assert len(records) == KEYS == len({r["key"] for r in records}) and lost in {r["key"] for r in records}
+    keys = [r["key"] for r in records]
+    assert len(keys) == KEYS == len(set(keys)) and lost in keys
     quarantine = (tmp_path / "records.quarantine.jsonl").read_bytes().splitlines()
     assert quarantine == [lines[3].rstrip(b"\n"), lines[6].rstrip(b"\n")]
 

@@ -130,7 +130,8 @@ class Checkpoint:
             have = self.state.get(name)
             if have is not None and tuple(have.shape) != tuple(want.shape):
                 raise ValueError(
-                    f"{self.path / WEIGHTS_FILE}: weight {name!r} has shape {tuple(have.shape)} but "
+                    f"{self.path / WEIGHTS_FILE}: weight {name!r} has shape "
+                    f"{tuple(have.shape)} but "
                     f"{CONFIG_FILE} implies {tuple(want.shape)}; the config and weights do not "
                     "belong together (re-save the module with `evspec train`)"
                 )

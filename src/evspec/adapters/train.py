@@ -245,7 +245,8 @@ def train(
         if ckpt.kind != cfg.kind or ckpt.config != mcfg:
             raise ValueError(f"{out}: holds a different module ({ckpt.kind}); use another --out or --no-resume")
         task.load_state({k: v.to(device) for k, v in ckpt.state.items()})
-        saved = load_torch_state(state_path, "delete it (and last/) or use --no-resume to start over")
+        saved = load_torch_state(state_path,
+                                 "delete it (and last/) or use --no-resume to start over")
         if not isinstance(saved, dict) or not {"optimizer", "step"} <= saved.keys():
             raise ValueError(f"{state_path}: not an evspec training state (no optimizer/step); "
                              "delete it or use --no-resume")

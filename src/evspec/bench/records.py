@@ -136,7 +136,8 @@ def _measured_twice(records: list[dict]) -> list[str]:
 
 def _describe_bad(path: Path, bad: list[tuple[int, bytes, str]]) -> str:
     numbers = ", ".join(str(n) for n, _, _ in bad[:8]) + (" …" if len(bad) > 8 else "")
-    return f"{path}: {len(bad)} corrupt record line(s) (lines {numbers}; line {bad[0][0]}: {bad[0][2]})"
+    first, _, reason = bad[0]
+    return f"{path}: {len(bad)} corrupt record line(s) (lines {numbers}; line {first}: {reason})"
 
 
 def read_records(
@@ -261,7 +262,8 @@ def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str
         os.fsync(f.fileno())
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         for rec in records:
-            f.write((json.dumps(_clean(rec), allow_nan=False, separators=(",", ":")) + "\n").encode())
+            line = json.dumps(_clean(rec), allow_nan=False, separators=(",", ":")) + "\n"
+            f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
     warnings.warn(f"{_describe_bad(path, bad)} moved to {aside}; they are measured again",

@@ -7,6 +7,7 @@ verb end as one ``error: ...`` line and a non-zero exit (``evspec.cli.errors``).
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
 
@@ -41,5 +42,11 @@ for _name in _VERB_MODULES:
     _mod.register(app)
 
 
+def _format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    """The ``evspec`` console script: warnings as ``warning: ...`` lines, then the app."""
+    warnings.formatwarning = _format_warning
     app()

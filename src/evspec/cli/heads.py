@@ -59,7 +59,8 @@ def collect_cmd(
     """For each (clip, question): the target's greedy answer, then both models
     teacher-forced on that same answer; hidden states, top-K log-probs and event memory
     into chunked safetensors (resumable)."""
-    from evspec.adapters.collect import CollectConfig, collect
+    from evspec.adapters.collect import CollectConfig, collect, collect_lock_name
+    from evspec.data.runlock import run_lock
     from evspec.bench.shard import select_device, shard_from_env_or_args
 
     if memory not in ("events", "prefill"):
@@ -73,8 +74,10 @@ def collect_cmd(
             prefill_memory=memory == "prefill", video_features=video_features, store_dtype=store_dtype,
             canvas=canvas, shard=shard, num_shards=num_shards, time_budget_s=time_budget,  # type: ignore[arg-type]
         )
-        tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
-        report = collect(cfg, tgt, dm, dataset, out, models={"target": target, "draft": draft_model})
+        with run_lock(out, "collect", name=collect_lock_name(cfg)):  # before the models load
+            tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+            report = collect(cfg, tgt, dm, dataset, out,
+                             models={"target": target, "draft": draft_model})
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return

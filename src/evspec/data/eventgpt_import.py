@@ -110,7 +110,8 @@ def import_eventgpt(
         raise ValueError(f"--out {out}: is a folder; give the manifest file to write, e.g. "
                          f"{out / 'manifest.json'}")
     if not root.is_dir():
-        raise ValueError(f"--root {root}: no such folder (the research dataset: event_npy/, mp4/, ...)")
+        raise ValueError(f"--root {root}: no such folder (the research dataset: event_npy/, "
+                         "mp4/, ...)")
     file = str(json_path)
     try:
         records = json.loads(json_path.read_text(encoding="utf-8"))
@@ -158,8 +159,9 @@ def import_eventgpt(
             continue
         cid = str(rec.get("id") or f"clip-{i:06d}")
         if not _SAFE_ID.fullmatch(cid):
-            problems.append(Problem(file, f"{where}.id", f"{cid[:80]!r} is not a safe clip id "
-                                    "(letters, digits, '.', '_', '-'; not starting with '.' or '-')"))
+            problems.append(Problem(
+                file, f"{where}.id", f"{cid[:80]!r} is not a safe clip id (letters, digits, '.', "
+                "'_', '-'; not starting with '.' or '-')"))
             continue
         if cid in seen:
             cid = f"{cid}-{i}"

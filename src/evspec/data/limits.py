@@ -30,7 +30,8 @@ def max_event_bytes() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{_ENV}={raw!r}: must be a whole number of bytes, e.g. 4294967296") from None
+        raise ValueError(
+            f"{_ENV}={raw!r}: must be a whole number of bytes, e.g. 4294967296") from None
     if value <= 0:
         raise ValueError(f"{_ENV}={raw!r}: must be positive")
     return value

@@ -120,7 +120,8 @@ def _check_plain(source: str, root: object) -> None:
         if isinstance(obj, dict):
             for k, v in obj.items():
                 if not isinstance(k, str):
-                    raise DataError(source, here, f"dict key of type {type(k).__name__} is not a string")
+                    raise DataError(source, here,
+                                    f"dict key of type {type(k).__name__} is not a string")
                 stack.append((v, f"{where}.{k}" if where else k, depth + 1, False))
         else:
             stack.extend((v, f"{where}[{i}]", depth + 1, False) for i, v in enumerate(obj))
@@ -145,7 +146,8 @@ def _read_header(f: io.BufferedIOBase, source: str) -> tuple[tuple[int, ...], bo
             return np.lib.format.read_array_header_1_0(f)
         return np.lib.format.read_array_header_2_0(f)
     except Exception as exc:  # numpy parses the header with Python's tokenizer: any error
-        raise DataError(source, "file", f"not a valid .npy file ({type(exc).__name__}: {exc})") from None
+        reason = f"not a valid .npy file ({type(exc).__name__}: {exc})"
+        raise DataError(source, "file", reason) from None
 
 
 def read_research_dict(path: str | Path) -> dict[str, Any]:

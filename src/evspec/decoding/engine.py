@@ -195,8 +195,8 @@ def generate(
             with timed(device, rnd, "score_ms"):
                 scored = target.score(state, feed, return_hidden=needs_hidden)
                 verdict = verify(
-                    scored.logits, d, draft.probs, temperature=temperature, top_p=top_p, generator=gen,
-                    n_ids=n_ids,
+                    scored.logits, d, draft.probs, temperature=temperature, top_p=top_p,
+                    generator=gen, n_ids=n_ids,
                 )
             n, nxt = verdict.n_accepted, verdict.next_token
             if forced_reference is not None:  # the reference stands in for the argmax

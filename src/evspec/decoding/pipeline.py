@@ -227,8 +227,8 @@ def generate_pipelined(
             _stream_sync(device)
             t0 = time.perf_counter()
             scored = target.score(state, feed, return_hidden=needs_hidden)
-            verdict = verify(scored.logits, d, probs, temperature=temperature, top_p=top_p, generator=v_gen,
-                             n_ids=token_limit(target))
+            verdict = verify(scored.logits, d, probs, temperature=temperature, top_p=top_p,
+                             generator=v_gen, n_ids=token_limit(target))
             _stream_sync(device)
             score_ms = (time.perf_counter() - t0) * 1e3
             n, nxt = verdict.n_accepted, verdict.next_token

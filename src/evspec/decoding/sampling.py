@@ -23,7 +23,8 @@ import torch
 
 def validate_sampling(temperature: float, top_p: float) -> None:
     if not (temperature >= 0.0 and math.isfinite(temperature)):  # also rejects NaN
-        raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+        raise ValueError(
+            f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if not 0.0 < top_p <= 1.0:  # also rejects NaN
         raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
 

@@ -149,8 +149,8 @@ def generate_tree(
                 if forced_reference is not None:
                     path, nxt = _follow_reference(tree, forced_reference, len(tokens))
                 else:
-                    path, nxt = verify_tree(scored.logits, tree, temperature=temperature, top_p=top_p,
-                                            generator=gen, n_ids=token_limit(target))
+                    path, nxt = verify_tree(scored.logits, tree, temperature=temperature,
+                                            top_p=top_p, generator=gen, n_ids=token_limit(target))
                 # -- phase 5: keep root + accepted path in both caches ---------------------------
                 ta.keep_path(target, state, len(tree.tokens), [0, *path])
             new = [tree.tokens[i] for i in path] + [nxt]

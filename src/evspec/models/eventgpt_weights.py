@@ -29,7 +29,8 @@ def weight_files(folder: Path) -> list[Path]:
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ValueError(f"{index}: no 'weight_map' (expected {{weight name: shard file}})")
             shards = sorted(set(weight_map.values()))
-            odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s or s in ("", "..")]
+            odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s
+                   or s in ("", ".", "..")]
             if odd:
                 raise ValueError(f"{index}: shard names must be plain file names in the folder, "
                                  f"got {odd[:3]}")

@@ -55,7 +55,8 @@ def check_safetensors(path: str | Path, fix: str) -> None:
         with safe_open(str(path), "pt") as fh:
             fh.keys()
     except _safetensors_error() as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)}): {fix}") from None
+        reason = f"not a readable safetensors file ({_first_line(exc)})"
+        raise ValueError(f"{path}: {reason}: {fix}") from None
 
 
 def load_safetensors(path: str | Path, fix: str) -> dict[str, torch.Tensor]:
@@ -65,7 +66,8 @@ def load_safetensors(path: str | Path, fix: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except _safetensors_error() as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)}): {fix}") from None
+        reason = f"not a readable safetensors file ({_first_line(exc)})"
+        raise ValueError(f"{path}: {reason}: {fix}") from None
 
 
 def read_json_object(path: str | Path, fix: str) -> dict[str, Any]:

@@ -28,9 +28,11 @@ def check_checkpoint_folder(folder: Path) -> None:
         shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if not shards:
             raise ValueError(f"{index} has an empty weight_map")
-        odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s or s in ("", ".", "..")]
+        odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s
+               or s in ("", ".", "..")]
         if odd:
-            raise ValueError(f"{index}: shard names must be plain file names in the folder, got {odd[:3]}")
+            raise ValueError(f"{index}: shard names must be plain file names in the folder, "
+                             f"got {odd[:3]}")
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise FileNotFoundError(
