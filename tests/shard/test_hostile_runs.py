@@ -94,13 +94,12 @@ def test_every_writer_takes_the_lock(tmp_path: Path) -> None:
     from evspec.training.loop import train_world_model
 
     busy = tmp_path / "busy"
+    part = collect_lock_name(CollectConfig(split="train"))
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
+            import sys
             from evspec.data.runlock import run_lock
-            from evspec.adapters.collect import CollectConfig, collect_lock_name
-            with run_lock({str(busy)!r}, "x"), run_lock({str(busy)!r}, "x",
-                          name=collect_lock_name(CollectConfig(split="train"))):
+            with run_lock({str(busy)!r}, "x"), run_lock({str(busy)!r}, "x", name={part!r}):
                 print("held", flush=True)
                 sys.stdin.read()
             """)],
