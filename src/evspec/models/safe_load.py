@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = _ANSI.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -30,9 +35,11 @@ def load_torch_state(path: str | Path, fix: str) -> Any:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
             AttributeError, TypeError) as exc:
-        raise ValueError(
-            f"{path}: not a file of tensors evspec can load safely ({_first_line(exc)}): {fix}"
-        ) from None
+        named = _GLOBAL.search(str(exc))
+        reason = (f"it names {named.group(1)}, which is neither a tensor nor plain data; refused, "
+                  "not run" if named else _first_line(exc))
+        raise ValueError(f"{path}: not a file of tensors evspec can load safely ({reason}): {fix}"
+                         ) from None
 
 
 def _safetensors_error() -> tuple[type[BaseException], ...]:
