@@ -182,6 +182,7 @@ def test_import_eventgpt_stays_inside_root_with_safe_ids(tmp_path: Path) -> None
         {"id": "abs", "event_data": str(tmp_path / "secret.npy"), "conversations": conv},
         {"id": "../../evil", "event_data": "seq/a.npy", "conversations": conv},
         {"id": "gone", "event_data": "seq/missing.npy", "conversations": conv},
+        {"id": "/etc/x", "event_data": "/etc/passwd", "conversations": conv},
     ]
     js = tmp_path / "subset.json"
     js.write_text(json.dumps(records))
@@ -189,7 +190,7 @@ def test_import_eventgpt_stays_inside_root_with_safe_ids(tmp_path: Path) -> None
         import_eventgpt(js, root, tmp_path / "m.json")
     text = str(err.value)
     assert [p.field for p in err.value.problems] == ["[1].event_data", "[2].event_data", "[3].id",
-                                                     "[4].event_data"]
+                                                     "[4].event_data", "[5].event_data", "[5].id"]
     assert "leads outside --root" in text and "not a safe clip id" in text
     assert "no such events file" in text and not (tmp_path / "m.json").exists()
     js.write_text(json.dumps(records[:1]))

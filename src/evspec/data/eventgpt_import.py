@@ -150,18 +150,17 @@ def import_eventgpt(
                     problems.append(Problem(file, f"{where}.{key}", f"{value!r}: no such events "
                                             f"file under {root} (looked in {target.parent})"))
                 paths[key] = Path(os.path.relpath(target, out_root)).as_posix()
-        if len(problems) > before:  # its paths are reported; its turns are still checked
-            _qas(rec.get("conversations", []), where, file, problems)
-            continue
-        vid = paths[order[0]] or paths[order[1]]
-        if paths["event_data"] is None and vid is None:
-            problems.append(Problem(file, where, "has no event_data, mp4_data or video_data"))
-            continue
         cid = str(rec.get("id") or f"clip-{i:06d}")
         if not _SAFE_ID.fullmatch(cid):
             problems.append(Problem(
                 file, f"{where}.id", f"{cid[:80]!r} is not a safe clip id (letters, digits, '.', "
                 "'_', '-'; not starting with '.' or '-')"))
+        if len(problems) > before:  # reported; its turns are still checked
+            _qas(rec.get("conversations", []), where, file, problems)
+            continue
+        vid = paths[order[0]] or paths[order[1]]
+        if paths["event_data"] is None and vid is None:
+            problems.append(Problem(file, where, "has no event_data, mp4_data or video_data"))
             continue
         if cid in seen:
             cid = f"{cid}-{i}"
