@@ -4,6 +4,7 @@ and the benchmark harness).  A *spec* is a preset name (``tiny-random``, ``world
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +14,25 @@ import torch
 from evspec.models.request import Request
 
 
+_DEVICE = re.compile(r"(cpu|meta|mps|cuda(:\d+)?)")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a
+    GPU this machine lacks, is a ValueError saying what to pass instead."""
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ValueError(f"--device {device!r}: not a device: use auto, cpu, cuda or cuda:N")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"--device {device!r}: this machine has {n} GPU(s), "
+                         f"cuda:0 .. cuda:{n - 1}")
     return dev
 
 

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from evspec.bench.records import RecordLog, read_json, read_records, record_key, write_json_atomic
+from evspec.bench.records import (
+    BENCH_FIELDS,
+    CorruptRecordWarning,
+    DuplicateRecordWarning,
+    RecordLog,
+    read_json,
+    read_records,
+    record_key,
+    write_json_atomic,
+)
 
 
 def test_append_and_read_back(tmp_path):
@@ -40,13 +49,19 @@ def test_torn_last_line_is_cut_on_open(tmp_path):
         json.loads(line)
 
 
-def test_corrupt_middle_line_names_the_line(tmp_path):
+def test_corrupt_middle_line_is_skipped_then_quarantined(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')
-    with pytest.raises(ValueError, match=r"records.jsonl:2: corrupt record"):
-        read_records(tmp_path)
-    with pytest.raises(ValueError, match=r":2:"):
-        RecordLog.open(tmp_path)
+    one_line = r"records.jsonl: 1 corrupt record line\(s\) \(lines 2;"
+    with pytest.warns(CorruptRecordWarning, match=one_line):
+        assert [r["key"] for r in read_records(tmp_path)] == ["a", "b"]
+    with pytest.warns(CorruptRecordWarning, match="quarantine.jsonl; they are measured again"):
+        with RecordLog.open(tmp_path) as log:
+            assert len(log) == 2
+    assert path.read_text() == '{"key":"a"}\n{"key":"b"}\n'
+    assert (tmp_path / "records.quarantine.jsonl").read_text() == "not json\n"
+    with pytest.warns(CorruptRecordWarning, match=r"line 1: no 'request_id' \(str\)"):
+        assert read_records(tmp_path, fields=BENCH_FIELDS) == []
 
 
 def test_last_record_per_key_wins(tmp_path):
@@ -77,3 +92,16 @@ def test_record_key_rejects_separator():
 def test_missing_records_explains(tmp_path):
     with pytest.raises(FileNotFoundError, match="evspec bench"):
         read_records(tmp_path)
+
+
+def test_a_measurement_recorded_ok_twice_is_reported(tmp_path):
+    with RecordLog.open(tmp_path) as log:
+        log.append({"key": "a|x|1", "status": "failed"})
+        log.append({"key": "a|x|1", "status": "ok", "v": 1})  # a retry: not a duplicate
+        log.append({"key": "b|x|1", "status": "ok", "v": 1})
+    assert len(read_records(tmp_path)) == 2
+    with RecordLog.open(tmp_path) as log:
+        log.append({"key": "b|x|1", "status": "ok", "v": 2})
+    twice = r"1 measurement\(s\) recorded ok more than once \(e.g. b\|x\|1\)"
+    with pytest.warns(DuplicateRecordWarning, match=twice):
+        assert read_records(tmp_path)[1]["v"] == 2

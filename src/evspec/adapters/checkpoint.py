@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from evspec.data.atomic import atomic_file, atomic_write_text
+from evspec.models.safe_load import load_safetensors, read_json_object
 
 from evspec.adapters.adapter_base import HiddenAdapter
 from evspec.adapters.aligner import AlignerConfig, CrossModalAligner
@@ -100,6 +101,7 @@ class Checkpoint:
 
     def build(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
         """The network with its weights, in eval mode (not for LoRA: see ``adapters.lora``)."""
+        self._check_shapes()
         net = build_module(self.kind, self.config)
         if not isinstance(net, torch.nn.Module):
             raise TypeError(f"{self.path}: a {self.kind} checkpoint holds adapters for EventGPT; "
@@ -111,6 +113,28 @@ class Checkpoint:
                 f"(missing {missing[:4]}, unexpected {unexpected[:4]})"
             )
         return net.to(device=device, dtype=dtype).eval()
+
+    def _check_shapes(self) -> None:
+        """Compare the config's weight shapes (built on the meta device: nothing allocated)
+        with the file's, so a config asking for far more than the file holds is refused
+        before the real module is built."""
+        try:
+            with torch.device("meta"):
+                shell = build_module(self.kind, self.config)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{self.path / CONFIG_FILE}: unusable {self.kind} config ({exc}); "
+                             "re-save the module with `evspec train`") from None
+        if not isinstance(shell, torch.nn.Module):
+            return
+        for name, want in shell.state_dict().items():
+            have = self.state.get(name)
+            if have is not None and tuple(have.shape) != tuple(want.shape):
+                raise ValueError(
+                    f"{self.path / WEIGHTS_FILE}: weight {name!r} has shape "
+                    f"{tuple(have.shape)} but "
+                    f"{CONFIG_FILE} implies {tuple(want.shape)}; the config and weights do not "
+                    "belong together (re-save the module with `evspec train`)"
+                )
 
     def check_target(self, lm_head_weight: torch.Tensor) -> None:
         """Raise when the target's ``lm_head`` is not the one this module was trained on."""
@@ -147,11 +171,15 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
             f"{folder}: not a module checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
             "train one with `evspec train`)"
         )
-    body = json.loads(cfg_path.read_text(encoding="utf-8"))
+    body = read_json_object(cfg_path, "re-save the module with `evspec train`")
     if body.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{cfg_path}: format {body.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     kind = body.get("kind")
     if kind not in MODULE_KINDS:
         raise ValueError(f"{cfg_path}: kind {kind!r}; expected one of {', '.join(MODULE_KINDS)}")
+    if not isinstance(body.get("config"), dict):
+        raise ValueError(f"{cfg_path}: 'config' must be an object of the module's settings; "
+                         "re-save the module with `evspec train`")
     meta = {k: v for k, v in body.items() if k not in ("format", "kind", "drafter", "config")}
-    return Checkpoint(folder, kind, dict(body["config"]), load_file(str(w_path)), meta)
+    state = load_safetensors(w_path, "re-save the module with `evspec train`")
+    return Checkpoint(folder, kind, dict(body["config"]), state, meta)

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evspec.adapters.checkpoint import fingerprint
+from evspec.data.runlock import holds_run_lock
 from evspec.adapters.memory import eventgpt_pass
 from evspec.adapters.requests import manifest_requests
 from evspec.adapters.store import ChunkWriter, Example, write_frozen
@@ -179,6 +180,12 @@ def target_video_features(target: Any, request: Request) -> torch.Tensor:
     return target.video_features(target.preprocess_video(request.video))
 
 
+def collect_lock_name(config: CollectConfig) -> str:
+    """The lock file of one collect shard: shards of a split share the folder, not a part."""
+    return f".lock-{config.split}-{config.shard:05d}-of-{config.num_shards:05d}"
+
+
+@holds_run_lock("collect", lambda a: (Path(a["out"]), collect_lock_name(a["config"])))
 def collect(
     config: CollectConfig,
     target: Any,

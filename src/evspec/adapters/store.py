@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from evspec.data.atomic import atomic_file, atomic_write_text
+from evspec.models.safe_load import load_safetensors, read_json_object
 
 STORE_FORMAT = "evspec-collect"
 STORE_VERSION = 1
@@ -180,9 +181,16 @@ class Chunk:
         from safetensors import safe_open
 
         self.path = path
-        self.t = load_file(str(path))
+        fix = "re-run `evspec collect` into this folder"
+        self.t = load_safetensors(path, fix)
         with safe_open(str(path), "pt") as fh:
-            self.meta = json.loads(fh.metadata()["evspec"])
+            raw = (fh.metadata() or {}).get("evspec")
+        try:
+            self.meta = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError:
+            self.meta = None
+        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("examples"), list):
+            raise ValueError(f"{path}: no readable evspec metadata in the chunk: {fix}")
 
     def __len__(self) -> int:
         return len(self.meta["examples"])
@@ -223,7 +231,7 @@ class CollectedData:
             )
         indexes = []
         for p in paths:
-            idx = json.loads(p.read_text(encoding="utf-8"))
+            idx = read_json_object(p, "re-run `evspec collect` into this folder")
             if idx.get("format") != STORE_FORMAT or idx.get("version") != STORE_VERSION:
                 raise ValueError(f"{p}: format {idx.get('format')!r} v{idx.get('version')}, expected "
                                  f"{STORE_FORMAT!r} v{STORE_VERSION}")
@@ -254,7 +262,7 @@ class CollectedData:
         path = self.folder / FROZEN_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; re-run `evspec collect` into this folder")
-        return load_file(str(path))
+        return load_safetensors(path, "re-run `evspec collect` into this folder")
 
     def examples(
         self, split: str, *, shuffle: bool = False, seed: int = 0, limit: int | None = None

@@ -33,6 +33,8 @@ from evspec.adapters.lora import PROJECTIONS, LoraSpec, apply_lora
 from evspec.adapters.objectives import LossWeights
 from evspec.adapters.store import CollectedData
 from evspec.adapters.tasks import AdapterTask, HeadTask, LoraTask, Task, evaluate_task
+from evspec.data.runlock import holds_run_lock
+from evspec.models.safe_load import load_torch_state
 
 STATE_FILE = "train_state.pt"
 
@@ -212,6 +214,7 @@ def _batch_stream(data: CollectedData, task: Task, cfg: TrainConfig, device: tor
         epoch += 1
 
 
+@holds_run_lock("train", lambda a: Path(a["out"]))
 def train(
     cfg: TrainConfig,
     data_dir: str | Path,
@@ -242,7 +245,11 @@ def train(
         if ckpt.kind != cfg.kind or ckpt.config != mcfg:
             raise ValueError(f"{out}: holds a different module ({ckpt.kind}); use another --out or --no-resume")
         task.load_state({k: v.to(device) for k, v in ckpt.state.items()})
-        saved = torch.load(state_path, map_location=device, weights_only=True)
+        saved = load_torch_state(state_path,
+                                 "delete it (and last/) or use --no-resume to start over")
+        if not isinstance(saved, dict) or not {"optimizer", "step"} <= saved.keys():
+            raise ValueError(f"{state_path}: not an evspec training state (no optimizer/step); "
+                             "delete it or use --no-resume")
         opt.load_state_dict(saved["optimizer"])
         step, best = int(saved["step"]), dict(ckpt.meta.get("best", {}))
         history = _read_history(out)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evspec.data.atomic import atomic_write_text
+from evspec.data.runlock import check_folder_path, run_lock
 
 from evspec.bench.harness import RUN_SCHEMA
 from evspec.bench.records import RECORDS_FILE, RUN_FILE, read_json, read_records, write_json_atomic
@@ -195,20 +197,28 @@ def merge_runs(run_dir: Path, out: Path | None = None) -> MergeSummary:
     """Verify the shards under ``run_dir`` and write the merged run to ``out`` (default
     ``run_dir/merged``); raises :class:`MergeError` naming what is wrong."""
     run_dir = Path(run_dir)
-    count, dirs = load_shards(run_dir)
-    plans = _plans(dirs)
-    check_plans(plans)
-    records, extra = collect_records(plans, dirs)
     out = Path(out) if out is not None else run_dir / MERGED_DIR
-    if (out / RUN_FILE).exists() and "merged" not in read_json(out / RUN_FILE):
-        raise MergeError(f"{out} holds a benchmark run not made by merge; choose another --out")
+    if out.resolve() == run_dir.resolve():
+        raise MergeError(f"--out {out} is the folder being merged (its shards' parent); writing "
+                         f"there would block resuming the shards: choose another --out, e.g. "
+                         f"{run_dir / MERGED_DIR}")
+    count, dirs = load_shards(run_dir)
     if out.resolve() in {d.resolve() for d in dirs.values()}:
         raise MergeError(f"--out {out} is one of the shard folders; choose another --out")
-    failed = sum(r.get("status") != "ok" for r in records)
-    summary: dict[str, Any] = {"requests": plans[0].total, "records": len(records), "failed": failed,
-                               "extra": extra}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_records(out / RECORDS_FILE, records)
-    write_json_atomic(out / RUN_FILE, _merged_run(run_dir, plans, dirs, summary))
+    check_folder_path(out)
+    with ExitStack() as held:  # no shard may be written while it is read
+        for folder in dirs.values():
+            held.enter_context(run_lock(folder, "merge (reading)"))
+        plans = _plans(dirs)
+        check_plans(plans)
+        records, extra = collect_records(plans, dirs)
+        if (out / RUN_FILE).exists() and "merged" not in read_json(out / RUN_FILE):
+            raise MergeError(f"{out} holds a benchmark run not made by merge; choose another --out")
+        failed = sum(r.get("status") != "ok" for r in records)
+        summary: dict[str, Any] = {"requests": plans[0].total, "records": len(records),
+                                   "failed": failed, "extra": extra}
+        with run_lock(out, "merge"):  # nor is out written by two merges at once
+            _write_records(out / RECORDS_FILE, records)
+            write_json_atomic(out / RUN_FILE, _merged_run(run_dir, plans, dirs, summary))
     return MergeSummary(out=out, shards=count, requests=plans[0].total, records=len(records),
                         failed=failed, extra=extra)

@@ -4,7 +4,9 @@ A run folder holds ``records.jsonl``: one JSON object per line, one line per fin
 (request, drafter, γ) run, written with a single ``write`` on an ``O_APPEND`` descriptor and
 ``fsync``-ed before the harness moves on.  A kill can therefore only leave a *partial last
 line*; :meth:`RecordLog.open` detects it and cuts it off, so the run resumes exactly after
-the last complete record: nothing lost, nothing duplicated.  Whole-file metadata
+the last complete record: nothing lost, nothing duplicated.  A complete line that is not a
+record (disk damage, a hand edit) is moved to ``records.quarantine.jsonl`` with a warning
+on open, and its measurement runs again.  Whole-file metadata
 (``run.json``) is replaced atomically with :func:`write_json_atomic`.
 
 Every record has a ``key`` (``request_id|drafter|gamma``).  Readers keep the *last* record
@@ -17,14 +19,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evspec.data.atomic import atomic_write_text
+from evspec.data.atomic import atomic_file, atomic_write_text
 
 RECORDS_FILE = "records.jsonl"
 RUN_FILE = "run.json"
+QUARANTINE_FILE = "records.quarantine.jsonl"
 
 
 def record_key(request_id: str, drafter: str, gamma: int) -> str:
@@ -58,45 +62,114 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _scan(path: Path) -> tuple[list[dict], int, bool]:
-    """Parse ``path``: (records, byte length of the complete lines, whether a tail was torn).
+# What a benchmark measurement record holds besides its key (``measure.base_record``).
+BENCH_FIELDS = {"request_id": str, "drafter": str, "gamma": int}
+
+
+class CorruptRecordWarning(UserWarning):
+    """Complete lines of ``records.jsonl`` that are not records (skipped, or quarantined)."""
+
+
+def _problem(raw: bytes, fields: dict[str, type]) -> str | None:
+    """Why one complete line is not a record (with a string ``key`` and ``fields``), or None."""
+    try:
+        rec = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    for name, kind in {"key": str, **fields}.items():
+        if not isinstance(rec.get(name), kind) or isinstance(rec.get(name), bool):
+            return f"no {name!r} ({kind.__name__})"
+    return None
+
+
+def _scan(
+    path: Path, fields: dict[str, type] | None = None
+) -> tuple[list[dict], int, bool, list[tuple[int, bytes, str]]]:
+    """Parse ``path``: (records, byte length of the complete lines, whether a tail was torn,
+    the corrupt complete lines as (line number, bytes, reason)).
 
     Only the last line may be incomplete (bytes after the last newline: a record is written
-    with its newline in one call, so a torn write never ends in one); a broken complete line
-    is an error naming the line.
+    with its newline in one call, so a torn write never ends in one).  A complete line that
+    is not a record (a disk error, a hand edit) is returned apart, not fatal.
     """
     data = path.read_bytes()
     records: list[dict] = []
+    bad: list[tuple[int, bytes, str]] = []
     good_end = 0
     lines = data.split(b"\n")
     # ``lines[-1]`` is what follows the last newline: empty for a clean file.
     for i, raw in enumerate(lines[:-1]):
-        if not raw.strip():
-            good_end += len(raw) + 1
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i + 1}: corrupt record ({exc}); fix or delete that line") from exc
-        if not isinstance(rec, dict) or "key" not in rec:
-            raise ValueError(f"{path}:{i + 1}: a record must be a JSON object with a 'key'")
-        records.append(rec)
         good_end += len(raw) + 1
-    return records, good_end, bool(lines[-1])
+        if not raw.strip():
+            continue
+        reason = _problem(raw, fields or {})
+        if reason is None:
+            records.append(json.loads(raw))
+        else:
+            bad.append((i + 1, raw, reason))
+    return records, good_end, bool(lines[-1]), bad
 
 
-def read_records(path: Path, *, latest_only: bool = True) -> list[dict]:
+def _fields_of(path: Path, fields: dict[str, type] | None) -> dict[str, type]:
+    """``fields``, or by default what the records of ``path``'s folder must hold."""
+    if fields is not None:
+        return fields
+    return BENCH_FIELDS if (path.parent / RUN_FILE).exists() else {}
+
+
+class DuplicateRecordWarning(UserWarning):
+    """A key recorded ``ok`` more than once (a retry of a failure is not a duplicate)."""
+
+
+def _measured_twice(records: list[dict]) -> list[str]:
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for rec in records:
+        if rec.get("status") == "ok":
+            if rec["key"] in seen:
+                twice[rec["key"]] = None
+            seen.add(rec["key"])
+    return list(twice)
+
+
+def _describe_bad(path: Path, bad: list[tuple[int, bytes, str]]) -> str:
+    numbers = ", ".join(str(n) for n, _, _ in bad[:8]) + (" …" if len(bad) > 8 else "")
+    first, _, reason = bad[0]
+    return f"{path}: {len(bad)} corrupt record line(s) (lines {numbers}; line {first}: {reason})"
+
+
+def read_records(
+    path: Path, *, latest_only: bool = True, fields: dict[str, type] | None = None
+) -> list[dict]:
     """All complete records of ``path`` (a run folder or a ``records.jsonl``).
 
     With ``latest_only`` keep only the last record per key, in first-seen key order.  A torn
     last line (from a kill) is ignored, not repaired: use :meth:`RecordLog.open` to repair.
+    Corrupt complete lines (not a JSON object with a string ``key`` and ``fields``; by
+    default :data:`BENCH_FIELDS` in a benchmark run folder, one with ``run.json``) are
+    skipped with a :class:`CorruptRecordWarning`.
     """
     path = Path(path)
     if path.is_dir():
         path = path / RECORDS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no records (run `evspec bench ... --out {path.parent}` first)")
-    records, _, _ = _scan(path)
+    records, _, _, bad = _scan(path, _fields_of(path, fields))
+    if bad:
+        warnings.warn(
+            f"{_describe_bad(path, bad)} skipped; resuming `evspec bench` with the same --out "
+            f"moves them to {QUARANTINE_FILE} and measures them again",
+            CorruptRecordWarning, stacklevel=2,
+        )
+    twice = _measured_twice(records)
+    if twice:
+        warnings.warn(
+            f"{path}: {len(twice)} measurement(s) recorded ok more than once (e.g. {twice[0]}): "
+            "two processes wrote this folder, or it was resumed from a copy; the latest is kept",
+            DuplicateRecordWarning, stacklevel=2,
+        )
     if not latest_only:
         return records
     latest: dict[str, dict] = {}
@@ -118,18 +191,21 @@ class RecordLog:
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @classmethod
-    def open(cls, run_dir: Path) -> RecordLog:
-        """Open (creating) ``run_dir/records.jsonl``, cutting off a torn last line."""
+    def open(cls, run_dir: Path, fields: dict[str, type] | None = None) -> RecordLog:
+        """Open (creating) ``run_dir/records.jsonl``, cutting off a torn last line and moving
+        corrupt lines (see :func:`read_records` for ``fields``) to the quarantine file."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / RECORDS_FILE
         records: list[dict] = []
         repaired = 0
         if path.exists():
-            records, good_end, torn = _scan(path)
+            records, good_end, torn, bad = _scan(path, _fields_of(path, fields))
             if torn:
                 repaired = path.stat().st_size - good_end
                 os.truncate(path, good_end)
+            if bad:
+                _quarantine(path, records, bad)
         return cls(path, records, repaired)
 
     def __enter__(self) -> RecordLog:
@@ -173,3 +249,22 @@ class RecordLog:
             written += os.write(self._fd, data[written:])
         os.fsync(self._fd)
         self._latest[record["key"]] = record
+
+
+def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str]]) -> None:
+    """Move corrupt lines of ``path`` to ``QUARANTINE_FILE`` beside it (appended, kept for a
+    post-mortem) and rewrite ``path`` with the records alone; their keys are then missing,
+    so the resumed run measures them again."""
+    aside = path.with_name(QUARANTINE_FILE)
+    with open(aside, "ab") as f:
+        f.write(b"".join(raw + b"\n" for _, raw, _ in bad))
+        f.flush()
+        os.fsync(f.fileno())
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        for rec in records:
+            line = json.dumps(_clean(rec), allow_nan=False, separators=(",", ":")) + "\n"
+            f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{_describe_bad(path, bad)} moved to {aside}; they are measured again",
+                  CorruptRecordWarning, stacklevel=3)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evspec.bench.mdtable import md_table
-from evspec.bench.records import RUN_FILE, read_json, read_records, write_json_atomic
+from evspec.bench.records import BENCH_FIELDS, RUN_FILE, read_json, read_records, write_json_atomic
 from evspec.bench.summary import STAGES, ConfigSummary, Speedup, summarize
 
 REPORT_FILE = "report.md"
@@ -369,7 +369,7 @@ def build_report(run_dir: Path, *, plots: bool = True, allow_mixed: bool = False
             )
         raise FileNotFoundError(f"{run_dir}: not a benchmark run folder (no {RUN_FILE}); run `evspec bench` first")
     run = read_json(run_dir / RUN_FILE)
-    records = read_records(run_dir)
+    records = read_records(run_dir, fields=BENCH_FIELDS)
     if not records:
         raise ValueError(f"{run_dir}: the run has no records yet")
     prov = check_provenance(records, allow_mixed=allow_mixed)

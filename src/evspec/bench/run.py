@@ -13,6 +13,7 @@ from evspec.bench.datasets import dataset_items
 from evspec.bench.harness import BenchOutcome, run_bench
 from evspec.bench.shard import Shard, partition, select_device
 from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
+from evspec.data.runlock import check_folder_path, holds_run_lock
 from evspec.decoding.names import needs_draft_model
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -148,6 +149,15 @@ def _use_device(device: str) -> None:
         torch.cuda.set_device(resolve_device(device))
 
 
+def _locked_folder(args: dict[str, Any]) -> Path:
+    """The folder a bench call writes (its shard's under ``out``), checked before any model
+    loads: ``--out`` must not be a file."""
+    out = Path(args["out"])
+    check_folder_path(out)
+    return shard_run_dir(out, args["shard"] or Shard())
+
+
+@holds_run_lock("bench", _locked_folder)
 def bench(
     config: BenchConfig,
     out: Path,

@@ -1,16 +1,21 @@
 """The ``evspec`` command: a table of typed verbs (each is also a Python function).
 
-Each verb group lives in its own module exposing ``register(app)``.
+Each verb group lives in its own module exposing ``register(app)``.  Input errors from any
+verb end as one ``error: ...`` line and a non-zero exit (``evspec.cli.errors``).
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
 
+from evspec.cli.errors import ErrorGroup
+
 app = typer.Typer(
     name="evspec",
+    cls=ErrorGroup,
     help="Lossless speculative decoding for Video-LLaVA with event-camera drafters.",
     no_args_is_help=True,
     add_completion=False,
@@ -37,5 +42,11 @@ for _name in _VERB_MODULES:
     _mod.register(app)
 
 
+def _format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    """The ``evspec`` console script: warnings as ``warning: ...`` lines, then the app."""
+    warnings.formatwarning = _format_warning
     app()

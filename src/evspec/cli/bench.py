@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
+from evspec.cli.errors import fail
+
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=code)
+    fail(message, code)
 
 
 def _names(text: str, what: str) -> tuple[str, ...]:
@@ -157,7 +158,7 @@ def bench(
             report=report, argv=["evspec", *sys.argv[1:]], shard=shard,
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(f"bench: {exc}")
+        _fail(str(exc))
         return
     summary = (
         f"{outcome.written} measurements written ({outcome.failed} failed), "
@@ -222,7 +223,7 @@ def report(
     try:
         path = build_report(run_dir, plots=plots, allow_mixed=allow_mixed)
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(f"report: {exc}")
+        _fail(str(exc))
         return
     typer.echo(f"wrote {path}")
 
@@ -286,7 +287,7 @@ def merge(
             path = build_report(summary.out, plots=plots and _have_matplotlib())
             typer.echo(f"report: {path}")
     except (MergeError, ValueError, FileNotFoundError) as exc:
-        _fail(f"merge: {exc}")
+        _fail(str(exc))
 
 
 def _have_matplotlib() -> bool:

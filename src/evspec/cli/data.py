@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from evspec.cli.errors import fail
+
 data_app = typer.Typer(
     name="data",
     help="Datasets: check manifests, build DSEC clips, import EventGPT data, render events.",
@@ -18,9 +20,8 @@ data_app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=1)
+def _fail(message: str, code: int = 1) -> None:
+    fail(message, code)
 
 
 @data_app.command("check")

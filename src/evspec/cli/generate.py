@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -56,6 +57,7 @@ def generate_cmd(
     from evspec.bench.config import SCHEDULES
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.gamma import DynamicGamma
+    from evspec.decoding.sampling import validate_sampling
     from evspec.models.fast.config import check_fast_options
     from evspec.session import QUANT_CHOICES, is_world_model, load_eventgpt, load_inputs, load_target, make_request, resolve_device, resolve_dtype
 
@@ -65,6 +67,10 @@ def generate_cmd(
         from evspec.decoding.engine import generate
 
     try:
+        validate_sampling(temperature, top_p)  # before any model loads, like the paths
+        for option, value in (("--video", video), ("--events", events)):
+            if value not in (None, "random") and not Path(value).exists():
+                raise FileNotFoundError(f"{option} {value}: no such file or folder")
         if schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if quant not in QUANT_CHOICES:

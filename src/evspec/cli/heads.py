@@ -9,10 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from evspec.cli.errors import fail
 
-def _fail(message: str) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=1)
+
+def _fail(message: str, code: int = 1) -> None:
+    fail(message, code)
 
 
 def _models(target: str, draft_model: str | None, device: str, dtype: str, seed: int, *, draft_dtype: str | None = None):
@@ -58,11 +59,12 @@ def collect_cmd(
     """For each (clip, question): the target's greedy answer, then both models
     teacher-forced on that same answer; hidden states, top-K log-probs and event memory
     into chunked safetensors (resumable)."""
-    from evspec.adapters.collect import CollectConfig, collect
+    from evspec.adapters.collect import CollectConfig, collect, collect_lock_name
+    from evspec.data.runlock import run_lock
     from evspec.bench.shard import select_device, shard_from_env_or_args
 
     if memory not in ("events", "prefill"):
-        _fail(f"collect: --memory {memory!r}: use events or prefill")
+        _fail(f"--memory {memory!r}: use events or prefill")
     try:
         sh = shard_from_env_or_args(num_chunks, chunk_idx)  # + torchrun's RANK/WORLD_SIZE/LOCAL_RANK
         device = select_device(device, sh)  # cuda:LOCAL_RANK under torchrun
@@ -72,10 +74,12 @@ def collect_cmd(
             prefill_memory=memory == "prefill", video_features=video_features, store_dtype=store_dtype,
             canvas=canvas, shard=shard, num_shards=num_shards, time_budget_s=time_budget,  # type: ignore[arg-type]
         )
-        tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
-        report = collect(cfg, tgt, dm, dataset, out, models={"target": target, "draft": draft_model})
+        with run_lock(out, "collect", name=collect_lock_name(cfg)):  # before the models load
+            tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+            report = collect(cfg, tgt, dm, dataset, out,
+                             models={"target": target, "draft": draft_model})
     except (ValueError, FileNotFoundError) as exc:
-        _fail(f"collect: {exc}")
+        _fail(str(exc))
         return
     note = " (stopped at the time budget)" if report.stopped_early else ""
     typer.echo(
@@ -141,7 +145,7 @@ def train_cmd(
             dm = load_eventgpt(draft_model, device=dev, dtype=torch.float32, seed=seed + 1)
         result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(f"train: {exc}")
+        _fail(str(exc))
         return
     best = result.best
     note = " (stopped at the time budget)" if result.stopped_early else ""
@@ -187,7 +191,7 @@ def eval_cmd(
 
         evaluate(cfg, tgt, dm, dataset, specs, out, offline_data=offline_data, argv=sys.argv)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(f"eval: {exc}")
+        _fail(str(exc))
         return
     typer.echo((out / "eval.md").read_text(encoding="utf-8"))
 

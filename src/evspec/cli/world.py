@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from evspec.cli.errors import fail
+
 world_app = typer.Typer(
     name="world",
     help="The synthetic world: scenes rendered to video and events, with questions.",
@@ -19,9 +21,8 @@ world_app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=1)
+def _fail(message: str, code: int = 1) -> None:
+    fail(message, code)
 
 
 @world_app.command("generate")
@@ -63,7 +64,7 @@ def generate(
             out, clips, seed, cfg, workers=workers, overwrite=overwrite, tokenizer=tokenizer
         )
     except (ValueError, FileExistsError) as exc:
-        _fail(f"world generate: {exc}")
+        _fail(str(exc))
         return
     splits = ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
     typer.echo(

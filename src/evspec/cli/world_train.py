@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 
+from evspec.cli.errors import fail
 
-def _fail(message: str) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=1)
+
+def _fail(message: str, code: int = 1) -> None:
+    fail(message, code)
 
 
 def train(
@@ -66,7 +67,7 @@ def train(
         if export_fp16 is not None:
             export(result.model_dir, export_fp16)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(f"world train: {exc}")
+        _fail(str(exc))
         return
     val = (result.log.get("val") or [{}])[-1]
     typer.echo(
@@ -112,7 +113,7 @@ def evaluate(
         )
         summary = evaluate_world(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(f"world eval: {exc}")
+        _fail(str(exc))
         return
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -136,7 +137,7 @@ def pack(
         text = notes.read_text() if notes is not None else ""
         folder = pack_world_assets(data, target, drafter, out, clips=clips, notes=text)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(f"world pack: {exc}")
+        _fail(str(exc))
         return
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     typer.echo(f"packed {folder} ({size / 1e6:.1f} MB)")

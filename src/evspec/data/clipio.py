@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
+from tokenize import TokenError
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ import numpy as np
 from evspec.data.atomic import atomic_file
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
+from evspec.data.limits import check_event_bytes
 
 FORMAT_TAG = "evspec-events"
 FORMAT_VERSION = 1
@@ -59,6 +62,23 @@ def save_events(path: str | Path, stream: EventStream, *, compress: bool = True)
     return path
 
 
+def _member_bytes(z: np.lib.npyio.NpzFile, name: str, source: str) -> int:
+    """Bytes member ``name`` decodes to, from its header; a header promising more than the
+    member's recorded uncompressed size (a forged or torn file) is refused."""
+    info = z.zip.getinfo(f"{name}.npy")
+    with z.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+            np.lib.format.read_array_header_2_0)
+        shape, _fortran, dtype = read(f)
+        header = f.tell() if f.seekable() else 0
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > info.file_size - header:
+        raise DataError(source, name, f"the header promises {need:,} bytes but the member holds "
+                        f"{info.file_size - header:,}; the file is torn or forged (re-export it)")
+    return need
+
+
 def _load_npz(path: Path) -> EventStream:
     source = str(path)
     try:
@@ -75,10 +95,16 @@ def _load_npz(path: Path) -> EventStream:
                     source, "version", f"is {version}; this evspec reads version {FORMAT_VERSION}"
                 )
             size_arr = z["sensor_size"]
+            # sizes from the members' .npy headers, before anything is decompressed
+            need = {k: _member_bytes(z, k, source) for k in ("x", "y", "t", "p")}
+            check_event_bytes(source, "x/y/t/p", sum(need.values()))
             arrays = {k: z[k] for k in ("x", "y", "t", "p")}
     except DataError:
         raise
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, SyntaxError,
+            TokenError, TypeError, NotImplementedError, RuntimeError, MemoryError) as exc:
+        # RuntimeError: zipfile's "encrypted member"; NotImplementedError: an unknown method;
+        # SyntaxError, TokenError: numpy parses each member's header with Python's tokenizer
         raise DataError(
             source, "file", f"corrupted or truncated events file ({type(exc).__name__}: {exc})"
         ) from None

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evspec.data.atomic import atomic_dir, atomic_write_text
+from evspec.data.runlock import holds_run_lock
 from evspec.data.clipio import save_events
 from evspec.data.dsec_h5 import DsecEventsFile
 from evspec.data.dsec_questions import QUESTION_SETS
@@ -207,7 +208,11 @@ def _check_resume(out: Path, cfg: DsecBuildConfig) -> None:
     stamp = out / CLIPS_DIR / ".settings.json"
     key = _settings_key(cfg)
     if stamp.is_file():
-        old = json.loads(stamp.read_text())
+        try:
+            old = json.loads(stamp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(str(stamp), "file", f"not valid JSON ({exc}); delete it (and the "
+                            "clips beside it) to rebuild") from None
         if old != key:
             raise DataError(
                 str(out), "settings",
@@ -219,6 +224,7 @@ def _check_resume(out: Path, cfg: DsecBuildConfig) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+@holds_run_lock("data dsec", lambda a: Path(a["out"]))
 def build_dsec_clips(
     root: str | Path, out: str | Path, cfg: DsecBuildConfig, *, progress: bool = True
 ) -> DsecBuildReport:

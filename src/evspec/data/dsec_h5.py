@@ -21,6 +21,7 @@ import numpy as np
 
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
+from evspec.data.limits import check_event_bytes
 
 DSEC_SENSOR_SIZE = (640, 480)
 """DSEC's event camera (Prophesee Gen3.1): width 640, height 480."""
@@ -156,6 +157,8 @@ class DsecEventsFile:
 
     def read_range(self, i0: int, i1: int) -> EventStream:
         """Events ``i0 .. i1`` as an ``EventStream`` with absolute times (validated)."""
+        per_event = sum(d.dtype.itemsize for d in (self._x, self._y, self._t, self._p))
+        check_event_bytes(self.source, "events", max(i1 - i0, 0) * per_event)
         t = self._read(self._t, i0, i1, "events/t").astype(np.int64) + self.t_offset
         return EventStream(
             self._read(self._x, i0, i1, "events/x"),

@@ -35,12 +35,24 @@ _SUBDIR = {"event_data": "event_npy", "video_data": "video", "mp4_data": "mp4"}
 _PLACEHOLDER = re.compile(r"<(?:event|image|video)>")
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+
+
 def _resolve(root: Path, field: str, rel: str) -> Path:
     first = root / _SUBDIR[field] / rel
     if first.exists():
         return first
     second = root / rel
     return second if second.exists() else first
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (links followed) lies inside ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def clean_question(text: str) -> str:
@@ -86,13 +98,20 @@ def import_eventgpt(
 
     ``video="mp4"`` prefers ``mp4_data`` (falling back to ``video_data``), ``"frames"``
     the reverse.  Structural problems in the JSON are all reported together in one
-    ``ManifestError``; missing files are left for ``evspec data check``.
+    ``ManifestError``: paths leading outside ``root``, ids that are not file-name safe, and
+    missing event files among them; videos are checked by ``evspec data check``.
     """
     if split not in SPLITS:
         raise ValueError(f"import_eventgpt: split must be one of {list(SPLITS)}, got {split!r}")
     if video not in ("mp4", "frames"):
         raise ValueError(f"import_eventgpt: video must be 'mp4' or 'frames', got {video!r}")
     json_path, root, out = Path(json_path), Path(root), Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give the manifest file to write, e.g. "
+                         f"{out / 'manifest.json'}")
+    if not root.is_dir():
+        raise ValueError(f"--root {root}: no such folder (the research dataset: event_npy/, "
+                         "mp4/, ...)")
     file = str(json_path)
     try:
         records = json.loads(json_path.read_text(encoding="utf-8"))
@@ -113,6 +132,7 @@ def import_eventgpt(
             problems.append(Problem(file, where, "record must be an object"))
             continue
         paths: dict[str, str | None] = {}
+        before = len(problems)
         for key in ("event_data", *order):
             value = rec.get(key)
             if value is None or value == "":
@@ -120,14 +140,28 @@ def import_eventgpt(
             elif not isinstance(value, str):
                 problems.append(Problem(file, f"{where}.{key}", "must be a path string"))
                 paths[key] = None
+            elif Path(value).is_absolute() or not _inside(root, _resolve(root, key, value)):
+                problems.append(Problem(file, f"{where}.{key}", f"{value!r} leads outside --root "
+                                        f"{root}; paths must stay inside the dataset folder"))
+                paths[key] = None
             else:
                 target = _resolve(root, key, value)
+                if key == "event_data" and not target.is_file():
+                    problems.append(Problem(file, f"{where}.{key}", f"{value!r}: no such events "
+                                            f"file under {root} (looked in {target.parent})"))
                 paths[key] = Path(os.path.relpath(target, out_root)).as_posix()
+        cid = str(rec.get("id") or f"clip-{i:06d}")
+        if not _SAFE_ID.fullmatch(cid):
+            problems.append(Problem(
+                file, f"{where}.id", f"{cid[:80]!r} is not a safe clip id (letters, digits, '.', "
+                "'_', '-'; not starting with '.' or '-')"))
+        if len(problems) > before:  # reported; its turns are still checked
+            _qas(rec.get("conversations", []), where, file, problems)
+            continue
         vid = paths[order[0]] or paths[order[1]]
         if paths["event_data"] is None and vid is None:
             problems.append(Problem(file, where, "has no event_data, mp4_data or video_data"))
             continue
-        cid = str(rec.get("id") or f"clip-{i:06d}")
         if cid in seen:
             cid = f"{cid}-{i}"
         seen.add(cid)

@@ -333,6 +333,8 @@ def check_manifest(
                         ))
                 except DataError as exc:
                     problems.append(exc.problem)
+                except (ValueError, OSError, MemoryError) as exc:  # the next clip is checked too
+                    problems.append(Problem(str(ev_path), "events", f"unreadable ({exc})"))
         if e.video is not None:
             v_path = manifest.resolve(e.video)
             if not v_path.exists():
@@ -342,4 +344,6 @@ def check_manifest(
                     read_video(v_path, num_frames)  # decodes: catches corrupt frames too
                 except DataError as exc:
                     problems.append(exc.problem)
+                except (ValueError, OSError, MemoryError) as exc:
+                    problems.append(Problem(str(v_path), "video", f"unreadable ({exc})"))
     return problems

@@ -24,6 +24,7 @@ import numpy as np
 
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
+from evspec.data.limits import check_canvas
 from evspec.data.windows import check_window_length
 
 WHITE = (255, 255, 255)
@@ -64,10 +65,12 @@ def _canvas(stream: EventStream, sensor_size: tuple[int, int] | None) -> tuple[i
     """``(width, height)`` of the canvas; checks every event lies on it."""
     max_x, max_y = int(stream.x.max()), int(stream.y.max())
     if sensor_size is None:
+        check_canvas(stream.source, max_x + 1, max_y + 1, f"events reaching (x={max_x}, y={max_y})")
         return max_x + 1, max_y + 1
     w, h = int(sensor_size[0]), int(sensor_size[1])
     if w <= 0 or h <= 0:
         raise ValueError(f"render: sensor_size must be positive (width, height), got {sensor_size}")
+    check_canvas(stream.source, w, h, f"the sensor size {(w, h)}")
     if max_x >= w or max_y >= h:
         raise DataError(
             stream.source,

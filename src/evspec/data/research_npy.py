@@ -25,6 +25,7 @@ import numpy as np
 
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
+from evspec.data.limits import MAX_PICKLE_DEPTH, MAX_PICKLE_NODES, check_event_bytes
 
 REQUIRED_KEYS = ("x", "y", "t", "p")
 
@@ -71,29 +72,71 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def _check_plain(source: str, obj: object, where: str) -> None:
-    """Admit only numpy arrays (non-object), dicts with str keys, plain scalars, lists/tuples."""
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return
-    if isinstance(obj, np.generic):
-        if isinstance(obj, np.object_):
-            raise DataError(source, where, "numpy object scalars are not accepted")
-        return
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise DataError(source, where, "nested object arrays are not accepted")
-        return
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise DataError(source, where, f"dict key {k!r} is not a string")
-            _check_plain(source, v, f"{where}.{k}" if where else k)
-        return
-    if isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_plain(source, v, f"{where}[{i}]")
-        return
-    raise DataError(source, where or "pickle", f"unexpected {type(obj).__name__} object refused")
+def _check_plain(source: str, root: object) -> None:
+    """Admit only numpy arrays (non-object), dicts with str keys, plain scalars, lists/tuples.
+
+    An iterative depth-first walk that visits every container once however often it is
+    shared (a pickle can make ``a = [a, a]`` nested 40 deep in 2 KB: 2^40 paths but 40
+    containers), at most ``MAX_PICKLE_DEPTH`` deep and ``MAX_PICKLE_NODES`` values, and that
+    refuses a container inside itself (reached again while still on the path).
+    """
+    on_path: set[int] = set()
+    done: set[int] = set()
+    # (object, where, depth, leaving): ``leaving`` entries take a container off the path
+    stack: list[tuple[object, str, int, bool]] = [(root, "", 0, False)]
+    nodes = 0
+    while stack:
+        obj, where, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(obj))
+            done.add(id(obj))
+            continue
+        here = where or "pickle"
+        nodes += 1
+        if nodes > MAX_PICKLE_NODES:
+            raise DataError(source, "pickle", f"more than {MAX_PICKLE_NODES:,} values; a research "
+                            "event file holds a few arrays and numbers")
+        if depth > MAX_PICKLE_DEPTH:
+            raise DataError(source, here, f"nested deeper than {MAX_PICKLE_DEPTH} levels; a "
+                            "research event file is a flat dict of arrays")
+        if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+            continue
+        if isinstance(obj, np.generic):
+            if isinstance(obj, np.object_):
+                raise DataError(source, here, "numpy object scalars are not accepted")
+            continue
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject:
+                raise DataError(source, here, "nested object arrays are not accepted")
+            continue
+        if not isinstance(obj, (dict, list, tuple)):
+            raise DataError(source, here, f"unexpected {type(obj).__name__} object refused")
+        if id(obj) in on_path:
+            raise DataError(source, here, "a container that contains itself is not plain data")
+        if id(obj) in done:
+            continue  # shared: already checked, with everything inside it
+        on_path.add(id(obj))
+        stack.append((obj, where, depth, True))
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise DataError(source, here,
+                                    f"dict key of type {type(k).__name__} is not a string")
+                stack.append((v, f"{where}.{k}" if where else k, depth + 1, False))
+        else:
+            stack.extend((v, f"{where}[{i}]", depth + 1, False) for i, v in enumerate(obj))
+
+
+def _open(path: Path) -> io.BufferedReader:
+    """``open(path, "rb")`` with a missing or unreadable file as a named ``DataError``."""
+    source = str(path)
+    if not path.is_file():
+        raise DataError(source, "file", "does not exist" if not path.exists() else "is not a file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(source, "file", f"cannot be read ({exc.strerror or exc}); check its "
+                        "permissions") from None
 
 
 def _read_header(f: io.BufferedIOBase, source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -102,33 +145,33 @@ def _read_header(f: io.BufferedIOBase, source: str) -> tuple[tuple[int, ...], bo
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(f)
         return np.lib.format.read_array_header_2_0(f)
-    except (ValueError, EOFError, OSError) as exc:
-        raise DataError(source, "file", f"not a valid .npy file ({exc})") from None
+    except Exception as exc:  # numpy parses the header with Python's tokenizer: any error
+        reason = f"not a valid .npy file ({type(exc).__name__}: {exc})"
+        raise DataError(source, "file", reason) from None
 
 
 def read_research_dict(path: str | Path) -> dict[str, Any]:
     """The dict stored in a research ``.npy`` (restricted unpickling; see module docstring)."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise DataError(source, "file", "does not exist")
-    with open(path, "rb") as f:
+    with _open(path) as f:
         shape, _fortran, dtype = _read_header(f, source)
         if not dtype.hasobject:
             raise DataError(source, "file", "not a pickled dict (use load_research_npy)")
+        check_event_bytes(source, "file", path.stat().st_size)
         try:
             obj = _RestrictedUnpickler(f, source).load()
         except DataError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, OverflowError, MemoryError) as exc:
+                IndexError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
             reason = f"corrupted or truncated pickle payload ({type(exc).__name__}: {exc})"
             raise DataError(source, "pickle", reason) from None
     if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == () == tuple(shape):
         obj = obj.item()
     if not isinstance(obj, dict):
         raise DataError(source, "pickle", f"expected a dict of arrays, found {type(obj).__name__}")
-    _check_plain(source, obj, "")
+    _check_plain(source, obj)
     return obj
 
 
@@ -152,11 +195,15 @@ def load_research_npy(
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise DataError(source, "file", "does not exist")
-    with open(path, "rb") as f:
-        _shape, _fortran, dtype = _read_header(f, source)
+    with _open(path) as f:
+        shape, _fortran, dtype = _read_header(f, source)
+        body = path.stat().st_size - f.tell()
     if not dtype.hasobject:
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        check_event_bytes(source, "file", need)
+        if need > body:
+            raise DataError(source, "file", f"truncated: its header promises {need:,} bytes of "
+                            f"events but {body:,} follow; re-export the file")
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:
@@ -178,8 +225,16 @@ def load_research_npy(
     meta = {k: v for k, v in data.items() if k not in REQUIRED_KEYS}
     try:
         size = sensor_size if sensor_size is not None else _sensor_from_meta(meta)
-    except (TypeError, ValueError):
-        reason = f"unreadable metadata {meta.get('sensor_size')!r}"
-        raise DataError(source, "sensor_size", reason) from None
-    stream = EventStream(data["x"], data["y"], data["t"], data["p"], size, source)
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(meta.get("sensor_size", (meta.get("width"), meta.get("height"))))[:80]
+        raise DataError(source, "sensor_size", f"unreadable metadata {shown}") from None
+    for key in REQUIRED_KEYS:
+        if not isinstance(data[key], (np.ndarray, list, tuple)):
+            raise DataError(source, key, f"must be an array, got {type(data[key]).__name__}")
+    try:
+        stream = EventStream(data["x"], data["y"], data["t"], data["p"], size, source)
+    except DataError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. ragged nested lists
+        raise DataError(source, "x/y/t/p", f"not 1-D numeric arrays ({exc})") from None
     return stream, meta

@@ -34,7 +34,7 @@ import torch
 from transformers import DynamicCache
 
 from evspec.decoding.protocols import Draft, Drafter, Target
-from evspec.decoding.sampling import select, validate_sampling, verify
+from evspec.decoding.sampling import select, token_limit, validate_sampling, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.models.causal_lm import sync, timed
 from evspec.models.request import Request
@@ -191,7 +191,7 @@ def generate_batch(
         if not isinstance(state.cache, DynamicCache):
             raise RuntimeError("generate_batch runs on the dynamic-cache path; disable_fast() on the target")
         gen = torch.Generator(device=device).manual_seed(seed_list[i]) if temperature > 0 else None
-        first = select(state.last_logits, temperature, top_p, gen)
+        first = select(state.last_logits, temperature, top_p, gen, token_limit(target))
         ref = None if forced_references is None else list(forced_references[i])
         if ref is not None:
             first = ref[0]
@@ -250,7 +250,7 @@ def generate_batch(
                 d = feeds[b][1:]  # [k']
                 k = int(d.numel())
                 verdict = verify(logits[b, : k + 1], d, r.draft.probs, temperature=temperature,
-                                 top_p=top_p, generator=r.gen)
+                                 top_p=top_p, generator=r.gen, n_ids=token_limit(target))
                 n, nxt = verdict.n_accepted, verdict.next_token
                 if r.reference is not None:
                     at = len(r.tokens)

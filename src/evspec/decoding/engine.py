@@ -17,7 +17,7 @@ import torch
 from evspec.decoding.chain import chainable, chained_greedy
 from evspec.decoding.gamma import GammaPolicy
 from evspec.decoding.protocols import Draft, Drafter, Target
-from evspec.decoding.sampling import select, validate_sampling, verify
+from evspec.decoding.sampling import select, token_limit, validate_sampling, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.models.causal_lm import sync, timed
 from evspec.models.state import TargetState
@@ -75,7 +75,7 @@ def prefill_target(
     stats.target_preprocess_ms = state.timings.get("preprocess_ms", 0.0)
     stats.target_vision_ms = state.timings.get("vision_ms", 0.0)
     stats.target_prefill_ms = state.timings.get("prefill_ms", 0.0)
-    first = select(state.last_logits, temperature, top_p, generator)
+    first = select(state.last_logits, temperature, top_p, generator, token_limit(target))
     if forced_reference is not None:
         first = forced_reference[0]
     sync(target.device)
@@ -136,6 +136,7 @@ def generate(
 
     device = target.device
     gen = _generator(device, seed) if temperature > 0 else None
+    n_ids = token_limit(target)  # sampling never draws padded ids the tokenizer lacks
     if gamma_policy is not None:
         gamma = int(gamma_policy.max_gamma)
     stats = RequestStats(drafter=drafter.name if drafter else "none", gamma=gamma if drafter else 0)
@@ -194,7 +195,8 @@ def generate(
             with timed(device, rnd, "score_ms"):
                 scored = target.score(state, feed, return_hidden=needs_hidden)
                 verdict = verify(
-                    scored.logits, d, draft.probs, temperature=temperature, top_p=top_p, generator=gen
+                    scored.logits, d, draft.probs, temperature=temperature, top_p=top_p,
+                    generator=gen, n_ids=n_ids,
                 )
             n, nxt = verdict.n_accepted, verdict.next_token
             if forced_reference is not None:  # the reference stands in for the argmax

@@ -65,7 +65,7 @@ from evspec.decoding.pipeline_worker import (
     pipeline_support,
 )
 from evspec.decoding.protocols import Drafter, Target
-from evspec.decoding.sampling import verify
+from evspec.decoding.sampling import token_limit, verify
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.models.causal_lm import sync
 from evspec.models.request import Request
@@ -227,7 +227,8 @@ def generate_pipelined(
             _stream_sync(device)
             t0 = time.perf_counter()
             scored = target.score(state, feed, return_hidden=needs_hidden)
-            verdict = verify(scored.logits, d, probs, temperature=temperature, top_p=top_p, generator=v_gen)
+            verdict = verify(scored.logits, d, probs, temperature=temperature, top_p=top_p,
+                             generator=v_gen, n_ids=token_limit(target))
             _stream_sync(device)
             score_ms = (time.perf_counter() - t0) * 1e3
             n, nxt = verdict.n_accepted, verdict.next_token

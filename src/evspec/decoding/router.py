@@ -206,8 +206,9 @@ class LearnedRouter:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read a learned router ({exc})") from exc
-        if data.get("kind") != "evspec-learned-router":
-            raise ValueError(f"{path}: not a learned router file (kind = {data.get('kind')!r})")
+        if not isinstance(data, dict) or data.get("kind") != "evspec-learned-router":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: not a learned router file (kind = {kind!r})")
         try:
             return cls(list(data["vocab"]), list(data["classes"]), data["weights"], data["bias"])
         except KeyError as exc:

@@ -14,24 +14,48 @@ distributions ``p_0..p_k`` (``p_i`` follows the prefix extended by ``d_1..d_i``)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 
 def validate_sampling(temperature: float, top_p: float) -> None:
-    if not temperature >= 0.0:  # also rejects NaN
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not (temperature >= 0.0 and math.isfinite(temperature)):  # also rejects NaN
+        raise ValueError(
+            f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if not 0.0 < top_p <= 1.0:  # also rejects NaN
+        raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
+def token_limit(model: Any) -> int | None:
+    """How many logits ids ``model``'s tokenizer can decode, when fewer than the logits'
+    width (checkpoints pad ``lm_head`` to a multiple of 64): sampling never draws the rest."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    n = len(tokenizer)
+    return n if n < int(model.vocab_size) else None
+
+
+def logits_to_probs(
+    logits: torch.Tensor, temperature: float, top_p: float = 1.0, n_ids: int | None = None
+) -> torch.Tensor:
     """``logits`` ``[..., V]`` -> float32 probabilities ``[..., V]`` after temperature and
-    nucleus (top-p) filtering.  ``temperature`` must be > 0 here."""
+    nucleus (top-p) filtering.  ``temperature`` must be > 0 here.  ``n_ids``: only ids
+    below it get mass (the ids a tokenizer has; see :func:`token_limit`)."""
     if temperature <= 0:
         raise ValueError("logits_to_probs needs temperature > 0; use argmax for greedy")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
+    if n_ids is not None and n_ids < scaled.shape[-1]:
+        scaled[..., n_ids:] = float("-inf")
+    if not torch.isfinite(scaled.amax(dim=-1)).all():  # a tiny temperature overflowed
+        top = logits.float().amax(dim=-1, keepdim=True)
+        scaled = (logits.float() - top) / temperature  # <= 0, the best ids at 0
+        if n_ids is not None and n_ids < scaled.shape[-1]:
+            scaled[..., n_ids:] = float("-inf")
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
         sorted_p, idx = torch.sort(probs, dim=-1, descending=True)
         cum = torch.cumsum(sorted_p, dim=-1)
@@ -49,12 +73,14 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
 
 
 def select(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+    n_ids: int | None = None,
 ) -> int:
-    """Next token from one position's ``logits`` ``[V]``: argmax when greedy, else a sample."""
+    """Next token from one position's ``logits`` ``[V]``: argmax when greedy, else a sample
+    (of ids below ``n_ids`` only)."""
     if temperature == 0:
         return int(torch.argmax(logits).item())
-    return sample(logits_to_probs(logits, temperature, top_p), generator)
+    return sample(logits_to_probs(logits, temperature, top_p, n_ids), generator)
 
 
 @dataclass
@@ -81,8 +107,9 @@ def verify(
     temperature: float,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    n_ids: int | None = None,
 ) -> Verdict:
-    """Apply the acceptance rule to one round."""
+    """Apply the acceptance rule to one round (``p`` over ids below ``n_ids`` when sampling)."""
     k = int(draft.numel())
     if p_logits.shape[0] != k + 1:
         raise ValueError(f"need {k + 1} target distributions for {k} drafts, got {p_logits.shape[0]}")
@@ -93,7 +120,7 @@ def verify(
         n, nxt = torch.stack([n_t, best[n_t]]).tolist()  # the verdict's one host sync
         return Verdict(n, nxt)
 
-    p = logits_to_probs(p_logits, temperature, top_p)  # [k + 1, V]
+    p = logits_to_probs(p_logits, temperature, top_p, n_ids)  # [k + 1, V]
     rows = torch.arange(k, device=p.device)
     p_d = p[rows, draft]  # [k] p_i(d_i)
     if q_probs is None:

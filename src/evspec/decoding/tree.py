@@ -44,6 +44,7 @@ import torch
 
 from evspec.decoding.engine import check_run, prefill_target
 from evspec.decoding.protocols import Target
+from evspec.decoding.sampling import token_limit
 from evspec.decoding.stats import RequestStats, Result, RoundStats
 from evspec.decoding.tree_control import TreeControl
 from evspec.decoding.tree_draft import TreeDrafter
@@ -148,7 +149,8 @@ def generate_tree(
                 if forced_reference is not None:
                     path, nxt = _follow_reference(tree, forced_reference, len(tokens))
                 else:
-                    path, nxt = verify_tree(scored.logits, tree, temperature=temperature, top_p=top_p, generator=gen)
+                    path, nxt = verify_tree(scored.logits, tree, temperature=temperature,
+                                            top_p=top_p, generator=gen, n_ids=token_limit(target))
                 # -- phase 5: keep root + accepted path in both caches ---------------------------
                 ta.keep_path(target, state, len(tree.tokens), [0, *path])
             new = [tree.tokens[i] for i in path] + [nxt]

@@ -24,6 +24,7 @@ def verify_tree(
     temperature: float,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    n_ids: int | None = None,
 ) -> tuple[list[int], int]:
     """``(path, next_token)``: accepted nodes (root excluded, root-to-leaf order) and the
     target's token after them.  See the module docstring for the rule."""
@@ -43,7 +44,7 @@ def verify_tree(
             path.append(nxt)
             u = nxt
     while True:
-        p = logits_to_probs(p_logits[u], temperature, top_p)  # [V]
+        p = logits_to_probs(p_logits[u], temperature, top_p, n_ids)  # [V] over ids below n_ids
         children = kids.get(u, [])
         if not children:
             return path, sample(p, generator)

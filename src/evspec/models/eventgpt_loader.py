@@ -44,6 +44,7 @@ from evspec.models.eventgpt_layout import (
     resolve_vision_config,
 )
 from evspec.models.eventgpt_modules import EventGPTModel, build_model
+from evspec.models.safe_load import check_safetensors, read_json_object
 from evspec.models.eventgpt_weights import (
     IGNORED_SUFFIXES,
     VISION_PREFIX,
@@ -93,7 +94,7 @@ def load_eventgpt(
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} is missing (expected the EventGPT release layout)")
-    raw = json.loads(config_file.read_text())
+    raw = read_json_object(config_file, "restore the release's config.json")
     explicit = Path(clip_path) if clip_path is not None else None
     if explicit is not None and not (explicit / "config.json").is_file():
         raise FileNotFoundError(
@@ -103,6 +104,9 @@ def load_eventgpt(
     vision = resolve_vision_config(raw, explicit, clip_dir, config_file)
     config = config_from_dict(raw, vision, source=str(config_file))
     files = weight_files(folder)
+    for file in files:  # a torn or foreign weight file fails here, before any allocation
+        if file.suffix == ".safetensors":
+            check_safetensors(file, "re-download or re-export the checkpoint")
     tokenizer = load_tokenizer(folder)
 
     model = build_model(config, dtype=dtype, device=device, seed=None)  # uninitialised

@@ -6,11 +6,11 @@ checkpoint.  :mod:`evspec.models.eventgpt_loader` composes these into load and s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+
+from evspec.models.safe_load import load_safetensors, load_torch_state, read_json_object
 
 VISION_PREFIX = "model.visual_tower.visual_tower.vision_model."
 _CLIP_TOP = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
@@ -25,10 +25,15 @@ def weight_files(folder: Path) -> list[Path]:
     for name in _INDEX_FILES:
         index = folder / name
         if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map")
+            weight_map = read_json_object(index, "restore the checkpoint's index").get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ValueError(f"{index}: no 'weight_map' (expected {{weight name: shard file}})")
             shards = sorted(set(weight_map.values()))
+            odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s
+                   or s in ("", ".", "..")]
+            if odd:
+                raise ValueError(f"{index}: shard names must be plain file names in the folder, "
+                                 f"got {odd[:3]}")
             missing = [s for s in shards if not (folder / s).is_file()]
             if missing:
                 raise FileNotFoundError(
@@ -45,9 +50,10 @@ def weight_files(folder: Path) -> list[Path]:
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:
     """All tensors of one ``.safetensors`` or ``.bin`` file, on the CPU."""
+    fix = "re-download or re-export the checkpoint"
     if file.suffix == ".safetensors":
-        return load_file(str(file), device="cpu")
-    data = torch.load(file, map_location="cpu", weights_only=True)
+        return load_safetensors(file, fix)
+    data = load_torch_state(file, fix)
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ValueError(f"{file}: expected a flat {{name: tensor}} state dict")
     return data

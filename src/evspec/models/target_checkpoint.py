@@ -7,8 +7,9 @@ with only a log line).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from evspec.models.safe_load import check_safetensors, read_json_object
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -18,14 +19,20 @@ def check_checkpoint_folder(folder: Path) -> None:
     config = folder / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{config} is missing (expected the Video-LLaVA-7B-hf layout)")
-    model_type = json.loads(config.read_text()).get("model_type")
+    model_type = read_json_object(config, "restore the checkpoint's config.json").get("model_type")
     if model_type != "video_llava":
         raise ValueError(f"{config}: model_type is {model_type!r}, expected 'video_llava'")
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        weight_map = read_json_object(index, "restore the checkpoint's index").get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if not shards:
             raise ValueError(f"{index} has an empty weight_map")
+        odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s
+               or s in ("", ".", "..")]
+        if odd:
+            raise ValueError(f"{index}: shard names must be plain file names in the folder, "
+                             f"got {odd[:3]}")
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise FileNotFoundError(
@@ -35,6 +42,10 @@ def check_checkpoint_folder(folder: Path) -> None:
         raise FileNotFoundError(
             f"{folder}: no weights (expected model.safetensors or model.safetensors.index.json)"
         )
+    else:
+        shards = [single.name]
+    for shard in shards:  # headers only: a torn or foreign file fails before transformers loads
+        check_safetensors(folder / shard, "re-download or re-export the checkpoint")
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
         raise FileNotFoundError(
             f"{folder}: no tokenizer (expected tokenizer.json or tokenizer.model)"

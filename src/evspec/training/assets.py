@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evspec.data.manifest import Manifest, load_manifest, save_manifest
-from evspec.training.checkpoint import CONFIG_FILE, LOG_FILE, MODEL_DIR
+from evspec.training.checkpoint import CONFIG_FILE, LOG_FILE, MODEL_DIR, read_json
 from evspec.training.world_models import checkpoint_bytes, export_fp16
 
 MAX_CLIPS = 10
@@ -40,10 +40,10 @@ def _model_dir(path: Path) -> tuple[Path, Path | None]:
 def _run_info(run: Path | None) -> dict[str, Any]:
     if run is None:
         return {}
-    cfg = json.loads((run / CONFIG_FILE).read_text())
+    cfg = read_json(run / CONFIG_FILE)
     info: dict[str, Any] = {"config": cfg}
     if (run / LOG_FILE).is_file():
-        log = json.loads((run / LOG_FILE).read_text())
+        log = read_json(run / LOG_FILE)
         info["val"] = log.get("val", [])[-1:] or None
         info["seconds"] = log.get("seconds")
         info["device"] = log.get("device")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from evspec.data.atomic import atomic_write_text
+from evspec.models.safe_load import load_torch_state
 
 MODEL_DIR = "model"
 STATE_FILE = "train_state.pt"
@@ -75,7 +76,10 @@ def load_state(out: Path) -> TrainState:
             f"{out}: no checkpoint to resume ({STATE_FILE} and {MODEL_DIR}/ are written at "
             "each checkpoint); drop --resume to start a new run"
         )
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    # tensors and plain containers only: a pickled callable in the file is refused unrun
+    raw = load_torch_state(path, "delete it and drop --resume to start the run again")
+    if not isinstance(raw, dict) or not {"step", "planned_steps", "optimizer"} <= raw.keys():
+        raise ValueError(f"{path}: not an evspec training state (no step/optimizer); drop --resume")
     return TrainState(
         step=int(raw["step"]),
         planned_steps=int(raw["planned_steps"]),
@@ -94,4 +98,8 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}): restore it, or start a new run "
+                         "in another --out") from None

@@ -14,11 +14,13 @@ import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from evspec.data.runlock import holds_run_lock
 from evspec.training.aux_heads import AuxHeads
 from evspec.training.batching import batch_indices, collate
 from evspec.training.checkpoint import (
@@ -184,6 +186,7 @@ class _Validator:
         }
 
 
+@holds_run_lock("world train", lambda a: Path(a["cfg"].out))
 def train_world_model(
     cfg: WorldTrainConfig, *, resume: bool = False, progress: bool = True
 ) -> TrainResult:

@@ -12,7 +12,6 @@ or, when absent, are rebuilt from the code (the vocabulary is a pure function of
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from transformers import (
 from evspec.models.eventgpt import EventGPT, build_model
 from evspec.models.presets.eventgpt import world_eventgpt_preset
 from evspec.models.presets.target import world_target_preset
+from evspec.models.safe_load import read_json_object
 from evspec.models.target import VideoLlavaTarget
 
 WorldModel = VideoLlavaTarget | EventGPT
@@ -109,7 +109,7 @@ def checkpoint_role(folder: str | Path) -> str:
     config = Path(folder) / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{config} is missing: {folder} is not a model checkpoint folder")
-    model_type = json.loads(config.read_text()).get("model_type")
+    model_type = read_json_object(config, "restore the checkpoint's config.json").get("model_type")
     if model_type == "video_llava":
         return "target"
     if model_type == "EventChat_llama":

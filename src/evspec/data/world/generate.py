@@ -283,7 +283,10 @@ def load_world_extra(manifest_dir: str | Path, split: str) -> dict[str, dict[str
         raise FileNotFoundError(
             f"{path}: no world sidecar; was this folder written by `world generate`?"
         )
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); regenerate the world") from None
     if not isinstance(raw, dict) or raw.get("format") != EXTRA_FORMAT:
         raise ValueError(f"{path}: format: expected {EXTRA_FORMAT!r}")
     return raw["clips"]
