@@ -52,7 +52,7 @@ def manifest_requests(
     *,
     num_frames: int,
     n_event_images: int,
-    canvas: Literal["data", "sensor"] = "sensor",
+    canvas: Literal["chunk", "data", "sensor"] = "sensor",
     limit: int | None = None,
     shard: int = 0,
     num_shards: int = 1,

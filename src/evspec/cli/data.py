@@ -129,8 +129,12 @@ def render(
     t0_us: Annotated[int | None, typer.Option(help="Window start, absolute µs.")] = None,
     t1_us: Annotated[int | None, typer.Option(help="Window end (exclusive), absolute µs.")] = None,
     canvas: Annotated[
-        str, typer.Option(help="'data' (EventGPT: sized from events) or 'sensor'.")
-    ] = "data",
+        str,
+        typer.Option(
+            help="'chunk' (the EventGPT release: each image sized from its own events), "
+            "'data' (one canvas sized from all events) or 'sensor'."
+        ),
+    ] = "chunk",
 ) -> None:
     """Render EventGPT's event images of EVENTS to PNG files."""
     from evspec.data.errors import DataError

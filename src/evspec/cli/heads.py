@@ -45,7 +45,7 @@ def collect_cmd(
     memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
     video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
     store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's), chunk (the EventGPT release's, per image: real checkpoints) or data.")] = "sensor",
     num_chunks: Annotated[
         Optional[int], typer.Option(help="Split the questions into N chunks (with --chunk-idx; e.g. a SLURM array).")
     ] = None,
@@ -163,7 +163,7 @@ def eval_cmd(
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's), chunk (the EventGPT release's, per image: real checkpoints) or data.")] = "sensor",
     offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
     time_budget: Annotated[Optional[float], typer.Option(
