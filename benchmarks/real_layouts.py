@@ -15,8 +15,8 @@ Written under ``--out``:
   ``mm_use_im_start_end``; no ``mm_use_im_patch_token``, so loading adds ``<ev_patch>``),
   weight shards with their index (the CLIP tower inside), and the SentencePiece
   ``tokenizer.model`` with ``tokenizer_config.json`` / ``special_tokens_map.json``
-  (``--eventgpt-tokenizer-json`` also writes ``tokenizer.json`` for machines without the
-  ``sentencepiece`` package);
+  (``tokenizer.json`` too on a machine without the ``sentencepiece`` package, which reading
+  ``tokenizer.model`` needs, or with ``--eventgpt-tokenizer-json``);
 * ``dsec/{train,val,test}/<sequence>/`` -- ``events/left/events.h5`` (DSEC's HDF5 layout:
   ``events/{x,y,t,p}``, ``ms_to_idx``, ``t_offset``), ``images/left/rectified/*.png`` at
   20 Hz and ``images/timestamps.txt`` (µs).
@@ -132,6 +132,16 @@ def sentencepiece_model(size: int) -> bytes:
     return proto.SerializeToString()
 
 
+def write_sentencepiece(folder: Path, size: int) -> bool:
+    """``folder/tokenizer.model``; False (nothing written) without the ``protobuf`` package."""
+    try:
+        data = sentencepiece_model(size)
+    except (ImportError, AttributeError):
+        return False
+    (folder / "tokenizer.model").write_bytes(data)
+    return True
+
+
 def fast_tokenizer(size: int, extra: tuple[str, ...] = ()):
     """The same vocabulary as a transformers fast tokenizer (what transformers builds from
     ``tokenizer.model``), with BOS added on encode and ``extra`` special tokens appended."""
@@ -207,7 +217,7 @@ def write_video_llava(folder: Path, size: str, *, device: str, dtype, seed: int)
     del model
     tokenizer = fast_tokenizer(base, ("<image>", "<video>", "<pad>"))
     tokenizer.save_pretrained(folder)
-    (folder / "tokenizer.model").write_bytes(sentencepiece_model(base))
+    write_sentencepiece(folder, base)
     s = preset.vision.image_size
     VideoLlavaImageProcessor(
         size={"shortest_edge": s}, crop_size={"height": s, "width": s}
@@ -220,9 +230,11 @@ _RELEASE_KEYS = ("mm_visual_tower", "mm_hidden_size", "event_feature_adaptor", "
 
 
 def write_eventgpt(
-    folder: Path, size: str, *, device: str, dtype, seed: int, tokenizer_json: bool = False
+    folder: Path, size: str, *, device: str, dtype, seed: int, tokenizer_json: bool | None = None
 ) -> Path:
-    """The EventGPT release layout at ``size`` with random weights (CLIP inside)."""
+    """The EventGPT release layout at ``size`` with random weights (CLIP inside).
+    ``tokenizer_json``: also write ``tokenizer.json`` (None: when this machine lacks the
+    ``sentencepiece`` package that reading ``tokenizer.model`` needs)."""
     from evspec.models.eventgpt import build_model
     from evspec.models.eventgpt_layout import _LLAMA_KEYS, config_to_dict
     from evspec.models.eventgpt_loader import save_eventgpt
@@ -252,9 +264,11 @@ def write_eventgpt(
     (folder / "config.json").write_text(json.dumps(release, indent=2))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (folder / name).unlink(missing_ok=True)
-    (folder / "tokenizer.model").write_bytes(sentencepiece_model(base))
     _write_tokenizer_config(folder)
-    if tokenizer_json:
+    has_model = write_sentencepiece(folder, base)
+    if tokenizer_json is None:
+        tokenizer_json = not _has("sentencepiece")
+    if tokenizer_json or not has_model:
         (folder / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str())
     return folder
 
@@ -301,7 +315,10 @@ def write_dsec_sequence(
     p = (rng.random(n) < np.where(x > cx, 0.8, 0.2)).astype(np.uint8)  # leading edge ON
     stream = EventStream(x, y, t, p, (w, h))
     (seq / "events" / "left").mkdir(parents=True, exist_ok=True)
-    write_dsec_events_h5(seq / "events" / "left" / "events.h5", stream, t0 - 50_000)
+    # DSEC compresses with Blosc (hdf5plugin); without that package the file is uncompressed
+    write_dsec_events_h5(
+        seq / "events" / "left" / "events.h5", stream, t0 - 50_000, compress=_has("hdf5plugin")
+    )
 
 
 def write_dsec_set(
@@ -321,6 +338,12 @@ def write_dsec_set(
 # -- entry point ---------------------------------------------------------------------------
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _dtype(name: str):
     import torch
 
@@ -332,7 +355,7 @@ def _dtype(name: str):
 
 def write_all(
     out: Path, size: str, *, device: str, dtype: str, seed: int, dsec_seconds: dict[str, float],
-    events_per_s: int, tokenizer_json: bool = False,
+    events_per_s: int, tokenizer_json: bool | None = None,
 ) -> dict:
     """Write both checkpoints and the DSEC set; returns seconds per part and the paths."""
     if size not in SIZES:
@@ -351,7 +374,11 @@ def write_all(
     t = time.perf_counter()
     write_dsec_set(out / "dsec", dsec_seconds, events_per_s=events_per_s, seed=seed)
     times["dsec_s"] = time.perf_counter() - t
-    return {"target": str(target), "draft_model": str(draft), "dsec": str(out / "dsec"), "times": times}
+    return {
+        "target": str(target), "draft_model": str(draft), "dsec": str(out / "dsec"), "times": times,
+        "eventgpt_tokenizer_json": (draft / "tokenizer.json").is_file(),
+        "dsec_compressed": _has("hdf5plugin"),
+    }  # fmt: skip
 
 
 def _seconds(text: str) -> dict[str, float]:
@@ -376,7 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events-per-s", type=int, default=400_000, help="Event rate of the recordings.")
     ap.add_argument(
         "--eventgpt-tokenizer-json", action="store_true",
-        help="Also write tokenizer.json into EventGPT-7b (for machines without sentencepiece).",
+        default=None,
+        help="Also write tokenizer.json into EventGPT-7b (default: only when this machine "
+        "lacks the sentencepiece package that reading tokenizer.model needs).",
     )  # fmt: skip
     args = ap.parse_args(argv)
     import torch
