@@ -133,6 +133,24 @@ def jsonl_requests(folder: Path) -> int:
     return len(ids)
 
 
+def collect_loop_s(log: Path) -> float | None:
+    """Seconds of ``evspec collect``'s question loop (its summary line), model loading
+    excluded."""
+    m = re.search(r"collected \d+ new examples .* in ([0-9.]+) s", log.read_text())
+    return float(m.group(1)) if m else None
+
+
+def bench_wall_ms(folder: Path) -> dict[str, float]:
+    """Mean wall time per answered request of each drafter in ``evspec bench``'s records."""
+    times: dict[str, list[float]] = {}
+    for line in (folder / "records.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        wall = (rec.get("timings") or {}).get("wall_ms")
+        if rec.get("status") == "ok" and wall is not None:
+            times.setdefault(rec["drafter"], []).append(float(wall))
+    return {d: sum(v) / len(v) for d, v in times.items()}
+
+
 def merge_manifests(parts: dict[str, Path], out: Path) -> Path:
     """One manifest with every split, its clip paths relative to ``out``'s folder."""
     from evspec.data.manifest import Manifest, load_manifest, save_manifest
@@ -230,6 +248,9 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
                 "--split", split, "--limit", str(cfg.questions[split]), "--canvas", "chunk",
                 "--max-new-tokens", str(cfg.max_new_tokens), *models, *dev,
             ], questions=lambda split=split: collected(data, split))  # fmt: skip
+            loop = collect_loop_s(work / "logs" / f"collect-{split}.log")
+            if loop is not None and stages[-1].questions:
+                stages[-1].extra["loop_s_per_1000_questions"] = loop / stages[-1].questions * 1000
         # 4. train each module
         for module in MODULES:
             argv = [
@@ -265,7 +286,10 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
             "--max-new-tokens", str(cfg.max_new_tokens), "--warmup", "1",
             *[a for m in heads for a in ("--drafter-path", f"{m}={trained[m]}")], *models, *dev,
         ]  # fmt: skip
-        stage("bench", argv, questions=lambda: jsonl_requests(work / "bench"))
+        bench = stage("bench", argv, questions=lambda: jsonl_requests(work / "bench"))
+        bench.extra["answer_s_per_1000_questions"] = {
+            d: ms for d, ms in bench_wall_ms(work / "bench").items()  # ms per q = s per 1000 q
+        }
     except RuntimeError as exc:
         failure = str(exc)
     return report(cfg, stages, out, work, failure)
@@ -305,10 +329,13 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
         rows.append(row)
     by = {s.name: s for s in stages}
     projection = {}
-    for name in ("collect-train", "eval", "bench"):
-        s = by.get(name)
-        if s is not None and s.per_1000_s:
-            projection[name] = s.per_1000_s * cfg.full_questions / 1000 / 3600
+    collect = by.get("collect-train")
+    if collect is not None and collect.extra.get("loop_s_per_1000_questions"):
+        per = collect.extra["loop_s_per_1000_questions"]
+        projection["collect"] = per * cfg.full_questions / 1000 / 3600
+    bench = by.get("bench")
+    for drafter, per in (bench.extra.get("answer_s_per_1000_questions", {}) if bench else {}).items():
+        projection[f"answer with {drafter}"] = per * cfg.full_questions / 1000 / 3600
     result = {
         "label": "random weights: acceptance and answers are meaningless; time and memory are real",
         "config": asdict(cfg) | {"gammas": list(cfg.gammas)},
@@ -317,8 +344,10 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
         "total_wall_s": sum(s.wall_s for s in stages),
         "projection_hours": projection,
         "projection_note": (
-            f"projected, not measured: per-1000-question time x {cfg.full_questions} questions "
-            "(a full DSEC instruction set, assumed), one GPU, one process per stage"
+            f"projected, not measured: the measured time per question x {cfg.full_questions} "
+            "questions (a full DSEC instruction set, assumed), one GPU, one process, models "
+            "loaded once; collect: its question loop; answer: evspec bench's wall time per "
+            "request and drafter"
         ),
         "failure": failure,
         "work": str(work),
@@ -340,7 +369,15 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
             f"| {s.name} | {s.rc} | {s.wall_s:.1f} | {_gib(s.rss_peak_bytes)} | "
             f"{_gib(s.gpu_max_allocated_bytes)} | {s.questions or '–'} | {per} |"
         )
-    lines += ["", f"Total {result['total_wall_s']:.0f} s."]
+    lines += ["", f"Total {result['total_wall_s']:.0f} s. 's / 1000 q' is the stage's wall time "
+              "(model loading included) over the questions it handled."]
+    for s in stages:
+        if s.extra.get("loop_s_per_1000_questions"):
+            lines.append(f"* {s.name}: its question loop alone "
+                         f"{s.extra['loop_s_per_1000_questions']:.0f} s / 1000 q")
+    for drafter, per in (by["bench"].extra.get("answer_s_per_1000_questions", {})
+                         if "bench" in by else {}).items():
+        lines.append(f"* bench, {drafter}: {per:.0f} s / 1000 q (mean wall time per answer)")
     if projection:
         lines += ["", f"Projected ({result['projection_note']}):", ""]
         lines += [f"* {k}: {v:.1f} h" for k, v in projection.items()]
