@@ -184,7 +184,9 @@ class JourneyConfig:
     device: str = "auto"
     dtype: str = "auto"
     questions: dict[str, int] = field(default_factory=lambda: {"train": 20, "val": 10, "test": 10})
-    dsec_seconds: dict[str, float] = field(default_factory=lambda: {"train": 3, "val": 2, "test": 2})
+    dsec_seconds: dict[str, float] = field(
+        default_factory=lambda: {"train": 3, "val": 2, "test": 2}
+    )
     events_per_s: int = 400_000
     duration: str = "1s"
     max_new_tokens: int = 32
@@ -212,8 +214,11 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
         if questions is not None and s.rc == 0:
             s.questions = questions()
         stages.append(s)
+        failed = None if s.rc == 0 else f"stage {name} failed"
+        report(cfg, stages, out, work, failed, complete=False)  # what is done so far
         if s.rc != 0:
-            raise RuntimeError(f"stage {name} failed (rc {s.rc}); see {work / 'logs' / (name + '.log')}")
+            log = work / "logs" / f"{name}.log"
+            raise RuntimeError(f"stage {name} failed (rc {s.rc}); see {log}")
         return s
 
     failure = None
@@ -253,17 +258,20 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
                 stages[-1].extra["loop_s_per_1000_questions"] = loop / stages[-1].questions * 1000
         # 4. train each module
         for module in MODULES:
+            batch = max(1, cfg.batch_size // 4) if module == "lora" else cfg.batch_size
             argv = [
                 "-m", "evspec", "train", "--module", module, "--data", str(data),
                 "--out", str(runs / module), "--steps", str(cfg.steps),
-                "--batch-size", str(cfg.batch_size if module != "lora" else max(1, cfg.batch_size // 4)),
+                "--batch-size", str(batch),
                 "--eval-every", str(max(1, cfg.steps // 2)), "--save-every", str(cfg.steps),
                 "--time-budget", str(cfg.train_budget_s), "--device", cfg.device,
             ]  # fmt: skip
             if module == "lora":
                 argv += ["--draft-model", str(draft)]
             stage(f"train-{module}", argv)
-        trained = {m: runs / m / "best" for m in MODULES if (runs / m / "best" / "config.json").is_file()}
+        trained = {
+            m: runs / m / "best" for m in MODULES if (runs / m / "best" / "config.json").is_file()
+        }
         labels = {"lora": "eventgpt-lora"}
         # 5. the engine evaluation on held-out questions
         argv = [
@@ -321,7 +329,10 @@ def _environment() -> dict:
     return env
 
 
-def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failure: str | None) -> dict:
+def report(
+    cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failure: str | None,
+    *, complete: bool = True,
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for s in stages:
@@ -334,7 +345,8 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
         per = collect.extra["loop_s_per_1000_questions"]
         projection["collect"] = per * cfg.full_questions / 1000 / 3600
     bench = by.get("bench")
-    for drafter, per in (bench.extra.get("answer_s_per_1000_questions", {}) if bench else {}).items():
+    answers = bench.extra.get("answer_s_per_1000_questions", {}) if bench else {}
+    for drafter, per in answers.items():
         projection[f"answer with {drafter}"] = per * cfg.full_questions / 1000 / 3600
     result = {
         "label": "random weights: acceptance and answers are meaningless; time and memory are real",
@@ -350,6 +362,7 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
             "request and drafter"
         ),
         "failure": failure,
+        "complete": complete,
         "work": str(work),
     }
     (out / "journey.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -383,6 +396,8 @@ def report(cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failu
         lines += [f"* {k}: {v:.1f} h" for k, v in projection.items()]
     if failure:
         lines += ["", f"**Failed**: {failure}"]
+    elif not complete:
+        lines += ["", "**Incomplete**: the journey was still running when this was written."]
     lines += ["", "Commands (in order):", "", "```"]
     lines += [" ".join(s.command) for s in stages]
     lines += ["```", ""]
@@ -415,24 +430,48 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("usage: journey.py --exec STATS.json -- ARGV...")
         return _exec_measured(Path(argv[1]), argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="Report folder (journey.json, journey.md, logs/).")
+    ap.add_argument(
+        "--out", type=Path, required=True,
+        help="Report folder (journey.json, journey.md, logs/).",
+    )
     ap.add_argument("--work", type=Path, default=None, help="Working folder (default: OUT/work).")
     ap.add_argument("--size", choices=("tiny", "7b"), default="tiny", help="Model shapes.")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-    ap.add_argument("--dtype", default="auto", help="Model dtype of every stage (auto: bf16 on GPU).")
+    ap.add_argument(
+        "--dtype", default="auto",
+        help="Model dtype of every stage (auto: bf16 on GPU).",
+    )
     ap.add_argument("--questions", default="train=20,val=10,test=10", help="Questions per split.")
-    ap.add_argument("--dsec-seconds", default="train=3,val=2,test=2", help="Seconds of recording per split.")
-    ap.add_argument("--events-per-s", type=int, default=400_000, help="Event rate of the recordings.")
+    ap.add_argument(
+        "--dsec-seconds", default="train=3,val=2,test=2",
+        help="Seconds of recording per split.",
+    )
+    ap.add_argument(
+        "--events-per-s", type=int, default=400_000,
+        help="Event rate of the recordings.",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=32, help="Answer length cap.")
     ap.add_argument("--steps", type=int, default=100, help="Optimiser steps per trained module.")
-    ap.add_argument("--batch-size", type=int, default=8, help="Questions per step (LoRA: a quarter).")
-    ap.add_argument("--train-budget", type=float, default=60.0, help="Seconds per trained module at most.")
+    ap.add_argument(
+        "--batch-size", type=int, default=8,
+        help="Questions per step (LoRA: a quarter).",
+    )
+    ap.add_argument(
+        "--train-budget", type=float, default=60.0,
+        help="Seconds per trained module at most.",
+    )
     ap.add_argument("--gammas", default="2,4", help="Draft lengths of eval; bench runs the last.")
     ap.add_argument("--eval-budget", type=float, default=None, help="Seconds of eval at most.")
-    ap.add_argument("--full-questions", type=int, default=FULL_QUESTIONS, help="Questions of the projection.")
+    ap.add_argument(
+        "--full-questions", type=int, default=FULL_QUESTIONS,
+        help="Questions of the projection.",
+    )
     ap.add_argument("--eventgpt-tokenizer-json", action="store_true",
                     help="Also write tokenizer.json for EventGPT (machines without sentencepiece).")
-    ap.add_argument("--skip-write", action="store_true", help="Reuse WORK/checkpoints from an earlier run.")
+    ap.add_argument(
+        "--skip-write", action="store_true",
+        help="Reuse WORK/checkpoints from an earlier run.",
+    )
     args = ap.parse_args(argv)
     cfg = JourneyConfig(
         size=args.size, device=args.device, dtype=args.dtype,

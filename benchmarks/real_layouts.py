@@ -155,11 +155,18 @@ def fast_tokenizer(size: int, extra: tuple[str, ...] = ()):
         for piece, _, kind in vocab
         if kind == "normal" and len(piece) > 1 and piece[:-1] in ids and piece[-1] in ids
     ]
-    model = models.BPE(vocab=ids, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    model = models.BPE(
+        vocab=ids, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True
+    )
     tok = Tokenizer(model)
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)]
+    )
     tok.decoder = decoders.Sequence(
-        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        [
+            decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]  # fmt: skip
     )
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
@@ -226,7 +233,9 @@ def write_video_llava(folder: Path, size: str, *, device: str, dtype, seed: int)
 
 
 #: the keys the EventGPT release's ``config.json`` holds besides LLaMA's
-_RELEASE_KEYS = ("mm_visual_tower", "mm_hidden_size", "event_feature_adaptor", "mm_use_im_start_end")
+_RELEASE_KEYS = (
+    "mm_visual_tower", "mm_hidden_size", "event_feature_adaptor", "mm_use_im_start_end",
+)  # fmt: skip
 
 
 def write_eventgpt(
@@ -363,7 +372,9 @@ def write_all(
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t = time.perf_counter()
-    target = write_video_llava(out / "Video-LLaVA-7B-hf", size, device=device, dtype=_dtype(dtype), seed=seed)
+    target = write_video_llava(
+        out / "Video-LLaVA-7B-hf", size, device=device, dtype=_dtype(dtype), seed=seed
+    )
     times["video_llava_s"] = time.perf_counter() - t
     t = time.perf_counter()
     draft = write_eventgpt(
@@ -396,11 +407,26 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="Folder to write into.")
     ap.add_argument("--size", choices=SIZES, default="tiny", help="Model shapes: tiny or 7b.")
-    ap.add_argument("--device", default=None, help="Where to build the weights (default: cuda if present).")
-    ap.add_argument("--dtype", default=None, help="Weight dtype on disk (default: bfloat16 for 7b, float32 for tiny).")
-    ap.add_argument("--seed", type=int, default=0, help="Seed of the random weights and recordings.")
-    ap.add_argument("--dsec-seconds", default="train=6,val=2,test=3", help="Seconds of recording per split.")
-    ap.add_argument("--events-per-s", type=int, default=400_000, help="Event rate of the recordings.")
+    ap.add_argument(
+        "--device", default=None,
+        help="Where to build the weights (default: cuda if present).",
+    )
+    ap.add_argument(
+        "--dtype", default=None,
+        help="Weight dtype on disk (default: bfloat16 for 7b, float32 for tiny).",
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0,
+        help="Seed of the random weights and recordings.",
+    )
+    ap.add_argument(
+        "--dsec-seconds", default="train=6,val=2,test=3",
+        help="Seconds of recording per split.",
+    )
+    ap.add_argument(
+        "--events-per-s", type=int, default=400_000,
+        help="Event rate of the recordings.",
+    )
     ap.add_argument(
         "--eventgpt-tokenizer-json", action="store_true",
         default=None,

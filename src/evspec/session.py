@@ -151,7 +151,8 @@ def load_inputs(
             if window_ms is not None:
                 t0 = int(stream.t[0]) if len(stream) else 0
                 stream = stream.window_time(t0, t0 + int(window_ms * 1000))
-            ev = render_canvas(stream, n_event_images, "sensor" if world else "chunk", warn_window=not world)
+            canvas = "sensor" if world else "chunk"
+            ev = render_canvas(stream, n_event_images, canvas, warn_window=not world)
     return Inputs(video=vid, event_images=ev)
 
 

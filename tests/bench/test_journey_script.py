@@ -30,7 +30,8 @@ def test_real_layouts_are_the_releases(tmp_path: Path, monkeypatch: pytest.Monke
     raw = json.loads((draft / "config.json").read_text())
     assert raw["model_type"] == "EventChat_llama" and raw["event_feature_adaptor"] is True
     # only the release's keys: evspec's own are absent, and so is mm_use_im_patch_token
-    for key in ("mm_use_im_patch_token", "evspec_prompt_style", "vision_config", "num_event_images"):
+    ours = ("evspec_prompt_style", "vision_config", "num_event_images")
+    for key in ("mm_use_im_patch_token", *ours):
         assert key not in raw
     assert not (draft / "tokenizer.json").exists()
     seq = tmp_path / "dsec" / "test" / "interlaken_00_c"
@@ -55,7 +56,9 @@ def test_real_layouts_are_the_releases(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
-def test_journey_runs_every_stage_at_tiny_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_journey_runs_every_stage_at_tiny_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     journey = load_script("journey", monkeypatch)
     out = tmp_path / "out"
     rc = journey.main([
@@ -72,7 +75,8 @@ def test_journey_runs_every_stage_at_tiny_size(tmp_path: Path, monkeypatch: pyte
         "collect-train", "collect-val", "train-event-head", "train-target-head",
         "train-aligner", "train-lora", "eval", "bench",
     ]  # fmt: skip
-    assert all(s["rc"] == 0 and s["wall_s"] > 0 and s["rss_peak_bytes"] > 2**20 for s in stages.values())
+    for s in stages.values():
+        assert s["rc"] == 0 and s["wall_s"] > 0 and s["rss_peak_bytes"] > 2**20
     assert stages["collect-train"]["questions"] == 4 and stages["collect-val"]["questions"] == 2
     assert stages["eval"]["questions"] == 1 and stages["bench"]["questions"] == 1
     answers = stages["bench"]["extra"]["answer_s_per_1000_questions"]

@@ -47,7 +47,9 @@ def hf_answer(folder: Path, question: str, video: np.ndarray, n_video_tokens: in
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-def evspec_answer(folder: Path, question: str, video: np.ndarray) -> tuple[list[int], VideoLlavaTarget]:
+def evspec_answer(
+    folder: Path, question: str, video: np.ndarray
+) -> tuple[list[int], VideoLlavaTarget]:
     target = VideoLlavaTarget.from_pretrained(folder)
     result = generate(target, Request(question, video=video), max_new_tokens=NEW)
     return list(result.tokens), target
@@ -61,14 +63,16 @@ def check_folder(folder: Path, video: np.ndarray) -> None:
         theirs = hf_answer(folder, question, video, target.video_tokens)
         assert ours == theirs[: len(ours)] and len(ours) > 0
         ids = target.build_prompt_ids(question)
-        expanded = f"USER: <video>\n{question} ASSISTANT:".replace("<video>", "<video>" * target.video_tokens)
+        prompt = f"USER: <video>\n{question} ASSISTANT:"
+        expanded = prompt.replace("<video>", "<video>" * target.video_tokens)
         assert ids.tolist() == tokenizer(expanded)["input_ids"]
 
 
 def test_saved_tiny_folder_answers_alike_in_hf(tmp_path: Path) -> None:
     target = VideoLlavaTarget.from_preset("tiny-random", seed=3)
     target.save_pretrained(tmp_path)
-    video = np.random.default_rng(0).integers(0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8)
+    shape = (target.num_frames, 40, 48, 3)
+    video = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     check_folder(tmp_path, video)
 
 
@@ -76,5 +80,6 @@ def test_world_target_answers_alike_in_hf() -> None:
     if not (WORLD_TARGET / "config.json").is_file():
         pytest.skip("world target not shipped")
     target = VideoLlavaTarget.from_pretrained(WORLD_TARGET)
-    video = np.random.default_rng(1).integers(0, 256, (target.num_frames, 64, 64, 3), dtype=np.uint8)
+    shape = (target.num_frames, 64, 64, 3)
+    video = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     check_folder(WORLD_TARGET, video)

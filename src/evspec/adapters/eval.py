@@ -84,7 +84,8 @@ def parse_drafter(text: str) -> DrafterSpec:
 class EvalConfig:
     """``gammas``: draft lengths tried; ``report_gamma``: the γ of the main table (the
     largest tried when absent); ``limit``: first N questions of ``split``; ``canvas``: as
-    the data was collected (``sensor`` for the world, ``chunk`` for real checkpoints); ``time_budget_s``: requests are
+    the data was collected (``sensor`` for the world, ``chunk`` for real checkpoints);
+    ``time_budget_s``: requests are
     measured ``chunk`` at a time and no new chunk starts after this long (the report covers
     the finished chunks)."""
 

@@ -31,8 +31,8 @@ def load_clip_inputs(
     :func:`~evspec.data.render.render_canvas`): ``"chunk"`` sizes each event image from its
     own events, as the EventGPT release does (the images then may differ in size and come
     as a tuple); ``"data"`` sizes one canvas from the whole window; ``"sensor"`` uses the
-    recording's sensor size.  A window far from EventGPT's ~50 ms warns (``WindowLengthWarning``) unless
-    ``warn_window=False``.  Bad files raise ``DataError`` naming the file.
+    recording's sensor size.  A window far from EventGPT's ~50 ms warns
+    (``WindowLengthWarning``) unless ``warn_window=False``.  Bad files raise ``DataError`` naming the file.
     """
     if canvas not in CANVASES:
         raise ValueError(
