@@ -16,16 +16,18 @@ def write_event_pngs(
     *,
     window_us: tuple[int, int] | None = None,
     canvas: Literal["chunk", "data", "sensor"] = "chunk",
+    polarity: str = "binary",
 ) -> list[Path]:
     """Render ``n`` event images of the file (optionally a window) to ``OUT/<stem>_<i>.png``
-    on ``canvas`` (see :func:`~evspec.data.render.render_canvas`)."""
+    on ``canvas`` (see :func:`~evspec.data.render.render_canvas`); ``polarity``: the file's
+    polarity convention (:mod:`evspec.data.polarity`)."""
     from PIL import Image
 
     if canvas not in CANVASES:
         raise ValueError(
             f"write_event_pngs: canvas must be one of {', '.join(CANVASES)}, got {canvas!r}"
         )
-    stream = load_events(events_path, window_us)
+    stream = load_events(events_path, window_us, polarity=polarity)
     images = render_canvas(stream, n, canvas)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
