@@ -151,26 +151,6 @@ def bench_wall_ms(folder: Path) -> dict[str, float]:
     return {d: sum(v) / len(v) for d, v in times.items()}
 
 
-def merge_manifests(parts: dict[str, Path], out: Path) -> Path:
-    """One manifest with every split, its clip paths relative to ``out``'s folder."""
-    from evspec.data.manifest import Manifest, load_manifest, save_manifest
-
-    clips, meta = [], {}
-    for split, path in parts.items():
-        manifest = load_manifest(path)
-        meta = manifest.meta
-        rel = path.parent.relative_to(out.parent)
-        for entry in manifest.clips:
-            clips.append(
-                type(entry)(
-                    entry.id, str(rel / entry.events) if entry.events else None,
-                    str(rel / entry.video) if entry.video else None, entry.window_us, split,
-                    entry.questions,
-                )  # fmt: skip
-            )
-    return save_manifest(out, Manifest(clips, out.parent, {**meta, "splits": sorted(parts)}))
-
-
 # -- the journey ---------------------------------------------------------------------------
 
 
@@ -236,7 +216,7 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
             if cfg.eventgpt_tokenizer_json:
                 argv.append("--eventgpt-tokenizer-json")
             stage("write-checkpoints", argv)
-        # 2. evspec data dsec, one split folder each, then one manifest
+        # 2. evspec data dsec: one manifest per split
         parts = {}
         for split in cfg.dsec_seconds:
             stage(f"data-dsec-{split}", [
@@ -245,11 +225,10 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
                 "--overlap", "0.5", "--no-progress",
             ])  # fmt: skip
             parts[split] = clips / split / "manifest.json"
-        manifest = merge_manifests(parts, clips / "manifest.json")
         # 3. collect the teacher data
         for split in ("train", "val"):
             stage(f"collect-{split}", [
-                "-m", "evspec", "collect", "--dataset", str(manifest), "--out", str(data),
+                "-m", "evspec", "collect", "--dataset", str(parts[split]), "--out", str(data),
                 "--split", split, "--limit", str(cfg.questions[split]), "--canvas", "chunk",
                 "--max-new-tokens", str(cfg.max_new_tokens), *models, *dev,
             ], questions=lambda split=split: collected(data, split))  # fmt: skip
@@ -275,7 +254,7 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
         labels = {"lora": "eventgpt-lora"}
         # 5. the engine evaluation on held-out questions
         argv = [
-            "-m", "evspec", "eval", "--dataset", str(manifest), "--out", str(work / "eval"),
+            "-m", "evspec", "eval", "--dataset", str(parts["test"]), "--out", str(work / "eval"),
             "--drafter", "eventgpt",
             *[a for m, p in trained.items() for a in ("--drafter", f"{labels.get(m, m)}={p}")],
             "--gammas", ",".join(map(str, cfg.gammas)), "--report-gamma", str(cfg.gammas[-1]),
@@ -288,7 +267,7 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
         # 6. the benchmark harness
         heads = [m for m in ("event-head", "target-head") if m in trained]
         argv = [
-            "-m", "evspec", "bench", "--dataset", str(manifest), "--out", str(work / "bench"),
+            "-m", "evspec", "bench", "--dataset", str(parts["test"]), "--out", str(work / "bench"),
             "--split", "test", "--limit", str(cfg.questions["test"]),
             "--drafters", ",".join(["none", "eventgpt", *heads]), "--gamma", str(cfg.gammas[-1]),
             "--max-new-tokens", str(cfg.max_new_tokens), "--warmup", "1",
