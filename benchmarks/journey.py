@@ -168,6 +168,7 @@ class JourneyConfig:
         default_factory=lambda: {"train": 3, "val": 2, "test": 2}
     )
     events_per_s: int = 400_000
+    image_size: str = "1440x1080"
     duration: str = "1s"
     max_new_tokens: int = 32
     steps: int = 100
@@ -209,7 +210,7 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
             argv = [
                 str(HERE / "real_layouts.py"), "--out", str(ckpt), "--size", cfg.size,
                 "--dsec-seconds", ",".join(f"{k}={v}" for k, v in cfg.dsec_seconds.items()),
-                "--events-per-s", str(cfg.events_per_s),
+                "--events-per-s", str(cfg.events_per_s), "--image-size", cfg.image_size,
             ]  # fmt: skip
             if cfg.device != "auto":
                 argv += ["--device", cfg.device]
@@ -277,6 +278,20 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
         bench.extra["answer_s_per_1000_questions"] = {
             d: ms for d, ms in bench_wall_ms(work / "bench").items()  # ms per q = s per 1000 q
         }
+        # 7. one question, as a user asks it (docs/real_checkpoints.md, step 2)
+        from evspec.data.manifest import load_manifest
+
+        test = load_manifest(parts["test"])
+        entry = test.clips[0]
+        drafter = ["--drafter", "eventgpt"]
+        if "event-head" in trained:
+            drafter = ["--drafter", "event-head", "--drafter-path", str(trained["event-head"])]
+        stage("generate", [
+            "-m", "evspec", "generate", "-q", "What is the layout of the road in the scene?",
+            "--target", str(target), "--draft-model", str(draft), *drafter,
+            "--video", str(test.root / entry.video), "--events", str(test.root / entry.events),
+            "--max-new-tokens", str(cfg.max_new_tokens), *dev,
+        ])  # fmt: skip
     except RuntimeError as exc:
         failure = str(exc)
     return report(cfg, stages, out, work, failure)
@@ -429,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "--events-per-s", type=int, default=400_000,
         help="Event rate of the recordings.",
     )
+    ap.add_argument("--image-size", default="1440x1080", help="DSEC-layout image size, WxH.")
     ap.add_argument("--max-new-tokens", type=int, default=32, help="Answer length cap.")
     ap.add_argument("--steps", type=int, default=100, help="Optimiser steps per trained module.")
     ap.add_argument(
@@ -455,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = JourneyConfig(
         size=args.size, device=args.device, dtype=args.dtype,
         questions=_pairs(args.questions, int), dsec_seconds=_pairs(args.dsec_seconds, float),
-        events_per_s=args.events_per_s, max_new_tokens=args.max_new_tokens, steps=args.steps,
+        events_per_s=args.events_per_s, image_size=args.image_size,
+        max_new_tokens=args.max_new_tokens, steps=args.steps,
         batch_size=args.batch_size, train_budget_s=args.train_budget,
         gammas=tuple(int(g) for g in args.gammas.split(",")), eval_budget_s=args.eval_budget,
         full_questions=args.full_questions, eventgpt_tokenizer_json=args.eventgpt_tokenizer_json,

@@ -285,33 +285,40 @@ def write_eventgpt(
 # -- the recordings ------------------------------------------------------------------------
 
 
+#: DSEC's sizes: events at VGA, rectified images at 1440 x 1080
+DSEC_SENSOR = (640, 480)
+DSEC_IMAGE = (1440, 1080)
+
+
 def write_dsec_sequence(
-    seq: Path, *, seconds: float, events_per_s: int, seed: int, sensor=(640, 480)
+    seq: Path, *, seconds: float, events_per_s: int, seed: int,
+    image_size: tuple[int, int] = DSEC_IMAGE,
 ) -> None:
-    """One DSEC sequence folder: a bright blob moving over a textured road, its events
-    (polarity by brightness change) and 20 Hz PNG images."""
+    """One DSEC sequence folder: a bright blob moving over a textured road, its events on
+    the 640 x 480 sensor and 20 Hz PNG images of ``image_size`` (width, height)."""
     from PIL import Image
 
     from evspec.data.dsec_h5 import write_dsec_events_h5
     from evspec.data.events import EventStream
 
     rng = np.random.default_rng(seed)
-    w, h = sensor
+    w, h = image_size
     t0 = 50_000_000_000 + seed * 1_000_000_000  # DSEC times are large absolute µs values
     n_img = int(seconds * 20)
     stamps = t0 + 50_000 * np.arange(n_img)
     img_dir = seq / "images" / "left" / "rectified"
     img_dir.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:h, 0:w]
-    road = (96 + 40 * np.sin(xx / 23.0) * np.cos(yy / 17.0)).astype(np.float32)
+    road = (96 + 40 * np.sin(xx / (0.04 * w)) * np.cos(yy / (0.035 * h))).astype(np.float32)
     for i, _t in enumerate(stamps):
         cx, cy = (w * (0.1 + 0.8 * i / max(1, n_img - 1))), h * 0.6
-        blob = 120 * np.exp(-(((xx - cx) / 40) ** 2 + ((yy - cy) / 30) ** 2))
+        blob = 120 * np.exp(-(((xx - cx) / (0.06 * w)) ** 2 + ((yy - cy) / (0.06 * h)) ** 2))
         frame = np.clip(road + blob, 0, 255).astype(np.uint8)
         Image.fromarray(np.stack([frame, frame, frame], axis=-1)).save(
             img_dir / f"{i:06d}.png", compress_level=1
         )
     (seq / "images" / "timestamps.txt").write_text("\n".join(str(int(t)) for t in stamps) + "\n")
+    w, h = DSEC_SENSOR
     n = int(seconds * events_per_s)
     t = np.sort(rng.integers(t0 - 20_000, int(stamps[-1]) + 20_000, n))
     frac = (t - t0) / max(1.0, float(stamps[-1] - t0))
@@ -331,7 +338,8 @@ def write_dsec_sequence(
 
 
 def write_dsec_set(
-    root: Path, seconds: dict[str, float], *, events_per_s: int, seed: int = 0
+    root: Path, seconds: dict[str, float], *, events_per_s: int, seed: int = 0,
+    image_size: tuple[int, int] = DSEC_IMAGE,
 ) -> dict[str, list[str]]:
     """``root/<split>/<sequence>`` for each split with ``seconds[split]`` of recording (one
     sequence per split, DSEC-style names); returns the sequence names per split."""
@@ -339,7 +347,9 @@ def write_dsec_set(
     out: dict[str, list[str]] = {}
     for i, (split, secs) in enumerate(seconds.items()):
         seq = root / split / names[split]
-        write_dsec_sequence(seq, seconds=secs, events_per_s=events_per_s, seed=seed + i)
+        write_dsec_sequence(
+            seq, seconds=secs, events_per_s=events_per_s, seed=seed + i, image_size=image_size
+        )
         out[split] = [names[split]]
     return out
 
@@ -365,6 +375,7 @@ def _dtype(name: str):
 def write_all(
     out: Path, size: str, *, device: str, dtype: str, seed: int, dsec_seconds: dict[str, float],
     events_per_s: int, tokenizer_json: bool | None = None,
+    image_size: tuple[int, int] = DSEC_IMAGE,
 ) -> dict:
     """Write both checkpoints and the DSEC set; returns seconds per part and the paths."""
     if size not in SIZES:
@@ -383,7 +394,9 @@ def write_all(
     )  # fmt: skip
     times["eventgpt_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    write_dsec_set(out / "dsec", dsec_seconds, events_per_s=events_per_s, seed=seed)
+    write_dsec_set(
+        out / "dsec", dsec_seconds, events_per_s=events_per_s, seed=seed, image_size=image_size
+    )
     times["dsec_s"] = time.perf_counter() - t
     return {
         "target": str(target), "draft_model": str(draft), "dsec": str(out / "dsec"), "times": times,
@@ -428,12 +441,19 @@ def main(argv: list[str] | None = None) -> None:
         help="Event rate of the recordings.",
     )
     ap.add_argument(
+        "--image-size", default="1440x1080",
+        help="Size of the DSEC-layout images, WIDTHxHEIGHT (DSEC's rectified images: 1440x1080).",
+    )  # fmt: skip
+    ap.add_argument(
         "--eventgpt-tokenizer-json", action="store_true",
         default=None,
         help="Also write tokenizer.json into EventGPT-7b (default: only when this machine "
         "lacks the sentencepiece package that reading tokenizer.model needs).",
     )  # fmt: skip
     args = ap.parse_args(argv)
+    m = re.fullmatch(r"(\d+)x(\d+)", args.image_size)
+    if not m:
+        raise SystemExit(f"--image-size: expected WIDTHxHEIGHT, got {args.image_size!r}")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -442,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out, args.size, device=device, dtype=dtype, seed=args.seed,
         dsec_seconds=_seconds(args.dsec_seconds), events_per_s=args.events_per_s,
         tokenizer_json=args.eventgpt_tokenizer_json,
+        image_size=(int(m.group(1)), int(m.group(2))),
     )  # fmt: skip
     print(json.dumps(info, indent=1))
 

@@ -87,3 +87,28 @@ def test_generate_inputs_render_world_clips_like_the_bench() -> None:
     assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-micro-clip")))
     assert not is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="openai/clip-vit-large-patch14-336")))
     assert not is_world_model(SimpleNamespace(config=SimpleNamespace()))
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="world assets not shipped")
+def test_collect_and_eval_requests_take_the_manifests_canvas(tmp_path: Path) -> None:
+    """`evspec collect` / `eval` default to canvas auto: the world's sensor canvas for the
+    world, the release's per-chunk canvas for any other manifest (e.g. DSEC clips)."""
+    from evspec.adapters.requests import manifest_requests
+
+    manifest = load_manifest(WORLD / "manifest.json")
+    entry = manifest.clips[0]
+    kw = dict(splits=(entry.split,), num_frames=8, n_event_images=5, limit=1)
+    world = manifest_requests(WORLD / "manifest.json", **kw)[0].load()
+    sensor = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)[1]
+    np.testing.assert_array_equal(world.event_images, sensor)
+    other = tmp_path / "other"
+    shutil.copytree(WORLD / "clips", other / "clips")
+    raw = json.loads((WORLD / "manifest.json").read_text())
+    raw["meta"] = {"source": "dsec"}
+    (other / "manifest.json").write_text(json.dumps(raw))
+    got = manifest_requests(other / "manifest.json", **kw)[0].load().event_images
+    chunk = load_clip_inputs(entry, manifest.root, canvas="chunk", warn_window=False)[1]
+    assert [im.shape for im in chunk] != [im.shape for im in sensor]  # the two differ here
+    assert len(got) == len(chunk)
+    for a, b in zip(got, chunk):
+        np.testing.assert_array_equal(a, b)

@@ -15,7 +15,7 @@ def test_real_layouts_are_the_releases(tmp_path: Path, monkeypatch: pytest.Monke
     layouts = load_script("real_layouts", monkeypatch)
     info = layouts.write_all(
         tmp_path, "tiny", device="cpu", dtype="float32", seed=0,
-        dsec_seconds={"test": 1.0}, events_per_s=20_000,
+        dsec_seconds={"test": 1.0}, events_per_s=20_000, image_size=(64, 48),
     )  # fmt: skip
     target, draft = Path(info["target"]), Path(info["draft_model"])
     for folder in (target, draft):
@@ -36,7 +36,11 @@ def test_real_layouts_are_the_releases(tmp_path: Path, monkeypatch: pytest.Monke
     assert not (draft / "tokenizer.json").exists()
     seq = tmp_path / "dsec" / "test" / "interlaken_00_c"
     assert (seq / "events/left/events.h5").is_file() and (seq / "images/timestamps.txt").is_file()
-    assert len(list((seq / "images/left/rectified").glob("*.png"))) == 20
+    pngs = sorted((seq / "images/left/rectified").glob("*.png"))
+    assert len(pngs) == 20
+    from PIL import Image
+
+    assert Image.open(pngs[0]).size == (64, 48)
 
     from evspec.models.eventgpt import EventGPT
     from evspec.models.target import VideoLlavaTarget
@@ -64,7 +68,8 @@ def test_journey_runs_every_stage_at_tiny_size(
     rc = journey.main([
         "--out", str(out), "--size", "tiny", "--device", "cpu", "--dtype", "float32",
         "--questions", "train=4,val=2,test=1", "--dsec-seconds", "train=1.5,val=1.5,test=1.5",
-        "--events-per-s", "20000", "--steps", "2", "--batch-size", "2", "--max-new-tokens", "4",
+        "--events-per-s", "20000", "--image-size", "64x48", "--steps", "2", "--batch-size", "2",
+        "--max-new-tokens", "4",
         "--gammas", "2", "--train-budget", "30",
     ])  # fmt: skip
     result = json.loads((out / "journey.json").read_text())
@@ -73,7 +78,7 @@ def test_journey_runs_every_stage_at_tiny_size(
     assert list(stages) == [
         "write-checkpoints", "data-dsec-train", "data-dsec-val", "data-dsec-test",
         "collect-train", "collect-val", "train-event-head", "train-target-head",
-        "train-aligner", "train-lora", "eval", "bench",
+        "train-aligner", "train-lora", "eval", "bench", "generate",
     ]  # fmt: skip
     for s in stages.values():
         assert s["rc"] == 0 and s["wall_s"] > 0 and s["rss_peak_bytes"] > 2**20
@@ -86,4 +91,5 @@ def test_journey_runs_every_stage_at_tiny_size(
         assert (out / "work" / "runs" / module / "best" / "config.json").is_file()
     md = (out / "journey.md").read_text()
     assert "python3 -m evspec collect" in md and "Random weights" in md
+    assert "A: " in (out / "logs" / "generate.log").read_text()  # the answer was printed
     assert (out / "logs" / "bench.log").is_file()

@@ -33,8 +33,9 @@ DtypeOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fl
 CanvasOpt = Annotated[
     str,
     typer.Option(
-        help="Event image canvas: sensor (the world's), chunk (the EventGPT release's: each "
-        "image sized from its own events; real checkpoints) or data."
+        help="Event image canvas: auto (the manifest's: sensor for the world, else chunk), "
+        "sensor, chunk (the EventGPT release's: each image sized from its own events; real "
+        "checkpoints) or data."
     ),
 ]
 
@@ -52,7 +53,7 @@ def collect_cmd(
     memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
     video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
     store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
-    canvas: CanvasOpt = "sensor",
+    canvas: CanvasOpt = "auto",
     num_chunks: Annotated[
         Optional[int], typer.Option(help="Split the questions into N chunks (with --chunk-idx; e.g. a SLURM array).")
     ] = None,
@@ -170,7 +171,7 @@ def eval_cmd(
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
-    canvas: CanvasOpt = "sensor",
+    canvas: CanvasOpt = "auto",
     offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
     time_budget: Annotated[Optional[float], typer.Option(

@@ -14,6 +14,25 @@ from evspec.data.video import read_video
 
 #: one [n, H, W, 3] array, or n [H_i, W_i, 3] arrays of differing sizes
 EventImages = np.ndarray | tuple[np.ndarray, ...]
+#: ``meta["source"]`` of the synthetic world's manifests
+WORLD_SOURCE = "evspec synthetic world"
+
+
+def manifest_render_options(meta: dict) -> tuple[str, bool]:
+    """``(canvas, warn_window)`` for a manifest's event streams: ``meta["event_canvas"]``
+    when set; the synthetic world's models were trained on sensor-sized canvases over 1 s
+    clips, so its manifests render that way without the ~50 ms window warning; anything
+    else gets the EventGPT release's canvas (``chunk``: each image sized from its own
+    events) and the warning."""
+    canvas = meta.get("event_canvas")
+    world = meta.get("source") == WORLD_SOURCE
+    if canvas is None:
+        canvas = "sensor" if world else "chunk"
+    if canvas not in CANVASES:
+        raise ValueError(
+            f"manifest meta.event_canvas = {canvas!r}: use 'chunk', 'data' or 'sensor'"
+        )
+    return canvas, not world
 
 
 def load_clip_inputs(
