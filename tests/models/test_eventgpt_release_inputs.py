@@ -207,3 +207,23 @@ def test_equal_size_chunks_stack_into_one_array() -> None:
     with pytest.raises(ValueError, match=r"event_images\[1\]"):
         Request(QUESTION, event_images=[images[0], images[1][..., :2]])
     assert replace(req, clip_id="c").event_images is req.event_images
+
+
+def test_eventgpt_drafts_from_per_chunk_images_losslessly() -> None:
+    """The engine with the EventGPT drafter on images of differing sizes: the answer is
+    the target's own greedy answer."""
+    from evspec.decoding.drafters import make_drafter
+    from evspec.decoding.engine import generate
+    from evspec.models.target import VideoLlavaTarget
+
+    target = VideoLlavaTarget.from_preset("tiny-random", seed=1)
+    draft = EventGPT(build_model(tiny_config(prompt_style="release"), seed=2), byte_tokenizer())
+    rng = np.random.default_rng(5)
+    video = rng.integers(0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8)
+    images = [event_images(seed=i, n=1, h=30 + 3 * i, w=40 - 2 * i)[0] for i in range(5)]
+    req = Request(QUESTION, video=video, event_images=images, clip_id="c")
+    assert isinstance(req.event_images, tuple)
+    want = generate(target, req, max_new_tokens=8).tokens
+    drafter = make_drafter("eventgpt", target=target, draft_model=draft)
+    got = generate(target, req, drafter, gamma=3, max_new_tokens=8)
+    assert list(got.tokens) == list(want)
