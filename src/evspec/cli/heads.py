@@ -120,7 +120,9 @@ def train_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Train one module with acceptance objectives (KL to the target, CE on its tokens),
-    periodic evaluation, checkpoints with config, resume and a loss plot."""
+    periodic evaluation, checkpoints with config, resume and a loss plot.  Launched as
+    `torchrun --nproc-per-node N -m evspec train ...`, N processes (one per GPU) train as
+    data-parallel replicas (N batches per step) and rank 0 writes."""
     from dataclasses import replace
 
     from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
@@ -139,7 +141,9 @@ def train_cmd(
             options=ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
                                   memory_source=memory_source),
         )
-        dev = resolve_device(device)
+        from evspec.adapters.distributed import is_main_process, rank_device
+
+        dev = rank_device(resolve_device(device))  # under torchrun: this process's GPU
         dm = None
         if module == "lora":
             if draft_model is None:
@@ -151,6 +155,8 @@ def train_cmd(
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"train: {exc}")
         return
+    if not is_main_process():
+        return  # under torchrun rank 0 reports (the replicas hold the same weights)
     best = result.best
     note = " (stopped at the time budget)" if result.stopped_early else ""
     typer.echo(
