@@ -110,7 +110,7 @@ class Inputs:
     """Raw model inputs of one clip: ``video`` ``[T, H, W, 3]``, ``event_images`` ``[n, H, W, 3]``."""
 
     video: np.ndarray | None
-    event_images: np.ndarray | None
+    event_images: np.ndarray | tuple[np.ndarray, ...] | None  # a tuple when sizes differ
 
 
 def random_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -133,7 +133,8 @@ def load_inputs(
     """Read a video (mp4 or frame folder) and an events file into model inputs.
 
     ``"random"`` gives random images (useful with the random-weight presets).  Events may
-    be a stream file (rendered with EventGPT's rendering into ``n_event_images`` images;
+    be a stream file (rendered as the EventGPT release does into ``n_event_images`` images,
+    each on a canvas sized from its own events;
     ``window_ms`` keeps only the first window of that length) or a folder of already
     rendered event images.  ``world=True`` (a drafter trained on the synthetic world, see
     :func:`is_world_model`) renders on the stream's sensor-sized canvas over the whole clip,
@@ -158,14 +159,14 @@ def load_inputs(
             ev = read_video(path, num_frames=n_event_images)
         else:
             from evspec.data.clipio import load_events
-            from evspec.data.render import render_event_images
+            from evspec.data.render import render_canvas
 
             stream = load_events(path)
             if window_ms is not None:
                 t0 = int(stream.t[0]) if len(stream) else 0
                 stream = stream.window_time(t0, t0 + int(window_ms * 1000))
-            ev = render_event_images(stream, n=n_event_images, sensor_size=stream.sensor_size if world else None,
-                                     warn_window=not world)
+            canvas = "sensor" if world else "chunk"
+            ev = render_canvas(stream, n_event_images, canvas, warn_window=not world)
     return Inputs(video=vid, event_images=ev)
 
 

@@ -21,7 +21,8 @@ WORLD = Path(__file__).resolve().parents[2] / "src" / "evspec" / "assets" / "wor
 
 def test_render_options_from_meta() -> None:
     assert render_options({"source": "evspec synthetic world"}) == ("sensor", False)
-    assert render_options({}) == ("data", True)
+    assert render_options({}) == ("chunk", True)
+    assert render_options({"event_canvas": "data"}) == ("data", True)
     assert render_options({"event_canvas": "sensor"}) == ("sensor", True)
     with pytest.raises(ValueError, match="event_canvas"):
         render_options({"event_canvas": "screen"})
@@ -34,8 +35,10 @@ def test_world_manifest_renders_on_the_sensor_canvas(tmp_path: Path) -> None:
     # a clip whose events do not reach the sensor's far edges: the two canvases differ
     for entry in manifest.clips:
         sensor = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)[1]
-        data = load_clip_inputs(entry, manifest.root, canvas="data", warn_window=False)[1]
-        if not np.array_equal(sensor, data):
+        data = load_clip_inputs(entry, manifest.root, canvas="chunk", warn_window=False)[1]
+        if len(sensor) != len(data) or any(
+            a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(sensor, data)
+        ):
             break
     else:
         pytest.fail("no shipped clip tells the canvases apart")
@@ -44,7 +47,7 @@ def test_world_manifest_renders_on_the_sensor_canvas(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # no window warning for the world's 1 s clips
         req = item.load()
     np.testing.assert_array_equal(req.event_images, sensor)
-    # the same files under a manifest that is not the world's: EventGPT's data canvas
+    # the same files under a manifest that is not the world's: the release's per-image canvas
     other = tmp_path / "other"
     shutil.copytree(WORLD / "clips", other / "clips")
     raw = json.loads((WORLD / "manifest.json").read_text())
@@ -53,7 +56,9 @@ def test_world_manifest_renders_on_the_sensor_canvas(tmp_path: Path) -> None:
     other_item = next(it for it in manifest_items(other / "manifest.json", split=None) if it.clip_id == entry.id)
     with pytest.warns(Warning, match="window"):
         req = other_item.load()
-    np.testing.assert_array_equal(req.event_images, data)
+    assert len(req.event_images) == len(data)
+    for got, want in zip(req.event_images, data):  # the sizes may differ image to image
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="world assets not shipped")
@@ -82,3 +87,28 @@ def test_generate_inputs_render_world_clips_like_the_bench() -> None:
     assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-micro-clip")))
     assert not is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="openai/clip-vit-large-patch14-336")))
     assert not is_world_model(SimpleNamespace(config=SimpleNamespace()))
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="world assets not shipped")
+def test_collect_and_eval_requests_take_the_manifests_canvas(tmp_path: Path) -> None:
+    """`evspec collect` / `eval` default to canvas auto: the world's sensor canvas for the
+    world, the release's per-chunk canvas for any other manifest (e.g. DSEC clips)."""
+    from evspec.adapters.requests import manifest_requests
+
+    manifest = load_manifest(WORLD / "manifest.json")
+    entry = manifest.clips[0]
+    kw = dict(splits=(entry.split,), num_frames=8, n_event_images=5, limit=1)
+    world = manifest_requests(WORLD / "manifest.json", **kw)[0].load()
+    sensor = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)[1]
+    np.testing.assert_array_equal(world.event_images, sensor)
+    other = tmp_path / "other"
+    shutil.copytree(WORLD / "clips", other / "clips")
+    raw = json.loads((WORLD / "manifest.json").read_text())
+    raw["meta"] = {"source": "dsec"}
+    (other / "manifest.json").write_text(json.dumps(raw))
+    got = manifest_requests(other / "manifest.json", **kw)[0].load().event_images
+    chunk = load_clip_inputs(entry, manifest.root, canvas="chunk", warn_window=False)[1]
+    assert [im.shape for im in chunk] != [im.shape for im in sensor]  # the two differ here
+    assert len(got) == len(chunk)
+    for a, b in zip(got, chunk):
+        np.testing.assert_array_equal(a, b)

@@ -172,8 +172,11 @@ def test_eventgpt_import(tmp_path, make_stream):
     assert a.video.endswith("mp4/seq/000000.mp4") and a.events.endswith("event_npy/seq/000000.npy")
     assert b.video.endswith("video/seq/000000") and b.questions == []
     loaded = load_manifest(out)
-    video, images = load_clip_inputs(loaded.clips[0], loaded.root, warn_window=False)
+    video, images = load_clip_inputs(loaded.clips[0], loaded.root, canvas="data", warn_window=False)
     assert video.shape == (8, 16, 16, 3) and images.shape == (5, 10, 10, 3)
+    # the default is the release's per-chunk canvas: chunk i reaches x = y = 2i + 1
+    _, per_chunk = load_clip_inputs(loaded.clips[0], loaded.root, warn_window=False)
+    assert [im.shape for im in per_chunk] == [(2 * i + 2, 2 * i + 2, 3) for i in range(5)]
     frames_first = import_eventgpt(js, root, tmp_path / "f.json", video="frames")
     assert frames_first.clips[0].video.endswith("video/seq/000000")
 

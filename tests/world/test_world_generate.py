@@ -64,7 +64,7 @@ def test_tiny_world_manifest_loads_and_checks(tiny_world: Path) -> None:
     assert not (by_split["val"] & by_split["test"])
     assert len(by_split["val"]) == len(by_split["test"]) == 1
     entry = manifest.clips[0]
-    video, images = load_clip_inputs(entry, manifest.root, warn_window=False)
+    video, images = load_clip_inputs(entry, manifest.root, canvas="sensor", warn_window=False)
     assert video is not None and video.shape == (8, 64, 64, 3)
     assert images is not None and images.shape[0] == 5
     stream = load_events(manifest.resolve(entry.events))

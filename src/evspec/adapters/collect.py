@@ -46,8 +46,10 @@ class CollectConfig:
     position; ``prefill_memory``: also keep EventGPT's prompt states (event-head with
     ``memory_source="prefill"``); ``video_features``: keep the target's video features per
     clip (the aligner); ``store_dtype``: of hidden states on disk; ``canvas``: event image
-    canvas (``sensor`` = the recording's, as the world models were trained; ``data`` =
-    EventGPT's content-sized canvas);
+    canvas (``auto`` = the manifest's: ``sensor`` for the world, else ``chunk``; ``sensor`` =
+    the recording's, as the world models were trained; ``chunk`` = the EventGPT release's,
+    each image sized from its own events, for real checkpoints; ``data`` = one canvas sized
+    from the whole window);
     ``time_budget_s``: stop cleanly (everything written is kept) after this long.
     """
 
@@ -59,7 +61,7 @@ class CollectConfig:
     prefill_memory: bool = False
     video_features: bool = True
     store_dtype: str = "bfloat16"
-    canvas: Literal["data", "sensor"] = "sensor"
+    canvas: Literal["auto", "chunk", "data", "sensor"] = "auto"
     shard: int = 0
     num_shards: int = 1
     time_budget_s: float | None = None
@@ -77,8 +79,10 @@ class CollectConfig:
             raise ValueError(f"CollectConfig.chunk_size must be >= 1, got {self.chunk_size}")
         if self.store_dtype not in _STORE_DTYPES:
             raise ValueError(f"CollectConfig.store_dtype {self.store_dtype!r}: use {', '.join(_STORE_DTYPES)}")
-        if self.canvas not in ("data", "sensor"):
-            raise ValueError(f"CollectConfig.canvas {self.canvas!r}: use data or sensor")
+        if self.canvas not in ("auto", "chunk", "data", "sensor"):
+            raise ValueError(
+                f"CollectConfig.canvas {self.canvas!r}: use auto, chunk, data or sensor"
+            )
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"CollectConfig.shard {self.shard} must be in [0, num_shards = {self.num_shards})")
         if self.time_budget_s is not None and self.time_budget_s <= 0:

@@ -84,7 +84,9 @@ def parse_drafter(text: str) -> DrafterSpec:
 class EvalConfig:
     """``gammas``: draft lengths tried; ``report_gamma``: the γ of the main table (the
     largest tried when absent); ``limit``: first N questions of ``split``; ``canvas``: as
-    the data was collected (``sensor`` for the world); ``time_budget_s``: requests are
+    the data was collected (``auto``: the manifest's, ``sensor`` for the world, ``chunk`` for
+    real checkpoints);
+    ``time_budget_s``: requests are
     measured ``chunk`` at a time and no new chunk starts after this long (the report covers
     the finished chunks)."""
 
@@ -93,7 +95,7 @@ class EvalConfig:
     max_new_tokens: int = 48
     limit: int | None = 60
     split: str = "test"
-    canvas: str = "sensor"
+    canvas: str = "auto"
     warmup: int = 1
     temperature: float = 0.0
     seed: int = 0
@@ -106,8 +108,8 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.gammas must be integers >= 1, got {self.gammas}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"EvalConfig.limit must be >= 1, got {self.limit}")
-        if self.canvas not in ("data", "sensor"):
-            raise ValueError(f"EvalConfig.canvas {self.canvas!r}: use data or sensor")
+        if self.canvas not in ("auto", "chunk", "data", "sensor"):
+            raise ValueError(f"EvalConfig.canvas {self.canvas!r}: use auto, chunk, data or sensor")
         if self.chunk < 1:
             raise ValueError(f"EvalConfig.chunk must be >= 1 request, got {self.chunk}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:

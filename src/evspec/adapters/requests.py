@@ -52,13 +52,15 @@ def manifest_requests(
     *,
     num_frames: int,
     n_event_images: int,
-    canvas: Literal["data", "sensor"] = "sensor",
+    canvas: Literal["auto", "chunk", "data", "sensor"] = "auto",
     limit: int | None = None,
     shard: int = 0,
     num_shards: int = 1,
 ) -> list[RequestItem]:
     """Every (clip, question) of the manifest's ``splits``, in manifest order, the first
-    ``limit`` of them; shard ``i`` of ``n`` keeps every n-th of those (from the i-th)."""
+    ``limit`` of them; shard ``i`` of ``n`` keeps every n-th of those (from the i-th).
+    ``canvas="auto"``: the manifest's own (the world's ``sensor``, else the EventGPT
+    release's ``chunk``; :func:`~evspec.data.loading.manifest_render_options`)."""
     from evspec.data.manifest import load_manifest
 
     if not 0 <= shard < num_shards:
@@ -66,6 +68,10 @@ def manifest_requests(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     manifest = load_manifest(Path(path))
+    if canvas == "auto":
+        from evspec.data.loading import manifest_render_options
+
+        canvas = manifest_render_options(manifest.meta)[0]  # type: ignore[assignment]
     reader = _ClipReader(manifest.root, num_frames, n_event_images, canvas)
     items: list[RequestItem] = []
     for entry in manifest.clips:

@@ -29,6 +29,7 @@ from evspec.adapters.checkpoint import (
     ADAPTER_KINDS, HEAD_KINDS, MODULE_KINDS, build_module, load_checkpoint, save_checkpoint,
 )
 from evspec.adapters.curves import plot_history
+from evspec.adapters.distributed import DataParallel
 from evspec.adapters.lora import PROJECTIONS, LoraSpec, apply_lora
 from evspec.adapters.objectives import LossWeights
 from evspec.adapters.store import CollectedData
@@ -225,9 +226,14 @@ def train(
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``cfg.kind`` on the ``collect`` folder ``data_dir`` into ``out``."""
+    """Train ``cfg.kind`` on the ``collect`` folder ``data_dir`` into ``out``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes train as data-parallel replicas
+    (:mod:`evspec.adapters.distributed`); rank 0 evaluates and writes ``out``."""
     start = time.perf_counter()
     out, device = Path(out), torch.device(device)
+    dp = DataParallel.from_env(device)
+    device = dp.device(device)
     data = CollectedData.open(data_dir)
     if data.count("train") == 0:
         raise ValueError(f"{data_dir}: no train examples (collect with --split train)")
@@ -272,17 +278,18 @@ def train(
         plot_history(history, out / "loss.png", f"{cfg.kind} on {Path(data_dir).name}")
 
     out.mkdir(parents=True, exist_ok=True)
-    stream = _batch_stream(data, task, cfg, device, epoch=step)
+    stream = dp.shard(_batch_stream(data, task, cfg, device, epoch=step))
     task.train(True)
     stopped = False
     last_metrics: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step",
+               disable=not progress or not dp.is_main)
     running = 0.0
     loop_start = time.perf_counter()
     while step < cfg.steps:
         time_frac = 0.0
         if cfg.time_budget_s is not None:  # the budget covers the loop; setup is not counted
-            time_frac = (time.perf_counter() - loop_start) / cfg.time_budget_s
+            time_frac = dp.max((time.perf_counter() - loop_start) / cfg.time_budget_s, device)
             if time_frac >= 1.0:
                 stopped = True
                 break
@@ -293,6 +300,7 @@ def train(
         loss, stats = task.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dp.average_gradients(params)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -305,16 +313,20 @@ def train(
             n = stats.get("n", 0) or 1
             history.append({"kind": "train", "step": step, "loss": value,
                             "top1": stats.get("correct", 0) / n, "lr": lr})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if dp.is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
             last_metrics = evaluate()
             history.append({"kind": "val", "step": step, **last_metrics})
             bar.write(f"step {step}: val loss {last_metrics['loss']:.4f} top-1 {last_metrics.get('top1', 0):.3f}")
             if not best or (last_metrics.get("top1", 0), -last_metrics["loss"]) > (best.get("top1", 0), -best["loss"]):
                 best = {"step": step, **last_metrics}
                 save("best", last_metrics)
-        if step % cfg.save_every == 0:
+        if dp.is_main and step % cfg.save_every == 0:
             save_last(last_metrics)
     bar.close()
+    if not dp.is_main:  # the replicas' weights equal rank 0's, which writes them
+        dp.barrier()
+        dp.close()
+        return TrainResult(out, step, best, last_metrics, time.perf_counter() - start, stopped)
     if not last_metrics or history[-1].get("step") != step:
         last_metrics = evaluate()
         history.append({"kind": "val", "step": step, **last_metrics})
@@ -322,6 +334,8 @@ def train(
             best = {"step": step, **last_metrics}
             save("best", last_metrics)
     save_last(last_metrics)
+    dp.barrier()
+    dp.close()
     return TrainResult(out, step, best, last_metrics, time.perf_counter() - start, stopped)
 
 

@@ -73,21 +73,12 @@ class RandomSource:
         return out
 
 
-WORLD_SOURCE = "evspec synthetic world"
-
-
 def render_options(meta: dict) -> tuple[str, bool]:
-    """``(canvas, warn_window)`` for a manifest's event streams: ``meta["event_canvas"]``
-    when set; the synthetic world's models were trained on sensor-sized canvases over 1 s
-    clips, so its manifests render that way without the ~50 ms window warning; anything
-    else gets EventGPT's data-sized canvas and the warning."""
-    canvas = meta.get("event_canvas")
-    world = meta.get("source") == WORLD_SOURCE
-    if canvas is None:
-        canvas = "sensor" if world else "data"
-    if canvas not in ("data", "sensor"):
-        raise ValueError(f"manifest meta.event_canvas = {canvas!r}: use 'data' or 'sensor'")
-    return canvas, not world
+    """``(canvas, warn_window)`` for a manifest's event streams (see
+    :func:`evspec.data.loading.manifest_render_options`)."""
+    from evspec.data.loading import manifest_render_options
+
+    return manifest_render_options(meta)
 
 
 def manifest_items(

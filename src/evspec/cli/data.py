@@ -130,8 +130,20 @@ def render(
     t0_us: Annotated[int | None, typer.Option(help="Window start, absolute µs.")] = None,
     t1_us: Annotated[int | None, typer.Option(help="Window end (exclusive), absolute µs.")] = None,
     canvas: Annotated[
-        str, typer.Option(help="'data' (EventGPT: sized from events) or 'sensor'.")
-    ] = "data",
+        str,
+        typer.Option(
+            help="'chunk' (the EventGPT release: each image sized from its own events), "
+            "'data' (one canvas sized from all events) or 'sensor'."
+        ),
+    ] = "chunk",
+    polarity: Annotated[
+        str,
+        typer.Option(
+            help="The file's polarity values: binary (0/1 only), release (0 -> blue, any "
+            "other value -> red, as the EventGPT release paints) or signed (-1 -> blue, "
+            "+1 -> red)."
+        ),
+    ] = "binary",
 ) -> None:
     """Render EventGPT's event images of EVENTS to PNG files."""
     from evspec.data.errors import DataError
@@ -142,7 +154,8 @@ def render(
     window = (t0_us, t1_us) if t0_us is not None and t1_us is not None else None
     try:
         paths = write_event_pngs(
-            events, out, n, window_us=window, canvas=canvas  # type: ignore[arg-type]
+            events, out, n, window_us=window, canvas=canvas,  # type: ignore[arg-type]
+            polarity=polarity,
         )
     except (DataError, ValueError) as exc:
         _fail(str(exc))

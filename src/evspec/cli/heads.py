@@ -31,6 +31,14 @@ TargetOpt = Annotated[str, typer.Option(help="Video-LLaVA: preset (tiny-random, 
 DraftOpt = Annotated[str, typer.Option(help="EventGPT: preset (tiny-random, 7b) or checkpoint folder.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")]
+CanvasOpt = Annotated[
+    str,
+    typer.Option(
+        help="Event image canvas: auto (the manifest's: sensor for the world, else chunk), "
+        "sensor, chunk (the EventGPT release's: each image sized from its own events; real "
+        "checkpoints) or data."
+    ),
+]
 
 
 def collect_cmd(
@@ -46,7 +54,7 @@ def collect_cmd(
     memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
     video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
     store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    canvas: CanvasOpt = "auto",
     num_chunks: Annotated[
         Optional[int], typer.Option(help="Split the questions into N chunks (with --chunk-idx; e.g. a SLURM array).")
     ] = None,
@@ -116,7 +124,9 @@ def train_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Train one module with acceptance objectives (KL to the target, CE on its tokens),
-    periodic evaluation, checkpoints with config, resume and a loss plot."""
+    periodic evaluation, checkpoints with config, resume and a loss plot.  Launched as
+    `torchrun --nproc-per-node N -m evspec train ...`, N processes (one per GPU) train as
+    data-parallel replicas (N batches per step) and rank 0 writes."""
     from dataclasses import replace
 
     from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
@@ -135,7 +145,9 @@ def train_cmd(
             options=ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
                                   memory_source=memory_source),
         )
-        dev = resolve_device(device)
+        from evspec.adapters.distributed import is_main_process, rank_device
+
+        dev = rank_device(resolve_device(device))  # under torchrun: this process's GPU
         dm = None
         if module == "lora":
             if draft_model is None:
@@ -147,6 +159,8 @@ def train_cmd(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
+    if not is_main_process():
+        return  # under torchrun rank 0 reports (the replicas hold the same weights)
     best = result.best
     note = " (stopped at the time budget)" if result.stopped_early else ""
     typer.echo(
@@ -167,7 +181,7 @@ def eval_cmd(
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    canvas: CanvasOpt = "auto",
     offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
     time_budget: Annotated[Optional[float], typer.Option(

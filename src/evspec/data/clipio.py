@@ -31,6 +31,7 @@ from evspec.data.atomic import atomic_file
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
 from evspec.data.limits import check_event_bytes
+from evspec.data.polarity import map_polarity
 
 FORMAT_TAG = "evspec-events"
 FORMAT_VERSION = 1
@@ -79,7 +80,7 @@ def _member_bytes(z: np.lib.npyio.NpzFile, name: str, source: str) -> int:
     return need
 
 
-def _load_npz(path: Path) -> EventStream:
+def _load_npz(path: Path, polarity: str = "binary") -> EventStream:
     source = str(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -112,17 +113,22 @@ def _load_npz(path: Path) -> EventStream:
         raise DataError(source, "sensor_size", f"must have shape (2,), got {size_arr.shape}")
     w, h = int(size_arr[0]), int(size_arr[1])
     sensor = None if (w, h) == (0, 0) else (w, h)
-    return EventStream(arrays["x"], arrays["y"], arrays["t"], arrays["p"], sensor, source)
+    p = map_polarity(arrays["p"], polarity, source)
+    return EventStream(arrays["x"], arrays["y"], arrays["t"], p, sensor, source)
 
 
 def load_events(
     path: str | Path,
     window_us: tuple[int, int] | None = None,
     sensor_size: tuple[int, int] | None = None,
+    *,
+    polarity: str = "binary",
 ) -> EventStream:
     """Load an event stream from any supported file; optionally the window ``[t0, t1)`` µs.
 
-    ``sensor_size`` overrides the size stored in (or implied by) the file.
+    ``sensor_size`` overrides the size stored in (or implied by) the file.  ``polarity``:
+    how the file's polarity values map onto {0, 1} (:mod:`evspec.data.polarity`; DSEC
+    ``.h5`` files store {0, 1}).
     """
     path = Path(path)
     source = str(path)
@@ -132,14 +138,15 @@ def load_events(
     if suffix in (".h5", ".hdf5"):
         from evspec.data.dsec_h5 import DSEC_SENSOR_SIZE, DsecEventsFile
 
+        map_polarity(None, polarity)  # checks the convention's name
         with DsecEventsFile(path, sensor_size or DSEC_SENSOR_SIZE) as f:
             return f.read_all() if window_us is None else f.read_window(*window_us)
     if suffix == ".npz":
-        stream = _load_npz(path)
+        stream = _load_npz(path, polarity)
     elif suffix == ".npy":
         from evspec.data.research_npy import load_research_npy
 
-        stream, _meta = load_research_npy(path)
+        stream, _meta = load_research_npy(path, polarity=polarity)
     else:
         raise DataError(
             source, "file", f"unknown events suffix {path.suffix!r}; expected .npz, .npy or .h5"

@@ -97,7 +97,10 @@ def _polarity(source: str, values: object) -> np.ndarray:
                 "convert with p = (p == 1)"
             )
         elif v == -1:
-            hint = "polarity -1/+1 must be mapped to 0/1 (p = (p > 0))"
+            hint = (
+                "polarity -1/+1 must be mapped to 0/1: load with polarity='signed' (-1 -> 0) "
+                "or 'release' (every non-zero value -> 1, as the EventGPT release paints)"
+            )
         else:
             hint = "polarity must be 0 or 1"
         raise DataError(source, "p", f"value {v} at index {i}: {hint}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from evspec.data.clipio import load_events
-from evspec.data.render import render_event_images
+from evspec.data.render import CANVASES, render_canvas
 
 
 def write_event_pngs(
@@ -15,15 +15,20 @@ def write_event_pngs(
     n: int = 5,
     *,
     window_us: tuple[int, int] | None = None,
-    canvas: Literal["data", "sensor"] = "data",
+    canvas: Literal["chunk", "data", "sensor"] = "chunk",
+    polarity: str = "binary",
 ) -> list[Path]:
-    """Render ``n`` event images of the file (optionally a window) to ``OUT/<stem>_<i>.png``."""
+    """Render ``n`` event images of the file (optionally a window) to ``OUT/<stem>_<i>.png``
+    on ``canvas`` (see :func:`~evspec.data.render.render_canvas`); ``polarity``: the file's
+    polarity convention (:mod:`evspec.data.polarity`)."""
     from PIL import Image
 
-    if canvas not in ("data", "sensor"):
-        raise ValueError(f"write_event_pngs: canvas must be 'data' or 'sensor', got {canvas!r}")
-    stream = load_events(events_path, window_us)
-    images = render_event_images(stream, n, stream.sensor_size if canvas == "sensor" else None)
+    if canvas not in CANVASES:
+        raise ValueError(
+            f"write_event_pngs: canvas must be one of {', '.join(CANVASES)}, got {canvas!r}"
+        )
+    stream = load_events(events_path, window_us, polarity=polarity)
+    images = render_canvas(stream, n, canvas)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(events_path).name.split(".")[0]

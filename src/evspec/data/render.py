@@ -7,11 +7,13 @@ MODELS.md, "Events -> images":
    polarity 1 -> red (255, 0, 0); when several events hit one pixel the **last one in
    stream order wins**; no counts, no decay.
 
-Canvas size: ``sensor_size=None`` sizes the canvas from the data (``max(x) + 1`` by
-``max(y) + 1``), taken over the whole stream so the n images stack into one array;
-a ``(width, height)`` gives a fixed canvas.  ``render_event_image_list`` keeps the
-release's per-chunk canvas instead (each chunk sized from its own maxima, as its
-``get_event_images_list`` does); the images may then differ in size.
+Canvas size (:data:`CANVASES`, chosen by :func:`render_canvas`):
+
+* ``"chunk"`` -- the release's: chunk i is painted on ``max(y_i) + 1`` by ``max(x_i) + 1`` of
+  its own events (its ``get_event_images_list``), so the n images may differ in size;
+  what a real EventGPT checkpoint saw in training (:func:`render_event_image_list`);
+* ``"data"`` -- one canvas sized from the whole stream's maxima, so the images stack;
+* ``"sensor"`` -- the recording's sensor size (what the synthetic world's models saw).
 
 Last-wins without a Python loop: for every (chunk, pixel) the index of the last event is
 ``max`` over the event indices that hit it, computed with ``np.maximum.at`` (unbuffered,
@@ -26,6 +28,9 @@ from evspec.data.errors import DataError
 from evspec.data.events import EventStream
 from evspec.data.limits import check_canvas
 from evspec.data.windows import check_window_length
+
+#: the canvas choices of :func:`render_canvas`
+CANVASES = ("chunk", "data", "sensor")
 
 WHITE = (255, 255, 255)
 BLUE = (0, 0, 255)  # polarity 0
@@ -150,3 +155,28 @@ def render_event_image_list(
         w, h = _canvas(part, sensor_size)
         images.append(_paint(part.x, part.y, part.p, chunk_bounds(len(part), 1), w, h)[0])
     return images
+
+
+def render_canvas(
+    stream: EventStream,
+    n: int = 5,
+    canvas: str = "chunk",
+    *,
+    warn_window: bool = True,
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """EventGPT's n event images on the ``canvas`` of :data:`CANVASES`.
+
+    Returns one ``[n, H, W, 3]`` uint8 array when the images share a size (always for
+    ``"data"`` and ``"sensor"``), else a tuple of n ``[H_i, W_i, 3]`` arrays (``"chunk"``
+    with chunks of different extents); :class:`~evspec.models.request.Request` takes both.
+    ``"sensor"`` on a stream of unknown sensor size falls back to ``"data"``.
+    """
+    if canvas not in CANVASES:
+        raise ValueError(f"render: canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
+    if canvas in ("data", "sensor"):
+        size = stream.sensor_size if canvas == "sensor" else None
+        return render_event_images(stream, n, size, warn_window=warn_window)
+    images = render_event_image_list(stream, n, None, warn_window=warn_window)
+    if len({img.shape for img in images}) == 1:
+        return np.stack(images)  # [n, H, W, 3]
+    return tuple(images)

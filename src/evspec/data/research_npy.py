@@ -26,6 +26,7 @@ import numpy as np
 from evspec.data.errors import DataError
 from evspec.data.events import EventStream
 from evspec.data.limits import MAX_PICKLE_DEPTH, MAX_PICKLE_NODES, check_event_bytes
+from evspec.data.polarity import map_polarity
 
 REQUIRED_KEYS = ("x", "y", "t", "p")
 
@@ -185,13 +186,14 @@ def _sensor_from_meta(meta: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def load_research_npy(
-    path: str | Path, sensor_size: tuple[int, int] | None = None
+    path: str | Path, sensor_size: tuple[int, int] | None = None, *, polarity: str = "binary"
 ) -> tuple[EventStream, dict[str, Any]]:
     """Events and metadata from a research ``.npy`` (pickled dict or structured array).
 
     Returns ``(stream, meta)`` where ``meta`` holds every non-event key (``time_start``,
     ``duration_ms``, ``num_events``, ...).  ``sensor_size`` overrides a size found in the
-    metadata (keys ``sensor_size`` = (w, h), or ``width`` and ``height``).
+    metadata (keys ``sensor_size`` = (w, h), or ``width`` and ``height``).  ``polarity``:
+    the file's polarity convention (:mod:`evspec.data.polarity`).
     """
     path = Path(path)
     source = str(path)
@@ -215,7 +217,10 @@ def load_research_npy(
                 f"plain array of shape {arr.shape} has no named fields; expected a pickled dict "
                 "or a structured array with fields x, y, t, p",
             )
-        return EventStream.from_structured(arr, sensor_size, source), {}
+        if polarity == "binary" or any(k not in arr.dtype.names for k in "xytp"):
+            return EventStream.from_structured(arr, sensor_size, source), {}
+        p = map_polarity(arr["p"], polarity, source)
+        return EventStream(arr["x"], arr["y"], arr["t"], p, sensor_size, source), {}
     data = read_research_dict(path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
@@ -232,7 +237,8 @@ def load_research_npy(
         if not isinstance(data[key], (np.ndarray, list, tuple)):
             raise DataError(source, key, f"must be an array, got {type(data[key]).__name__}")
     try:
-        stream = EventStream(data["x"], data["y"], data["t"], data["p"], size, source)
+        p = map_polarity(data["p"], polarity, source)
+        stream = EventStream(data["x"], data["y"], data["t"], p, size, source)
     except DataError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. ragged nested lists

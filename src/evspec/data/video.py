@@ -231,12 +231,20 @@ def write_video(
 
     ``lossless=False``: H.264 yuv420p (libx264, crf 17) -- small, lossy, even sizes only.
     ``lossless=True``: H.264 RGB (libx264rgb, crf 0) -- frames read back bit-exactly.
+    Without PyAV, OpenCV writes the lossy case (MPEG-4 part 2, ``mp4v``); lossless needs PyAV.
     """
-    import av
-
     arr = _check_frames(frames)
     path = Path(path)
     _, h, w, _ = arr.shape
+    try:
+        import av
+    except ModuleNotFoundError:
+        if lossless:
+            raise ValueError(
+                f"write_video: {path}: lossless mp4 needs PyAV (pip install av); "
+                "or use write_frame_folder"
+            ) from None
+        return _write_cv2(path, arr, fps)
     if not lossless and (h % 2 or w % 2):
         raise ValueError(
             f"write_video: {path}: yuv420p H.264 needs even width and height, got {w}x{h}; "
@@ -254,6 +262,27 @@ def write_video(
                     container.mux(packet)
             for packet in stream.encode():  # flush the encoder
                 container.mux(packet)
+    return path
+
+
+def _write_cv2(path: Path, arr: np.ndarray, fps: int) -> Path:
+    """``arr`` ``[T, H, W, 3]`` uint8 RGB to an ``mp4v`` mp4 with OpenCV (atomically)."""
+    try:
+        import cv2
+    except ModuleNotFoundError:
+        raise ValueError(
+            f"write_video: {path}: writing mp4 needs PyAV (pip install av) or OpenCV"
+        ) from None
+    _, h, w, _ = arr.shape
+    with atomic_file(path, suffix=".tmp.mp4") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        if not writer.isOpened():
+            raise ValueError(f"write_video: {path}: OpenCV cannot open an mp4v writer")
+        try:
+            for rgb in arr:  # rgb: [H, W, 3]
+                writer.write(np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV takes BGR
+        finally:
+            writer.release()
     return path
 
 

@@ -32,17 +32,19 @@ from evspec.models.eventgpt_config import (
     EV_PATCH,
     EV_START,
     EVENT_TOKEN_INDEX,
+    PROMPT_STYLES,
     EventGPTConfig,
 )
 from evspec.models.eventgpt_modules import EventGPTModel, EventVisualTower, build_model
 from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
-from evspec.models.request import Request
+from evspec.models.request import EventImages, Request
 from evspec.models.state import TargetState
 
 __all__ = [
     "CONTEXT_CAP",
     "EVENT_PLACEHOLDER",
     "EVENT_TOKEN_INDEX",
+    "PROMPT_STYLES",
     "EV_END",
     "EV_PATCH",
     "EV_START",
@@ -188,11 +190,12 @@ class EventGPT(CausalLMWrapper):
 
     # -- prompt and pixels ---------------------------------------------------------------
     def prompt_text(self, question: str) -> str:
-        """The ``eventgpt_v1`` prompt (Vicuna v1 style) with the ``<event>`` placeholder."""
+        """The ``eventgpt_v1`` prompt (Vicuna v1 style) with the ``<event>`` placeholder,
+        shown as ``config.prompt_style`` says (see :class:`EventGPTConfig`)."""
         if EVENT_PLACEHOLDER in question:
             raise ValueError(f"the question must not contain the reserved {EVENT_PLACEHOLDER!r}")
         event = EVENT_PLACEHOLDER
-        if self.config.mm_use_im_start_end:
+        if self.config.prompt_style == "release" or self.config.mm_use_im_start_end:
             event = f"{EV_START}{EVENT_PLACEHOLDER}{EV_END}"
         return f"{SYSTEM_PROMPT} USER: {event}\n{question} ASSISTANT:"
 
@@ -208,16 +211,18 @@ class EventGPT(CausalLMWrapper):
         ids += self._encode_chunk(after)
         return torch.tensor(ids, dtype=torch.long)
 
-    def preprocess(self, event_images: np.ndarray | None) -> torch.Tensor:
-        """``[n, H, W, 3]`` uint8 event images -> ``[n, 3, S, S]`` pixels on the model's
-        device and dtype."""
+    def preprocess(self, event_images: EventImages | None) -> torch.Tensor:
+        """``[n, H, W, 3]`` uint8 event images (or n ``[H_i, W_i, 3]`` images of differing
+        sizes) -> ``[n, 3, S, S]`` pixels on the model's device and dtype; each image is
+        resized and cropped on its own, as the release's processor does."""
         if event_images is None:
             raise ValueError("EventGPT needs Request.event_images ([n, H, W, 3] uint8); got None")
-        if event_images.ndim != 4 or event_images.shape[-1] != 3 or event_images.dtype != np.uint8:
-            raise ValueError(
-                "Request.event_images must be uint8 [n, H, W, 3]; got "
-                f"{event_images.dtype} {tuple(event_images.shape)}"
-            )
+        for image in event_images:
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    "Request.event_images must be uint8 [n, H, W, 3]; got an image of "
+                    f"{image.dtype} {tuple(image.shape)}"
+                )
         out = self.image_processor.preprocess(
             list(event_images), return_tensors="pt", input_data_format="channels_last"
         )
@@ -248,7 +253,7 @@ class EventGPT(CausalLMWrapper):
         if request.event_images is None:
             raise ValueError("EventGPT needs Request.event_images ([n, H, W, 3] uint8); got None")
         prompt_ids = self.build_prompt_ids(request.question)  # [L]
-        n = int(request.event_images.shape[0])
+        n = len(request.event_images)
         length = self.prompt_length(prompt_ids, n)
         if length >= self.max_context:
             raise ValueError(
@@ -291,7 +296,7 @@ class EventGPT(CausalLMWrapper):
         """
         assert request.event_images is not None
         start = int((prompt_ids == EVENT_TOKEN_INDEX).nonzero()[0, 0])
-        n_event = int(request.event_images.shape[0]) + self.config.tokens_per_image
+        n_event = len(request.event_images) + self.config.tokens_per_image
         span = (start, start + n_event)
         fill = torch.full((n_event,), EVENT_TOKEN_INDEX)
         expanded = torch.cat([prompt_ids[:start], fill, prompt_ids[start + 1 :]])  # [L - 1 + n + P]

@@ -16,6 +16,8 @@ from transformers import CLIPVisionConfig, LlamaConfig
 EVENT_TOKEN_INDEX = -200  # the placeholder id replaced by the event embedding
 EV_START, EV_END, EV_PATCH = "<ev_start>", "<ev_end>", "<ev_patch>"
 CONTEXT_CAP = 2048  # the release truncates every sequence at 2048 positions
+#: how the prompt shows the event: see :class:`EventGPTConfig`
+PROMPT_STYLES = ("release", "bare")
 
 
 @dataclass
@@ -30,6 +32,12 @@ class EventGPTConfig:
     the tokenizer); ``mm_use_im_patch_token``: add ``<ev_patch>`` to the tokenizer.
     ``mm_visual_tower``: name or local path of the CLIP (weights come from there when the
     checkpoint lacks them).  ``max_context``: longest sequence (prompt + answer).
+    ``prompt_style``: ``"release"`` writes the literal ``<ev_start><event><ev_end>\n`` before
+    the question whatever ``mm_use_im_start_end`` says, as the release's prompt builder does
+    (the tags are ordinary text unless the tokenizer holds them): what a real EventGPT
+    checkpoint was trained on.  ``"bare"`` writes ``<event>\n`` (wrapped in the tags only
+    when ``mm_use_im_start_end`` is set): the prompt evspec's own small models (the tiny
+    preset, the synthetic world's drafters) were trained on.
     """
 
     llama: LlamaConfig
@@ -40,8 +48,14 @@ class EventGPTConfig:
     mm_use_im_patch_token: bool = False
     mm_visual_tower: str = "openai/clip-vit-large-patch14-336"
     max_context: int = CONTEXT_CAP
+    prompt_style: str = "release"
 
     def __post_init__(self) -> None:
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"EventGPTConfig.prompt_style must be one of {', '.join(PROMPT_STYLES)}, got "
+                f"{self.prompt_style!r} ('release' for a real EventGPT checkpoint)"
+            )
         if not isinstance(self.llama, LlamaConfig):
             raise TypeError(
                 f"EventGPTConfig.llama must be a LlamaConfig, got {type(self.llama).__name__}"

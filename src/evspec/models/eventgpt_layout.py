@@ -21,6 +21,8 @@ from evspec.models.eventgpt_config import CONTEXT_CAP, EV_END, EV_PATCH, EV_STAR
 from evspec.models.eventgpt_modules import EventGPTModel
 
 OFFICIAL_MODEL_TYPE = "EventChat_llama"
+#: our key for :attr:`EventGPTConfig.prompt_style` (the release's code ignores it)
+PROMPT_STYLE_KEY = "evspec_prompt_style"
 _OUR_KEYS = frozenset(
     {
         "mm_visual_tower",
@@ -31,6 +33,7 @@ _OUR_KEYS = frozenset(
         "tokenizer_model_max_length",
         "vision_config",
         "num_event_images",
+        PROMPT_STYLE_KEY,
     }
 )
 _LLAMA_KEYS = (set(LlamaConfig().to_dict()) | {"rope_theta", "rope_scaling"}) - {
@@ -65,6 +68,7 @@ def config_to_dict(config: EventGPTConfig, *, dtype: torch.dtype | None = None) 
         vision_config=vision,
         num_event_images=config.n_event_images,
     )
+    out[PROMPT_STYLE_KEY] = config.prompt_style
     if config.event_feature_adaptor:
         out["event_feature_adaptor"] = True
     if dtype is not None:
@@ -75,7 +79,13 @@ def config_to_dict(config: EventGPTConfig, *, dtype: torch.dtype | None = None) 
 def config_from_dict(
     raw: dict[str, Any], vision: CLIPVisionConfig, *, source: str = "config.json"
 ) -> EventGPTConfig:
-    """An :class:`EventGPTConfig` from the release's ``config.json`` and the CLIP's config."""
+    """An :class:`EventGPTConfig` from the release's ``config.json`` and the CLIP's config.
+
+    Defaults where a key is missing are the release inference's: ``mm_use_im_patch_token``
+    True (``<ev_patch>`` joins the vocabulary), ``mm_use_im_start_end`` False.  The prompt
+    style is our key when present; otherwise ``"release"``, except for a vision tower named
+    ``evspec/...`` (one of evspec's own small models, trained on the bare prompt).
+    """
     if raw.get("model_type") != OFFICIAL_MODEL_TYPE:
         raise ValueError(
             f"{source}: model_type is {raw.get('model_type')!r}, expected "
@@ -93,15 +103,18 @@ def config_from_dict(
         )
     llama = LlamaConfig(**{k: v for k, v in raw.items() if k in _LLAMA_KEYS})
     max_context = int(raw.get("tokenizer_model_max_length") or CONTEXT_CAP)
+    tower = str(raw["mm_visual_tower"])
+    style = raw.get(PROMPT_STYLE_KEY) or ("bare" if tower.startswith("evspec/") else "release")
     return EventGPTConfig(
         llama=llama,
         vision=vision,
         n_event_images=int(raw.get("num_event_images", 5)),
         event_feature_adaptor="event_feature_adaptor" in raw,  # presence, as the release
         mm_use_im_start_end=bool(raw.get("mm_use_im_start_end", False)),
-        mm_use_im_patch_token=bool(raw.get("mm_use_im_patch_token", False)),
-        mm_visual_tower=str(raw["mm_visual_tower"]),
+        mm_use_im_patch_token=bool(raw.get("mm_use_im_patch_token", True)),
+        mm_visual_tower=tower,
         max_context=min(max_context, int(llama.max_position_embeddings)),
+        prompt_style=str(style),
     )
 
 

@@ -42,7 +42,12 @@ from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_toke
 from evspec.models.request import Request
 from evspec.models.state import TargetState
 from evspec.models.target_checkpoint import check_checkpoint_folder, raise_on_bad_weights
-from evspec.models.target_prompt import PROMPT_TEMPLATE, VIDEO_PLACEHOLDER, build_video_prompt_ids
+from evspec.models.target_prompt import (
+    PROMPT_TEMPLATE,
+    VIDEO_PLACEHOLDER,
+    build_video_prompt_ids,
+    with_bos_on_encode,
+)
 
 __all__ = ["PROMPT_TEMPLATE", "VIDEO_PLACEHOLDER", "VideoLlavaTarget"]
 
@@ -195,11 +200,13 @@ class VideoLlavaTarget(CausalLMWrapper):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the HF layout: ``config.json``, ``model.safetensors``, tokenizer files,
-        ``preprocessor_config.json`` (loadable by :meth:`from_pretrained` and by HF)."""
+        ``preprocessor_config.json`` (loadable by :meth:`from_pretrained` and by HF; the
+        saved tokenizer adds BOS on encode, as LLaMA's does, so transformers' processor
+        and ``generate`` see the prompt evspec builds)."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        with_bos_on_encode(self.tokenizer, self.bos_token_id).save_pretrained(folder)
         self.image_processor.save_pretrained(folder)
         return folder
 

@@ -29,10 +29,13 @@ import torch
 FINGERPRINT_SAMPLES = 1 << 16
 
 
-def media_fingerprint(array: np.ndarray | None) -> str:
-    """Shape, dtype and a hash of a strided sample of ``array`` (``""`` for None)."""
+def media_fingerprint(array: np.ndarray | tuple[np.ndarray, ...] | None) -> str:
+    """Shape, dtype and a hash of a strided sample of ``array`` (``""`` for None); a tuple
+    of images of differing sizes gets one fingerprint per image."""
     if array is None:
         return ""
+    if isinstance(array, tuple):
+        return "|".join(media_fingerprint(image) for image in array)
     flat = np.ascontiguousarray(array).reshape(-1)
     step = max(1, flat.size // FINGERPRINT_SAMPLES)
     digest = hashlib.blake2b(np.ascontiguousarray(flat[::step]).tobytes(), digest_size=16)

@@ -4,11 +4,12 @@
                  images (5 + 17 = 22 event tokens), a 2-layer LLaMA of width 64 with 4
                  heads, the feature adaptor on; the byte tokenizer of
                  :func:`evspec.models.tokenizer.byte_tokenizer` (259 ids, the same first
-                 259 as the tiny target).  For CPU tests.
+                 259 as the tiny target); the bare prompt.  For CPU tests.
 ``7b``           the release's shapes: CLIP ViT-L/14 at 336 px (1024 wide, 24 layers, 16
                  heads, MLP 4096; 577 tokens per image), LLaMA-7B (4096 wide, 32 layers,
                  32 heads, MLP 11008, vocab 32000, 4096 positions, context cap 2048), n = 5
-                 (582 event tokens), the feature adaptor on, CLIP weights inside the model.
+                 (582 event tokens), the feature adaptor on, CLIP weights inside the model,
+                 the release's prompt.
                  For timing at real scale: weights are random and the tokenizer is a
                  stand-in (:func:`llama_standin_tokenizer`), so its text is meaningless.
 
@@ -68,6 +69,9 @@ class LlamaShape:
 class EventGPTPreset:
     """One named EventGPT shape.
 
+    ``prompt_style``: see :class:`EventGPTConfig` (``"release"`` for the 7B shapes, ``"bare"``
+    for evspec's own small models).
+
     ``tokenizer_kind``: ``"byte"`` (259 ids) or ``"llama-standin"`` (32000 ids, LLaMA's
     specials); :meth:`tokenizer` builds it.  Invalid shapes fail at definition, with the
     :class:`EventGPTConfig` message saying what to change.
@@ -82,6 +86,7 @@ class EventGPTPreset:
     rms_norm_eps: float = 1e-5
     max_context: int = CONTEXT_CAP
     initializer_range: float = 0.02
+    prompt_style: str = "release"
 
     def __post_init__(self) -> None:
         if self.tokenizer_kind not in ("byte", "llama-standin"):
@@ -131,6 +136,7 @@ class EventGPTPreset:
             mm_use_im_patch_token=False,
             mm_visual_tower=CLIP_L14_336_NAME if v.image_size == 336 else f"evspec/{self.name}-clip",
             max_context=min(self.max_context, t.max_positions),
+            prompt_style=self.prompt_style,
         )
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
@@ -150,6 +156,7 @@ EVENTGPT_PRESETS: dict[str, EventGPTPreset] = {
         ),
         n_event_images=5,
         tokenizer_kind="byte",
+        prompt_style="bare",
     ),
     "7b": EventGPTPreset(
         name="7b",
@@ -231,6 +238,7 @@ class WorldEventGPTPreset(EventGPTPreset):
     """An EventGPT preset on the world tokenizer; build it with :func:`world_eventgpt_preset`."""
 
     tokenizer_kind: str = "world"  # type: ignore[assignment]
+    prompt_style: str = "bare"  # the prompt the shipped world drafters were trained on
 
     def __post_init__(self) -> None:
         if self.tokenizer_kind != "world":
