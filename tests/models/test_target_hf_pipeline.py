@@ -10,12 +10,18 @@ itself is checked where torchvision is present.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor
+from transformers import (
+    AutoTokenizer,
+    VideoLlavaForConditionalGeneration,
+    VideoLlavaImageProcessor,
+    VideoLlavaProcessor,
+)
 
 from evspec.decoding.engine import generate
 from evspec.models.request import Request
@@ -83,3 +89,33 @@ def test_world_target_answers_alike_in_hf() -> None:
     shape = (target.num_frames, 64, 64, 3)
     video = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     check_folder(WORLD_TARGET, video)
+
+
+def processor_video_ids(folder: Path, target: VideoLlavaTarget) -> int:
+    """How many ``<video>`` ids transformers' ``VideoLlavaProcessor`` writes for one video
+    with the settings of ``folder/processor_config.json`` (its own counting rule, run
+    without the torchvision-only video processor)."""
+    settings = json.loads((folder / "processor_config.json").read_text())
+    processor = VideoLlavaProcessor.__new__(VideoLlavaProcessor)  # the rule needs no tokenizer
+    processor.patch_size = settings["patch_size"]
+    processor.num_additional_image_tokens = settings["num_additional_image_tokens"]
+    processor.video_token = "<video>"
+    size = target.model.config.vision_config.image_size
+    pixels = np.zeros((target.num_frames, 3, size, size), np.float32)  # [T, 3, S, S]
+    text = processor.replace_video_token({"pixel_values_videos": [pixels]}, 0)
+    return text.count("<video>")
+
+
+@pytest.mark.parametrize("which", ["tiny", "world"])
+def test_processor_config_expands_video_like_evspec(tmp_path: Path, which: str) -> None:
+    """Without ``processor_config.json`` the processor assumes patch 14 and writes 20 video
+    ids for the tiny preset's 68 features; the saved (and shipped) folders say their patch
+    size, so the processor's prompt has exactly evspec's video positions."""
+    if which == "tiny":
+        target = VideoLlavaTarget.from_preset("tiny-random", seed=3)
+        folder = target.save_pretrained(tmp_path)
+    else:
+        if not (WORLD_TARGET / "config.json").is_file():
+            pytest.skip("world target not shipped")
+        folder, target = WORLD_TARGET, VideoLlavaTarget.from_pretrained(WORLD_TARGET)
+    assert processor_video_ids(folder, target) == target.video_tokens

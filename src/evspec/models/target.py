@@ -41,7 +41,11 @@ from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
 from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_tokenizer
 from evspec.models.request import Request
 from evspec.models.state import TargetState
-from evspec.models.target_checkpoint import check_checkpoint_folder, raise_on_bad_weights
+from evspec.models.target_checkpoint import (
+    check_checkpoint_folder,
+    raise_on_bad_weights,
+    write_processor_config,
+)
 from evspec.models.target_prompt import (
     PROMPT_TEMPLATE,
     VIDEO_PLACEHOLDER,
@@ -200,7 +204,9 @@ class VideoLlavaTarget(CausalLMWrapper):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the HF layout: ``config.json``, ``model.safetensors``, tokenizer files,
-        ``preprocessor_config.json`` (loadable by :meth:`from_pretrained` and by HF; the
+        ``preprocessor_config.json`` and ``processor_config.json`` (the processor's patch size and
+        token counts, so ``VideoLlavaProcessor`` expands ``<video>`` as evspec does; loadable
+        by :meth:`from_pretrained` and by HF; the
         saved tokenizer adds BOS on encode, as LLaMA's does, so transformers' processor
         and ``generate`` see the prompt evspec builds)."""
         folder = Path(path)
@@ -208,6 +214,7 @@ class VideoLlavaTarget(CausalLMWrapper):
         self.model.save_pretrained(folder)
         with_bos_on_encode(self.tokenizer, self.bos_token_id).save_pretrained(folder)
         self.image_processor.save_pretrained(folder)
+        write_processor_config(folder, self.model.config)
         return folder
 
     # -- prompt and pixels -------------------------------------------------------------

@@ -7,6 +7,7 @@ with only a log line).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from evspec.models.safe_load import check_safetensors, read_json_object
@@ -70,3 +71,24 @@ def raise_on_bad_weights(folder: Path, info: dict) -> None:
         raise ValueError(
             f"checkpoint {folder} does not match its config.json: " + "; ".join(problems)
         )
+
+
+def processor_settings(config: object) -> dict[str, object]:
+    """``VideoLlavaProcessor``'s settings for a model config: it expands ``<video>`` into
+    ``(S // patch) ** 2 + num_additional_image_tokens`` ids per frame, so a folder whose
+    patch size is not the processor's default (14) must say so, or transformers' pipeline
+    builds a prompt that does not match the model's features."""
+    vision = config.vision_config  # type: ignore[attr-defined]
+    return {
+        "processor_class": "VideoLlavaProcessor",
+        "patch_size": int(vision.patch_size),
+        "vision_feature_select_strategy": config.vision_feature_select_strategy,  # type: ignore
+        "num_additional_image_tokens": 1,  # CLIP's CLS: patches + 1 ids per frame
+    }
+
+
+def write_processor_config(folder: Path, config: object) -> Path:
+    """Write ``processor_config.json`` (what the 7B-hf release ships) into ``folder``."""
+    path = Path(folder) / "processor_config.json"
+    path.write_text(json.dumps(processor_settings(config), indent=2) + "\n")
+    return path
