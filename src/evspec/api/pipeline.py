@@ -1,0 +1,357 @@
+"""``evspec.Pipeline``: answer questions about clips from Python in two lines.
+
+    pipe = evspec.Pipeline.from_pretrained("world", drafter="event-head")
+    result = pipe(video="clip/frames", events="clip/events.npz", question="What is moving?")
+    result.text, result.tokens, result.stats.tau
+
+The pipeline loads the models once (the same loaders as ``evspec generate``), derives the
+input sizes (frames, event images, image sizes) from the model configs, keeps the inputs of
+the last clips it read, and runs the speculative engine (``decoding.engine.generate``, or
+the pipelined schedule) for every question.  It answers one question at a time: calls from
+several threads queue on a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
+from evspec.decoding.stats import Result
+
+#: text callback: receives each new piece of the answer as it is decoded
+TextCallback = Callable[[str], None]
+
+#: a clip input: a path (mp4, folder of frames, event stream file, folder of event images),
+#: ``"random"`` (random images, for random-weight presets), or uint8 images ``[n, H, W, 3]``
+ClipInput = str | os.PathLike | np.ndarray | None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What :meth:`Pipeline.from_pretrained` loaded and how it decodes by default."""
+
+    target: str = "world"
+    draft_model: str | None = None
+    drafter: str = "event-head"
+    drafter_path: str | None = None
+    gamma: int = 4
+    gamma_policy: str = "fixed"
+    schedule: str = "sequential"
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    quant: str = "none"
+    fast: bool = False
+    compile: bool = False
+    kernels: str = "torch"
+    threads: int | None = None
+    window_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.drafter.partition("@")[0] not in DRAFTER_NAMES:
+            raise ValueError(f"drafter must be one of {', '.join(DRAFTER_NAMES)}, got {self.drafter!r}")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or self.gamma < 1:
+            raise ValueError(f"gamma must be an integer >= 1, got {self.gamma!r}")
+        if self.gamma_policy not in ("fixed", "dynamic"):
+            raise ValueError(f"gamma_policy must be 'fixed' or 'dynamic', got {self.gamma_policy!r}")
+        if self.schedule not in ("sequential", "pipelined"):
+            raise ValueError(f"schedule must be 'sequential' or 'pipelined', got {self.schedule!r}")
+        if self.gamma_policy == "dynamic" and self.schedule == "pipelined":
+            raise ValueError("gamma_policy='dynamic' runs with schedule='sequential' (the pipelined "
+                             "schedule drafts a fixed γ ahead)")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+class Pipeline:
+    """Loaded models + a drafter; call it with a clip and a question (or several).
+
+    Build it with :meth:`from_pretrained`.  ``pipe(video=..., events=..., question=...)``
+    returns the engine's :class:`~evspec.decoding.stats.Result` (``text``, ``tokens``,
+    ``stats`` with α, τ, times); a list of questions returns a list of results, in order.
+    :meth:`stream` yields the answer text piece by piece.
+    """
+
+    def __init__(self, config: PipelineConfig, target, draft_model, drafter) -> None:
+        self.config = config
+        self.target = target
+        self.draft_model = draft_model
+        self.drafter = drafter
+        self._lock = threading.Lock()
+        self._clips: OrderedDict[tuple, Any] = OrderedDict()  # recent clips' inputs
+        self._max_clips = 8
+
+    # -- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        target: str | os.PathLike = "world",
+        *,
+        draft_model: str | os.PathLike | None = None,
+        drafter: str = "event-head",
+        **options: Any,
+    ) -> Pipeline:
+        """Load ``target`` (Video-LLaVA: ``world`` for the shipped world model, a preset such
+        as ``tiny-random`` or ``7b``, or a local folder) and, when ``drafter`` runs the
+        EventGPT side, ``draft_model`` (default: the same preset as the target, so ``world``
+        loads the shipped world drafter; a folder target needs it named).
+
+        ``options`` are the fields of :class:`PipelineConfig`: ``drafter_path``, ``gamma``,
+        ``gamma_policy``, ``schedule``, ``max_new_tokens``, ``temperature``, ``top_p``,
+        ``seed``, ``device``, ``dtype``, ``quant``, ``fast``, ``compile``, ``kernels``,
+        ``threads`` (CPU threads; default 1 on a CPU with at most 2 cores), ``window_ms``.
+        """
+        unknown = set(options) - set(PipelineConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
+                            f"{', '.join(sorted(PipelineConfig.__dataclass_fields__))}")
+        target = os.fspath(target)
+        if draft_model is None and needs_draft_model(drafter):
+            if os.path.isdir(target):
+                raise ValueError(f"drafter {drafter!r} needs draft_model= (an EventGPT folder or "
+                                 "preset) when the target is a folder")
+            draft_model = target
+        config = PipelineConfig(target=target, drafter=drafter,
+                                draft_model=None if draft_model is None else os.fspath(draft_model),
+                                **options)
+        return cls.from_config(config)
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> Pipeline:
+        """Load the models a :class:`PipelineConfig` names."""
+        from evspec.decoding.drafters import checkpoint_option, make_drafter
+        from evspec.models.fast.config import check_fast_options
+        from evspec.session import (
+            apply_threads, load_eventgpt, load_target, resolve_device, resolve_dtype,
+        )
+
+        check_fast_options(config.fast, config.compile, config.kernels)
+        dev = resolve_device(config.device)
+        apply_threads(config.threads, dev)
+        dt = resolve_dtype(config.dtype, dev)
+        tgt = load_target(config.target, device=dev, dtype=dt,
+                          seed=config.seed, quant=config.quant)
+        dm = None
+        if needs_draft_model(config.drafter):
+            if config.draft_model is None:
+                raise ValueError(f"drafter {config.drafter!r} needs a draft model")
+            dm = load_eventgpt(config.draft_model, device=dev,
+                               dtype=dt, seed=config.seed + 1, quant=config.quant)
+        if config.fast:
+            for model in (tgt, dm):
+                if model is not None:
+                    sizes = (config.gamma + 1,) if model is tgt and config.drafter != "none" else ()
+                    model.enable_fast(compile=config.compile, kernels=config.kernels, score_sizes=sizes)
+        options = {}
+        if config.drafter_path is not None:
+            options[checkpoint_option(config.drafter)] = config.drafter_path
+        drafter = make_drafter(config.drafter, target=tgt, draft_model=dm, **options)
+        return cls(config, tgt, dm, drafter)
+
+    # -- inputs --------------------------------------------------------------------------
+    @property
+    def world(self) -> bool:
+        """Whether the drafter model is one of the synthetic world's (inputs rendered as the
+        world models were trained: the whole clip on the sensor canvas)."""
+        from evspec.session import is_world_model
+
+        return self.draft_model is not None and is_world_model(self.draft_model)
+
+    def load_clip(self, video: ClipInput, events: ClipInput = None):
+        """The model inputs of one clip (:class:`evspec.session.Inputs`); paths are read once
+        and kept for the next questions about the same clip."""
+        from evspec.session import Inputs, load_inputs
+
+        if video is None:
+            raise ValueError("video is required: a path (mp4 or folder of frames), uint8 frames "
+                             "[T, H, W, 3], or 'random'")
+        if events is None and self.draft_model is not None and self.drafter_needs_events:
+            raise ValueError(f"drafter {self.config.drafter!r} needs events: a stream file "
+                             "(.npz/.npy/.h5), a folder of event images, uint8 images "
+                             "[n, H, W, 3], or 'random'")
+        arrays = {}
+        paths: dict[str, str | None] = {}
+        for name, value in (("video", video), ("events", events)):
+            if isinstance(value, np.ndarray):
+                if value.ndim != 4 or value.shape[-1] != 3 or value.dtype != np.uint8:
+                    raise ValueError(f"{name} array must be uint8 [n, H, W, 3], got "
+                                     f"{value.dtype} {list(value.shape)}")
+                arrays[name] = value
+                paths[name] = None
+            else:
+                paths[name] = None if value is None else os.fspath(value)
+        key = (paths["video"], paths["events"], self.config.window_ms)
+        loaded = self._clips.get(key) if not arrays else None
+        if loaded is None:
+            dm = self.draft_model
+            loaded = load_inputs(
+                paths["video"], paths["events"],
+                num_frames=self.target.num_frames,
+                n_event_images=dm.config.n_event_images if dm is not None else 5,
+                image_size=self.target.config.vision_config.image_size,
+                event_image_size=dm.config.image_size if dm is not None else 336,
+                window_ms=self.config.window_ms, seed=self.config.seed, world=self.world,
+            )
+            if not arrays:
+                self._clips[key] = loaded
+                while len(self._clips) > self._max_clips:
+                    self._clips.popitem(last=False)
+        else:
+            self._clips.move_to_end(key)
+        return Inputs(video=arrays.get("video", loaded.video),
+                      event_images=arrays.get("events", loaded.event_images))
+
+    @property
+    def drafter_needs_events(self) -> bool:
+        return self.config.drafter.partition("@")[0] not in ("target-head", "none", "self",
+                                                             "prompt-lookup")
+
+    # -- answering -----------------------------------------------------------------------
+    def __call__(
+        self,
+        *,
+        question: str | Sequence[str],
+        video: ClipInput,
+        events: ClipInput = None,
+        on_text: TextCallback | None = None,
+        **decode: Any,
+    ) -> Result | list[Result]:
+        """Answer ``question`` (a string, or a list: one result per question, in order) about
+        the clip.  ``decode`` overrides the decoding defaults for this call: ``gamma``,
+        ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop_at_eos``.
+        ``on_text`` receives the answer text piece by piece as it is decoded."""
+        if isinstance(question, str):
+            return self._answer(question, self.load_clip(video, events), on_text, decode)
+        questions = list(question)
+        if not questions or not all(isinstance(q, str) for q in questions):
+            raise ValueError("question must be a string or a non-empty list of strings")
+        inputs = self.load_clip(video, events)
+        return [self._answer(q, inputs, on_text, decode) for q in questions]
+
+    def stream(self, *, question: str, video: ClipInput, events: ClipInput = None,
+               **decode: Any) -> TokenStream:
+        """Answer one question, yielding the text piece by piece as rounds are accepted;
+        the finished :class:`Result` is ``stream.result`` once the iterator is exhausted."""
+        inputs = self.load_clip(video, events)  # bad inputs raise here, not in the thread
+        return TokenStream(lambda cb: self._answer(question, inputs, cb, decode))
+
+    def warmup(self) -> Result:
+        """Answer one short question on random inputs, so compilation, graph capture and
+        the drafter's first-use costs are paid before the first real question."""
+        dm = self.draft_model
+        inputs = self.load_clip("random", "random" if dm is not None else None)
+        return self._answer("warm up", inputs, None, {"max_new_tokens": 4})
+
+    def _answer(self, question: str, inputs, on_text: TextCallback | None,
+                decode: dict[str, Any]) -> Result:
+        from evspec.session import make_request
+
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        known = {"gamma", "max_new_tokens", "temperature", "top_p", "seed", "stop_at_eos"}
+        unknown = set(decode) - known
+        if unknown:
+            raise TypeError(f"unknown decoding option(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(known))}")
+        stop_at_eos = bool(decode.pop("stop_at_eos", True))
+        cfg = replace(self.config, **decode)  # validates gamma and max_new_tokens
+        request = make_request(question, inputs)
+        with self._lock:
+            emit = _TextEmitter(self.target, on_text) if on_text is not None else None
+            result = self._generate(request, cfg, stop_at_eos, emit)
+            if emit is not None:
+                emit.finish(result.text)
+        return result
+
+    def _generate(self, request, cfg: PipelineConfig, stop_at_eos: bool, emit) -> Result:
+        kwargs: dict[str, Any] = dict(
+            gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+            top_p=cfg.top_p, seed=cfg.seed, stop_at_eos=stop_at_eos,
+            on_token=None if emit is None else emit.tokens,
+        )
+        if cfg.schedule == "pipelined":
+            from evspec.decoding.pipeline import generate_pipelined as generate
+        else:
+            from evspec.decoding.engine import generate
+        if cfg.gamma_policy == "dynamic" and self.drafter is not None:
+            from evspec.decoding.gamma import DynamicGamma
+
+            kwargs["gamma_policy"] = DynamicGamma(c=0.3, max_gamma=cfg.gamma, min_gamma=0,
+                                                  measure_c=True)
+        return generate(self.target, request, self.drafter, **kwargs)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Pipeline(target={c.target!r}, draft_model={c.draft_model!r}, "
+                f"drafter={c.drafter!r}, gamma={c.gamma})")
+
+
+class _TextEmitter:
+    """Turns the engine's token callbacks into text pieces: decodes everything so far and
+    hands on what is new, holding back an unfinished multi-byte character."""
+
+    def __init__(self, target, on_text: TextCallback) -> None:
+        self.target = target
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def tokens(self, new: list[int]) -> None:
+        self.ids.extend(int(t) for t in new)
+        text = self.target.decode_text(self.ids).rstrip("\ufffd")
+        self._send(text)
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            piece, self.sent = text[len(self.sent):], text
+            self.on_text(piece)
+
+    def finish(self, text: str) -> None:
+        self._send(text)
+
+
+_DONE = object()
+
+
+class TokenStream:
+    """An iterator over the answer's text pieces; the engine runs on a worker thread and the
+    pieces cross over a queue.  ``result`` holds the :class:`Result` once iteration ends;
+    an error in the engine is raised from the iterator."""
+
+    def __init__(self, run: Callable[[TextCallback], Result]) -> None:
+        self.result: Result | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                self.result = run(self._queue.put)
+            except BaseException as exc:  # handed to the consumer, not lost in the thread
+                self._error = exc
+            finally:
+                self._queue.put(_DONE)
+
+        self._thread = threading.Thread(target=work, name="evspec-stream", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                break
+            yield item
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
