@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,19 +12,14 @@ import evspec
 from evspec.decoding.engine import generate
 from evspec.session import make_request
 
-ROOT = Path(__file__).resolve().parents[2]
-WORLD = ROOT / "src" / "evspec" / "assets" / "world"
-CLIP = WORLD / "clips" / "world-000018"
-VIDEO, EVENTS = str(CLIP / "frames"), str(CLIP / "events.npz")
+from api_paths import EVENTS, HAVE_WORLD, ROOT, VIDEO
 
-pytestmark = pytest.mark.skipif(not (WORLD / "heads" / "event-head" / "config.json").is_file(),
-                                reason="world assets not shipped")
+pytestmark = pytest.mark.skipif(not HAVE_WORLD, reason="world assets not shipped")
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return evspec.Pipeline.from_pretrained("world", drafter="event-head", gamma=4,
-                                           max_new_tokens=24, device="cpu")
+@pytest.fixture
+def pipe(world_pipe):
+    return world_pipe
 
 
 def test_import_evspec_stays_light():

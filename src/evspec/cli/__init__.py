@@ -20,6 +20,7 @@ app = typer.Typer(
 # Verb modules, in help order.  Each defines ``register(app: typer.Typer) -> None``.
 _VERB_MODULES = (
     "evspec.cli.generate",
+    "evspec.cli.serve",
     "evspec.cli.demo",
     "evspec.cli.data",
     "evspec.cli.world",
