@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -266,3 +267,15 @@ def test_fuzzed_bodies_never_break_the_server(server):
 
     check()
     assert httpx.get(server.url + "/health", timeout=TIMEOUT).json()["status"] == "ok"
+
+
+def test_readme_server_example_runs(server, reference):
+    """The README's client example, pointed at the test server."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- server-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "README lost its marked server example"
+    code = block.group(1).replace("http://127.0.0.1:8000", server.url)
+    code = code.replace("/abs/path/to/src/evspec/assets/world/clips/world-000018", str(CLIP))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["reply"].choices[0].message.content == reference("What is moving?").text
