@@ -49,6 +49,7 @@ class PipelineConfig:
     top_p: float = 1.0
     seed: int = 0
     device: str = "auto"
+    draft_device: str | None = None  # default: ``device``
     dtype: str = "auto"
     quant: str = "none"
     fast: bool = False
@@ -110,7 +111,7 @@ class Pipeline:
 
         ``options`` are the fields of :class:`PipelineConfig`: ``drafter_path``, ``gamma``,
         ``gamma_policy``, ``schedule``, ``max_new_tokens``, ``temperature``, ``top_p``,
-        ``seed``, ``device``, ``dtype``, ``quant``, ``fast``, ``compile``, ``kernels``,
+        ``seed``, ``device``, ``draft_device``, ``dtype``, ``quant``, ``fast``, ``compile``, ``kernels``,
         ``threads`` (CPU threads; default 1 on a CPU with at most 2 cores), ``window_ms``.
         """
         unknown = set(options) - set(PipelineConfig.__dataclass_fields__)
@@ -139,6 +140,7 @@ class Pipeline:
 
         check_fast_options(config.fast, config.compile, config.kernels)
         dev = resolve_device(config.device)
+        draft_dev = dev if config.draft_device is None else resolve_device(config.draft_device)
         apply_threads(config.threads, dev)
         dt = resolve_dtype(config.dtype, dev)
         tgt = load_target(config.target, device=dev, dtype=dt,
@@ -147,7 +149,7 @@ class Pipeline:
         if needs_draft_model(config.drafter):
             if config.draft_model is None:
                 raise ValueError(f"drafter {config.drafter!r} needs a draft model")
-            dm = load_eventgpt(config.draft_model, device=dev,
+            dm = load_eventgpt(config.draft_model, device=draft_dev,
                                dtype=dt, seed=config.seed + 1, quant=config.quant)
         if config.fast:
             for model in (tgt, dm):
@@ -181,6 +183,8 @@ class Pipeline:
             raise ValueError(f"drafter {self.config.drafter!r} needs events: a stream file "
                              "(.npz/.npy/.h5), a folder of event images, uint8 images "
                              "[n, H, W, 3], or 'random'")
+        if not self.drafter_needs_events:
+            events = None  # nothing reads them
         arrays = {}
         paths: dict[str, str | None] = {}
         for name, value in (("video", video), ("events", events)):
@@ -215,8 +219,7 @@ class Pipeline:
 
     @property
     def drafter_needs_events(self) -> bool:
-        return self.config.drafter.partition("@")[0] not in ("target-head", "none", "self",
-                                                             "prompt-lookup")
+        return needs_draft_model(self.config.drafter)
 
     # -- answering -----------------------------------------------------------------------
     def __call__(
