@@ -152,6 +152,10 @@ class Pipeline:
             dm = load_eventgpt(config.draft_model, device=draft_dev,
                                dtype=dt, seed=config.seed + 1, quant=config.quant)
         if config.fast:
+            if config.compile:
+                from evspec.models.fast.compile_cache import enable_compile_cache
+
+                enable_compile_cache()  # a second process reuses this one's compiled work
             for model in (tgt, dm):
                 if model is not None:
                     sizes = (config.gamma + 1,) if model is tgt and config.drafter != "none" else ()
