@@ -163,6 +163,9 @@ def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `evspec bench`.")],
     plots: Annotated[bool, typer.Option(help="Draw the plots (needs matplotlib).")] = True,
+    csv: Annotated[bool, typer.Option(
+        "--csv", help="Also write records.csv: one row per record, one column per field "
+                      "(timings.* per stage).")] = False,
 ) -> None:
     """Write report.md (tables: speedups measured and predicted, α, τ, c, stage times),
     summary.json and plots into RUN_DIR."""
@@ -170,6 +173,11 @@ def report(
 
     try:
         path = build_report(run_dir, plots=plots)
+        if csv:
+            from evspec.bench.export import write_records_csv
+            from evspec.bench.records import read_records
+
+            typer.echo(f"wrote {write_records_csv(read_records(run_dir), run_dir / 'records.csv')}")
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(f"report: {exc}")
         return
