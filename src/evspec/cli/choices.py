@@ -39,3 +39,22 @@ class DType(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+def parse_gammas(text: str) -> tuple[int, ...]:
+    """``--gamma 1,2,4`` -> ``(1, 2, 4)``: one or more γ ≥ 1, comma-separated."""
+    try:
+        values = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--gamma {text!r}: give γ values as integers, e.g. 4 or 1,2,4") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--gamma {text!r}: every γ must be >= 1")
+    return values
+
+
+def given(ctx) -> set[str]:
+    """The parameters of a click/typer context set on the command line (not defaults)."""
+    def source(name: str) -> str:
+        return getattr(ctx.get_parameter_source(name), "name", "")
+
+    return {name for name in ctx.params if source(name) == "COMMANDLINE"}

@@ -4,6 +4,7 @@ drafters (adapters, LoRA-distilled EventGPT, event/target heads).  Thin wrappers
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,7 +40,7 @@ def collect_cmd(
     limit: Annotated[Optional[int], typer.Option(help="Only the first N questions of the split.")] = None,
     target: TargetOpt = "tiny-random",
     draft_model: DraftOpt = "tiny-random",
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
     topk: Annotated[int, typer.Option(help="Target log-probabilities kept per position.")] = 20,
     chunk_size: Annotated[int, typer.Option(help="Examples per safetensors chunk.")] = 256,
     memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
@@ -86,12 +87,18 @@ def collect_cmd(
 
 
 def train_cmd(
-    module: Annotated[str, typer.Option(help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head.")],
-    data: Annotated[Path, typer.Option(help="Folder written by `evspec collect` (train, optionally val).")],
-    out: Annotated[Path, typer.Option(help="Run folder: best/, last/, history.jsonl, loss.png.")],
+    ctx: typer.Context,
+    module: Annotated[Optional[str], typer.Option(
+        help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Folder written by `evspec collect` (train, optionally val).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run folder: best/, last/, history.jsonl, loss.png, train_config.json.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="A run's train_config.json: its settings, for the options not given here.")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Questions per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (0 = 1e-3, LoRA 2e-4).")] = 0.0,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Peak learning rate (default: 1e-3, LoRA 2e-4).")] = None,
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 50,
     eval_every: Annotated[int, typer.Option(help="Offline validation every N steps (best/ kept).")] = 200,
     save_every: Annotated[int, typer.Option(help="Save last/ every N steps.")] = 500,
@@ -108,7 +115,11 @@ def train_cmd(
     draft_model: Annotated[Optional[str], typer.Option(help="LoRA: the EventGPT the data was collected with.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and batch order.")] = 0,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop (and save) after this many seconds.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last when present.")] = True,
+    resume: Annotated[bool, typer.Option(
+        help="Continue from OUT/last when present (with the run's settings).")] = True,
+    allow_changes: Annotated[bool, typer.Option(
+        help="Resume even when settings differ from the run's (seed, lr, batch size, ...).")] = False,
+    progress: Annotated[bool, typer.Option(help="A progress bar (shown only on a terminal).")] = True,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train one module with acceptance objectives (KL to the target, CE on its tokens),
@@ -118,19 +129,43 @@ def train_cmd(
     from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
     from evspec.session import load_eventgpt, resolve_device
 
+    from evspec.cli.choices import given
+
     try:
-        base = default_weights(module) if module else None
-        weights = None
-        if base is not None and any(w is not None for w in (kl, ce, feature, cosine)):
-            weights = replace(base, **{k: v for k, v in (("kl", kl), ("ce", ce), ("feature", feature),
-                                                        ("cosine", cosine)) if v is not None})
-        cfg = TrainConfig(
-            kind=module, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-            eval_every=eval_every, save_every=save_every, depth=depth, seed=seed, weights=weights,
-            time_budget_s=time_budget,
-            options=ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
-                                  memory_source=memory_source),
-        )
+        if lr is not None and lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {lr} (leave it out for the default)")
+        base_cfg = None
+        if config is not None:
+            import json
+
+            base_cfg = TrainConfig.from_dict(json.loads(config.read_text()))
+        set_here = given(ctx)
+        module = module or (base_cfg.kind if base_cfg else None)
+        if module is None or data is None or out is None:
+            raise ValueError("--module, --data and --out are required (--module may come from "
+                             "--config)")
+        base = default_weights(module)
+        weights = None if base_cfg is None else base_cfg.weights
+        if any(w is not None for w in (kl, ce, feature, cosine)):
+            weights = replace(weights or base, **{k: v for k, v in (
+                ("kl", kl), ("ce", ce), ("feature", feature), ("cosine", cosine)) if v is not None})
+        options = ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
+                                memory_source=memory_source)
+        fields = dict(kind=module, steps=steps, batch_size=batch_size, lr=lr or 0.0,
+                      warmup_steps=warmup_steps, eval_every=eval_every, save_every=save_every,
+                      depth=depth, seed=seed, weights=weights, time_budget_s=time_budget,
+                      options=options)
+        if base_cfg is not None:  # the file's settings, except the options given here
+            cli_name = {"time_budget_s": "time_budget", "kind": "module"}
+            opt_fields = {"num_layers": "layers", "num_heads": "heads", "rank": "rank",
+                          "expand": "expand", "memory_source": "memory_source"}
+            fields = {k: v for k, v in fields.items()
+                      if k in ("kind", "weights") or cli_name.get(k, k) in set_here}
+            opts = {k: getattr(options, k) for k, name in opt_fields.items() if name in set_here}
+            fields["options"] = replace(base_cfg.options, **opts)
+            cfg = replace(base_cfg, **fields)
+        else:
+            cfg = TrainConfig(**fields)
         dev = resolve_device(device)
         dm = None
         if module == "lora":
@@ -139,7 +174,8 @@ def train_cmd(
             import torch
 
             dm = load_eventgpt(draft_model, device=dev, dtype=torch.float32, seed=seed + 1)
-        result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume)
+        result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume,
+                       allow_changes=allow_changes, progress=progress and sys.stderr.isatty())
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"train: {exc}")
         return
@@ -158,11 +194,11 @@ def eval_cmd(
         help="Repeatable: eventgpt, prompt-lookup, or LABEL=CHECKPOINT (labels a.b group seeds).")],
     target: TargetOpt = "tiny-random",
     draft_model: DraftOpt = "tiny-random",
-    gammas: Annotated[str, typer.Option(help="Draft lengths γ, comma-separated.")] = "1,2,4,6",
+    gamma: Annotated[str, typer.Option(help="Draft lengths γ, comma-separated (e.g. 1,2,4,6).")] = "1,2,4,6",
     report_gamma: Annotated[int, typer.Option(help="γ of the main table.")] = 6,
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 48,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
     canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
     offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
@@ -175,10 +211,11 @@ def eval_cmd(
     """Measure each drafter in the engine (α, τ per γ, per position, per question type, c,
     speedup over target-only, lossless check) beside its offline top-1 agreement."""
     from evspec.adapters.eval import EvalConfig, evaluate, parse_drafter
+    from evspec.cli.choices import parse_gammas
 
     try:
         specs = [parse_drafter(d) for d in drafter]
-        gam = tuple(int(x) for x in gammas.split(",") if x.strip())
+        gam = parse_gammas(gamma)
         cfg = EvalConfig(gammas=gam, report_gamma=report_gamma, limit=limit, split=split,
                          max_new_tokens=max_new_tokens, canvas=canvas, warmup=warmup, seed=seed,
                          time_budget_s=time_budget)
