@@ -124,7 +124,7 @@ def _readme(world: dict[str, Any], runs: dict[str, dict[str, Any]], clips: list[
         if runs.get(role, {}).get("config"):
             lines.append(_train_command(runs[role]["config"]))
     lines += [
-        "evspec world pack --data DATA --target RUN_TARGET --drafter RUN_DRAFTER --out ASSETS "
+        "evspec world pack --data DATA --target RUN_TARGET --draft-model RUN_DRAFTER --out ASSETS "
         f"--clips {len(clips)}",
         "```",
         "",
