@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from evspec.progress import bar_disable
 
 from evspec.adapters.batch import batches
 from evspec.adapters.checkpoint import (
@@ -325,7 +326,8 @@ def train(
     task.train(True)
     stopped = False
     last_metrics: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step",
+               disable=bar_disable(progress))
     running = 0.0
     loop_start = time.perf_counter()
     while step < cfg.steps:

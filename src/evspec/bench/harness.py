@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+from evspec.progress import bar_disable
 
 from evspec.bench.backend import BenchBackend
 from evspec.bench.config import TARGET_ONLY, BenchConfig, BenchItem
@@ -265,7 +266,7 @@ def run_bench(
 
         drafters = _Drafters(backend, config)
         desc = f"bench {tag} ({config.label})" if tag else f"bench ({config.label})"
-        bar = tqdm(total=total, desc=desc, unit="run", disable=not progress)
+        bar = tqdm(total=total, desc=desc, unit="run", disable=bar_disable(progress))
         try:
             # -- phase 3: warm up -----------------------------------------------------
             if todo and config.warmup:

@@ -28,6 +28,28 @@ _VERB_MODULES = (
     "evspec.cli.heads",
 )
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line, ``warning: Category: message`` (no source file or code)."""
+    return f"warning: {category.__name__}: {message}\n"
+
+
+@app.callback()
+def _root(
+    no_progress: bool = typer.Option(
+        False, "--no-progress", "--quiet", "-Q",
+        help="No progress bars in any verb (bars are drawn only on a terminal anyway)."),
+) -> None:
+    """Lossless speculative decoding for Video-LLaVA with event-camera drafters."""
+    import os
+    import warnings
+
+    from evspec.progress import NO_PROGRESS_ENV
+
+    warnings.formatwarning = _warning_line
+    if no_progress:
+        os.environ[NO_PROGRESS_ENV] = "1"
+
+
 for _name in _VERB_MODULES:
     try:
         _mod = importlib.import_module(_name)

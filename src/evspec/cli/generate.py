@@ -136,6 +136,7 @@ def generate_cmd(
         return
 
     try:
+        pipe.load_clip(video, events)  # read (and warn about) the inputs before the answer
         if as_json:
             result = pipe(question=question, video=video, events=events, stop_at_eos=not ignore_eos)
         else:
@@ -199,8 +200,9 @@ def _answer_manifest(pipe, manifest: Path, out: Path, split: Optional[str], resu
     from tqdm import tqdm
 
     from evspec.api.batch import answer_manifest
+    from evspec.progress import bar_disable
 
-    bar = tqdm(desc="answers", unit="q", disable=not progress or not sys.stderr.isatty())
+    bar = tqdm(desc="answers", unit="q", disable=bar_disable(progress))
     try:
         summary = answer_manifest(pipe, manifest, out, split=split, resume=resume,
                                   on_record=lambda _: bar.update(), stop_at_eos=stop_at_eos)

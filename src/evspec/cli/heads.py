@@ -4,7 +4,6 @@ drafters (adapters, LoRA-distilled EventGPT, event/target heads).  Thin wrappers
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -175,7 +174,7 @@ def train_cmd(
 
             dm = load_eventgpt(draft_model, device=dev, dtype=torch.float32, seed=seed + 1)
         result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume,
-                       allow_changes=allow_changes, progress=progress and sys.stderr.isatty())
+                       allow_changes=allow_changes, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"train: {exc}")
         return

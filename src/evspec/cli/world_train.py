@@ -62,7 +62,6 @@ def train(
     """Train the world target or drafter on a generated world (progress bar, periodic
     validation, checkpoints, resume)."""
     import json
-    import sys
     from dataclasses import replace
 
     from evspec.cli.choices import given
@@ -90,7 +89,7 @@ def train(
                 raise ValueError("--role, --data and --out are required (or --config FILE)")
             cfg = WorldTrainConfig(**fields)
         again = resume and (cfg.out / CONFIG_FILE).is_file()
-        result = train_world_model(cfg, resume=again, progress=progress and sys.stderr.isatty())
+        result = train_world_model(cfg, resume=again, progress=progress)
         if export_fp16 is not None:
             export(result.model_dir, export_fp16)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

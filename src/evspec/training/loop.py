@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from evspec.progress import bar_disable
 
 from evspec.training.aux_heads import AuxHeads
 from evspec.training.batching import batch_indices, collate
@@ -295,7 +296,7 @@ def train_world_model(
     run_n = 0
     t_log = time.perf_counter()
     bar = tqdm(total=plan.steps, initial=start, desc=f"train {cfg.role}", unit="step",
-               disable=not progress)
+               disable=bar_disable(progress))
     step = start
     while step < plan.steps:
         idx = batch_indices(len(train.examples), cfg.batch_size, cfg.seed, step)
