@@ -63,3 +63,17 @@ def test_help_speaks_one_vocabulary(verb):
         assert old not in res.output, (verb, old)
     if verb[0] == "world" and verb[1] in ("eval", "pack"):
         assert "--draft-model" in res.output and "--drafter " not in res.output
+
+
+def test_one_answer_length_default_across_verbs():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    defaults = {}
+    for path in (["generate"], ["serve"], ["bench"], ["collect"], ["eval"], ["world", "eval"]):
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        (param,) = [p for p in cmd.params if p.name == "max_new_tokens"]
+        defaults[" ".join(path)] = param.default
+    assert set(defaults.values()) == {64}, defaults

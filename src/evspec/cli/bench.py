@@ -40,7 +40,7 @@ def bench(
     gamma: Annotated[str, typer.Option(help="Comma-separated draft lengths γ, e.g. 1,2,4,8.")] = "4",
     temperature: Annotated[float, typer.Option(help="0 = greedy (lossless check is exact).")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass when temperature > 0.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N requests.")] = None,
     split: Annotated[str, typer.Option(help="Manifest split to use (train, val, test, or all).")] = "test",
     target: Annotated[
