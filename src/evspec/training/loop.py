@@ -324,6 +324,8 @@ def train_world_model(
                 log["step_seconds"] = planner.per_step
             bar.total = plan.steps
         last = step >= plan.steps or (cfg.stop_at is not None and step >= cfg.stop_at)
+        if step < cfg.log_interval and step & (step - 1) == 0:  # steps 1, 2, 4, ...: early news
+            bar.set_postfix(batch_loss=f"{float(loss.detach()):.4f}")
         if step % cfg.log_interval == 0 or last:
             sync()
             now = time.perf_counter()
