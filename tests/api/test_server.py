@@ -279,3 +279,15 @@ def test_readme_server_example_runs(server, reference):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["reply"].choices[0].message.content == reference("What is moving?").text
+
+
+def test_a_stream_dropped_by_its_client_frees_its_queue_slot(server):
+    body = {"model": "evspec", "messages": ask("What is moving?"), "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
+                      timeout=TIMEOUT) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first chunk, then hang up
+    deadline = time.monotonic() + TIMEOUT
+    while httpx.get(server.url + "/health", timeout=TIMEOUT).json()["queue_depth"]:
+        assert time.monotonic() < deadline, "the dropped stream kept its slot"
+        time.sleep(0.05)

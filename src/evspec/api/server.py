@@ -165,15 +165,15 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             metrics.queued += 1
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if chat.stream:
-            return StreamingResponse(_stream(chat, rid, created, model),
+            loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+            future = submit(chat, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+            return StreamingResponse(_stream(chat, future, pieces, rid, created, model),
                                      media_type="text/event-stream")
         try:
-            result = await asyncio.wrap_future(worker.submit(run_question, chat))
+            result = await asyncio.wrap_future(submit(chat))
         except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
             return _failure(exc)
-        finally:
-            with admit:
-                metrics.queued -= 1
         metrics.record(result)
         return {
             "id": rid, "object": "chat.completion", "created": created, "model": model,
@@ -183,6 +183,21 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             "evspec": {"tokens": result.tokens, "stats": result.stats.to_dict()},
         }
 
+    def release() -> None:
+        with admit:
+            metrics.queued -= 1
+
+    def submit(chat: ChatQuestion, on_text=None):
+        """Queue ``chat`` on the engine thread; its queue slot frees when it finishes, even
+        when the client has gone."""
+        try:
+            future = worker.submit(run_question, chat, on_text)
+        except RuntimeError:  # the worker is shutting down
+            release()
+            raise
+        future.add_done_callback(lambda _: release())
+        return future
+
     def _failure(exc: Exception) -> JSONResponse:
         if isinstance(exc, (ValueError, FileNotFoundError)):  # bad media, bad options
             metrics.count("bad_request")
@@ -190,10 +205,8 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
         metrics.count("error")
         return _error(500, f"{type(exc).__name__}: {exc}", kind="server_error")
 
-    async def _stream(chat: ChatQuestion, rid: str, created: int, model: str):
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-
+    async def _stream(chat: ChatQuestion, future, pieces: asyncio.Queue, rid: str, created: int,
+                      model: str):
         def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
             body = {"id": rid, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [{"index": 0, "delta": delta,
@@ -201,29 +214,21 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             body.update(extra)
             return f"data: {json.dumps(body)}\n\n"
 
-        future = worker.submit(run_question, chat,
-                               lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        yield chunk({"role": "assistant", "content": ""})
+        while (piece := await pieces.get()) is not None:
+            yield chunk({"content": piece})
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            while (piece := await pieces.get()) is not None:
-                yield chunk({"content": piece})
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
-                response = _failure(exc)
-                yield f"data: {response.body.decode()}\n\n"
-                return
-            metrics.record(result)
-            extra: dict[str, Any] = {"evspec": {"tokens": result.tokens,
-                                                "stats": result.stats.to_dict()}}
-            if chat.include_usage:
-                extra["usage"] = usage(result, chat.question)
-            yield chunk({}, finish_reason(result), **extra)
-            yield "data: [DONE]\n\n"
-        finally:
-            with admit:
-                metrics.queued -= 1
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
+            yield f"data: {_failure(exc).body.decode()}\n\n"
+            return
+        metrics.record(result)
+        extra: dict[str, Any] = {"evspec": {"tokens": result.tokens,
+                                            "stats": result.stats.to_dict()}}
+        if chat.include_usage:
+            extra["usage"] = usage(result, chat.question)
+        yield chunk({}, finish_reason(result), **extra)
+        yield "data: [DONE]\n\n"
 
     return app
 
