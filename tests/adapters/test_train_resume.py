@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from evspec.adapters.store import CollectedData
-from evspec.adapters.train import CONFIG_FILE, TrainConfig, _batch_stream, make_task, module_config, train
+from evspec.adapters.train import (
+    CONFIG_FILE, TrainConfig, _batch_stream, make_task, module_config, train,
+)
 from heads_helpers import train_config
 
 

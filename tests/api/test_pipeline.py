@@ -33,7 +33,8 @@ def test_import_evspec_stays_light():
 def test_answer_equals_target_only_engine(pipe):
     result = pipe(video=VIDEO, events=EVENTS, question="What is moving?")
     inputs = pipe.load_clip(VIDEO, EVENTS)
-    baseline = generate(pipe.target, make_request("What is moving?", inputs), None, max_new_tokens=24)
+    request = make_request("What is moving?", inputs)
+    baseline = generate(pipe.target, request, None, max_new_tokens=24)
     assert result.tokens == baseline.tokens
     assert result.text == baseline.text and "moving" in result.text
     assert result.stats.drafter == "event-head" and result.stats.drafted > 0

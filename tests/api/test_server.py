@@ -190,7 +190,8 @@ def test_full_queue_gets_503(world_pipe):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             with pytest.raises(openai.APIStatusError, match="queue is full") as info:
-                client(live).chat.completions.create(model="evspec", messages=ask("What is moving?"))
+                client(live).chat.completions.create(model="evspec",
+                                                     messages=ask("What is moving?"))
             assert info.value.status_code == 503
             release.set()
             assert first.result(timeout=TIMEOUT).choices[0].message.content

@@ -50,8 +50,10 @@ def test_speedup_projection_includes_the_verify_cost(run_dir, tmp_path, figures)
     summaries = summarize(read_records(run_dir))
     plots.speedup_vs_gamma(summaries, tmp_path / "s.png", "t")
     ax = figures[0].axes[0]
-    dashed = sorted(tuple(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == "--")
-    want = sorted(tuple(s.predicted_v for s in rows) for rows in plots._by_drafter(summaries).values())
+    lines = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    dashed = sorted(tuple(line.get_ydata()) for line in lines)
+    groups = plots._by_drafter(summaries).values()
+    want = sorted(tuple(s.predicted_v for s in rows) for rows in groups)
     assert dashed == pytest.approx(want)
     assert all(s.predicted_v < s.predicted for s in summaries if s.predicted_v)  # v = 1.2 here
 

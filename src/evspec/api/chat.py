@@ -72,13 +72,16 @@ def _number(body: dict, key: str, low: float, high: float, *, integer: bool = Fa
     if value is None:
         return None
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or not low <= value <= high:
+    bad = isinstance(value, bool) or not ok_type or not math.isfinite(value)
+    if bad or not low <= value <= high:
         kind = "an integer" if integer else "a number"
         raise BadRequest(f"'{key}' must be {kind} in [{low}, {high}], got {value!r}", key)
     return value
 
 
-def parse_chat_request(body: Any, *, allowed_dirs: list[Path], max_tokens_limit: int) -> ChatQuestion:
+def parse_chat_request(
+    body: Any, *, allowed_dirs: list[Path], max_tokens_limit: int
+) -> ChatQuestion:
     """Validate an OpenAI ``/v1/chat/completions`` body and pull out the question."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -126,7 +129,9 @@ def parse_chat_request(body: Any, *, allowed_dirs: list[Path], max_tokens_limit:
                         include_usage=bool(options.get("include_usage", False)), decode=decode)
 
 
-def _parse_content(content: Any, allowed_dirs: list[Path]) -> tuple[str, Media | None, Media | None]:
+def _parse_content(
+    content: Any, allowed_dirs: list[Path]
+) -> tuple[str, Media | None, Media | None]:
     if isinstance(content, str):
         text, parts = content, []
     elif isinstance(content, list):

@@ -60,16 +60,18 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.drafter.partition("@")[0] not in DRAFTER_NAMES:
-            raise ValueError(f"drafter must be one of {', '.join(DRAFTER_NAMES)}, got {self.drafter!r}")
+            raise ValueError(f"drafter must be one of {', '.join(DRAFTER_NAMES)}, "
+                             f"got {self.drafter!r}")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or self.gamma < 1:
             raise ValueError(f"gamma must be an integer >= 1, got {self.gamma!r}")
         if self.gamma_policy not in ("fixed", "dynamic"):
-            raise ValueError(f"gamma_policy must be 'fixed' or 'dynamic', got {self.gamma_policy!r}")
+            raise ValueError("gamma_policy must be 'fixed' or 'dynamic', "
+                             f"got {self.gamma_policy!r}")
         if self.schedule not in ("sequential", "pipelined"):
             raise ValueError(f"schedule must be 'sequential' or 'pipelined', got {self.schedule!r}")
         if self.gamma_policy == "dynamic" and self.schedule == "pipelined":
-            raise ValueError("gamma_policy='dynamic' runs with schedule='sequential' (the pipelined "
-                             "schedule drafts a fixed γ ahead)")
+            raise ValueError("gamma_policy='dynamic' runs with schedule='sequential' (the "
+                             "pipelined schedule drafts a fixed γ ahead)")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.threads is not None and self.threads < 1:
@@ -111,7 +113,8 @@ class Pipeline:
 
         ``options`` are the fields of :class:`PipelineConfig`: ``drafter_path``, ``gamma``,
         ``gamma_policy``, ``schedule``, ``max_new_tokens``, ``temperature``, ``top_p``,
-        ``seed``, ``device``, ``draft_device``, ``dtype``, ``quant``, ``fast``, ``compile``, ``kernels``,
+        ``seed``, ``device``, ``draft_device``, ``dtype``, ``quant``, ``fast``, ``compile``,
+        ``kernels``,
         ``threads`` (CPU threads; default 1 on a CPU with at most 2 cores), ``window_ms``.
         """
         unknown = set(options) - set(PipelineConfig.__dataclass_fields__)
@@ -159,7 +162,8 @@ class Pipeline:
             for model in (tgt, dm):
                 if model is not None:
                     sizes = (config.gamma + 1,) if model is tgt and config.drafter != "none" else ()
-                    model.enable_fast(compile=config.compile, kernels=config.kernels, score_sizes=sizes)
+                    model.enable_fast(compile=config.compile, kernels=config.kernels,
+                                      score_sizes=sizes)
         options = {}
         if config.drafter_path is not None:
             options[checkpoint_option(config.drafter)] = config.drafter_path

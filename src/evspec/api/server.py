@@ -90,7 +90,8 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+def _error(status: int, message: str, param: str | None = None,
+           kind: str = "invalid_request_error") -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
     return JSONResponse(body, status_code=status)
 

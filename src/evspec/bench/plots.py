@@ -74,7 +74,8 @@ def speedup_vs_gamma(summaries: list[ConfigSummary], path: Path, title: str) -> 
         if meas:
             ys = [sp.ratio_of_means for _, sp in meas]
             err = [[y - sp.ci95[0] for (_, sp), y in zip(meas, ys)], [sp.ci95[1] - y for (_, sp), y in zip(meas, ys)]]
-            ax.errorbar([s.gamma for s, _ in meas], ys, yerr=err, color=colour, marker="o", capsize=3)
+            ax.errorbar([s.gamma for s, _ in meas], ys, yerr=err, color=colour, marker="o",
+                        capsize=3)
         dec = [(s.gamma, s.decode_speedup) for s in rows if s.decode_speedup is not None]
         if dec:
             ax.plot(*zip(*dec), color=colour, marker="s", markersize=4, linestyle=":")
@@ -92,7 +93,9 @@ def speedup_vs_gamma(summaries: list[ConfigSummary], path: Path, title: str) -> 
     ax.set_xlabel("γ (drafted tokens per round)")
     ax.set_ylabel("speedup over evspec target-only")
     ax.set_title(title)
-    projected = "projected decode τ/(v(γc+1))" + (" (v = 1 where unmeasured)" if assumed_v else "")
+    projected = "projected decode τ/(v(γc+1))"
+    if assumed_v:
+        projected += " (v = 1 where unmeasured)"
     styles = [Line2D([], [], color="black", marker="o", label="measured, end to end (95 % CI)"),
               Line2D([], [], color="black", marker="s", markersize=4, linestyle=":",
                      label="measured, decode phase"),

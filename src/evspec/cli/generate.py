@@ -61,13 +61,16 @@ def generate_cmd(
     draft_device: Optional[str] = typer.Option(None, help="Device of EventGPT (default: --device), e.g. cuda:1."),
     schedule: Schedule = typer.Option(
         "sequential", help="sequential, or pipelined (the drafter drafts the next block while the target scores)."),
-    quant: Quant = typer.Option("none", help="Weights: none, or 4bit (bitsandbytes NF4; needs CUDA)."),
-    dtype: DType = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    quant: Quant = typer.Option(
+        "none", help="Weights: none, or 4bit (bitsandbytes NF4; needs CUDA)."),
+    dtype: DType = typer.Option(
+        "auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     fast: bool = typer.Option(False, help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use)."),
     compile_engine: bool = typer.Option(False, "--compile", help="With --fast: torch.compile the fast engine's layers "
                                  "(CUDA: ~10 s per model at the first steps; faster decode and prefill)."),
-    kernels: Kernels = typer.Option("torch", help="With --fast: torch, or triton (on CUDA: one-token steps as four "
-                                    "Triton kernels a layer; fastest 7B decode with --compile, docs/fast_engine.md)."),
+    kernels: Kernels = typer.Option(
+        "torch", help="With --fast: torch, or triton (on CUDA: one-token steps as four Triton "
+                      "kernels a layer; fastest 7B decode with --compile, docs/fast_engine.md)."),
     threads: Optional[int] = typer.Option(
         None, min=1, help="CPU threads for torch (default: 1 on a CPU with <= 2 cores, where "
                           "two threads slow the small models down many times; else torch's)."),
@@ -103,8 +106,8 @@ def generate_cmd(
         if gamma < 1:
             raise ValueError(f"--gamma must be >= 1, got {gamma}")
         if gamma_policy == GammaPolicy.dynamic and schedule == Schedule.pipelined:
-            raise ValueError("--gamma-policy dynamic runs with --schedule sequential (the pipelined "
-                             "schedule drafts a fixed γ ahead)")
+            raise ValueError("--gamma-policy dynamic runs with --schedule sequential (the "
+                             "pipelined schedule drafts a fixed γ ahead)")
         if compile_engine and not fast:
             raise ValueError("--compile compiles the fast engine: add --fast")
         if kernels != Kernels.torch and not fast:

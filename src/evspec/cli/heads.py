@@ -88,8 +88,10 @@ def collect_cmd(
 def train_cmd(
     ctx: typer.Context,
     module: Annotated[Optional[str], typer.Option(
-        help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Folder written by `evspec collect` (train, optionally val).")] = None,
+        help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head."),
+    ] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Folder written by `evspec collect` (train, optionally val).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run folder: best/, last/, history.jsonl, loss.png, train_config.json.")] = None,
     config: Annotated[Optional[Path], typer.Option(
@@ -117,8 +119,10 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(
         help="Continue from OUT/last when present (with the run's settings).")] = True,
     allow_changes: Annotated[bool, typer.Option(
-        help="Resume even when settings differ from the run's (seed, lr, batch size, ...).")] = False,
-    progress: Annotated[bool, typer.Option(help="A progress bar (shown only on a terminal).")] = True,
+        help="Resume even when settings differ from the run's (seed, lr, batch size)."),
+    ] = False,
+    progress: Annotated[bool, typer.Option(
+        help="A progress bar (shown only on a terminal).")] = True,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train one module with acceptance objectives (KL to the target, CE on its tokens),
@@ -193,7 +197,8 @@ def eval_cmd(
         help="Repeatable: eventgpt, prompt-lookup, or LABEL=CHECKPOINT (labels a.b group seeds).")],
     target: TargetOpt = "tiny-random",
     draft_model: DraftOpt = "tiny-random",
-    gamma: Annotated[str, typer.Option(help="Draft lengths γ, comma-separated (e.g. 1,2,4,6).")] = "1,2,4,6",
+    gamma: Annotated[str, typer.Option(
+        help="Draft lengths γ, comma-separated (e.g. 1,2,4,6).")] = "1,2,4,6",
     report_gamma: Annotated[int, typer.Option(help="γ of the main table.")] = 6,
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",

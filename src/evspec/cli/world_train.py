@@ -26,7 +26,8 @@ def train(
     ctx: typer.Context,
     role: Annotated[Optional[str], typer.Option(
         help="target (Video-LLaVA architecture) or drafter (EventGPT).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="World folder from `evspec world generate`.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="World folder from `evspec world generate`.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run folder: model/, train_state.pt, train_log.json, train_config.json.")] = None,
     config: Annotated[Optional[Path], typer.Option(
@@ -57,7 +58,8 @@ def train(
     export_fp16: Annotated[
         Optional[Path], typer.Option(help="Also write the final model in fp16 to this folder.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Progress bars (shown only on a terminal).")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Progress bars (shown only on a terminal).")] = True,
 ) -> None:
     """Train the world target or drafter on a generated world (progress bar, periodic
     validation, checkpoints, resume)."""
@@ -106,14 +108,16 @@ def train(
 
 def evaluate(
     target: Annotated[Path, typer.Option(help="Target checkpoint (or run) folder.")],
-    draft_model: Annotated[Path, typer.Option(help="Drafter (EventGPT) checkpoint (or run) folder.")],
+    draft_model: Annotated[Path, typer.Option(
+        help="Drafter (EventGPT) checkpoint (or run) folder.")],
     data: Annotated[Path, typer.Option(help="World folder (or the shipped assets folder).")],
     split: Annotated[str, typer.Option(help="Split to evaluate (held-out: test).")] = "test",
     limit: Annotated[int, typer.Option(help="Use the first N clips of the split (0 = all).")] = 0,
     acceptance_per_type: Annotated[
         int, typer.Option(help="Questions per type in the engine sweep (0 = skip it).")
     ] = 12,
-    gamma: Annotated[str, typer.Option(help="Draft lengths γ of the sweep, comma-separated.")] = "1,2,3,4,5,6,7,8",
+    gamma: Annotated[str, typer.Option(
+        help="Draft lengths γ of the sweep, comma-separated.")] = "1,2,3,4,5,6,7,8",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 64,
     device: Annotated[str, typer.Option(help="Device of the batched accuracy pass.")] = "auto",
     workers: Annotated[int, typer.Option(help="CPU processes of the engine sweep (0 = cores).")] = 0,
@@ -132,7 +136,8 @@ def evaluate(
 
     try:
         cfg = EvalConfig(
-            target=_model_dir(target)[0], drafter=_model_dir(draft_model)[0], data=data, split=split,
+            target=_model_dir(target)[0], drafter=_model_dir(draft_model)[0], data=data,
+            split=split,
             limit=limit, gammas=parse_gammas(gamma),
             acceptance_per_type=acceptance_per_type, max_new_tokens=max_new_tokens,
             device=device, workers=workers, engine_time_budget_s=time_budget,
@@ -151,7 +156,8 @@ def evaluate(
 def pack(
     data: Annotated[Path, typer.Option(help="World folder the models were trained on.")],
     target: Annotated[Path, typer.Option(help="Target run (or checkpoint) folder.")],
-    draft_model: Annotated[Path, typer.Option(help="Drafter (EventGPT) run (or checkpoint) folder.")],
+    draft_model: Annotated[Path, typer.Option(
+        help="Drafter (EventGPT) run (or checkpoint) folder.")],
     out: Annotated[Path, typer.Option(help="New asset folder (evspec/assets/world layout).")],
     clips: Annotated[int, typer.Option(help="Held-out test clips to ship (at most 10).")] = 8,
     notes: Annotated[Optional[Path], typer.Option(help="Markdown appended to the README.")] = None,
