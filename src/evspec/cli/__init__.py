@@ -46,6 +46,8 @@ def _root(
     from evspec.progress import NO_PROGRESS_ENV
 
     warnings.formatwarning = _warning_line
+    # transformers' own bars ("Loading weights"): read by huggingface_hub when it is imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if no_progress:
         os.environ[NO_PROGRESS_ENV] = "1"
 
