@@ -192,7 +192,7 @@ def _load(drafter, drafter_path, gamma, gamma_policy, temperature, top_p, seed, 
         target=target, draft_model=draft_model, drafter=drafter, drafter_path=drafter_path,
         gamma=gamma, gamma_policy=gamma_policy.value, schedule=schedule.value,
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        device=target_device or device, draft_device=draft_device, dtype=dtype.value,
+        device=target_device or device, draft_device=draft_device or device, dtype=dtype.value,
         quant=quant.value, fast=fast, compile=compile_engine, kernels=kernels.value,
         threads=threads, window_ms=window_ms)
     return Pipeline.from_config(config)
