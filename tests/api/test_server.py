@@ -99,6 +99,11 @@ def test_chat_completion_equals_generate(server, reference):
     assert extra["stats"]["drafter"] == "event-head" and extra["stats"]["tau"] > 1.0
     assert done.usage.completion_tokens == len(want.tokens)
     assert done.choices[0].finish_reason in ("stop", "length")
+    short = client(server).chat.completions.create(
+        model="evspec", messages=ask("What is moving?"), max_tokens=3, extra_body={"gamma": 2})
+    assert short.model_extra["evspec"]["tokens"] == want.tokens[:3]
+    assert short.model_extra["evspec"]["stats"]["gamma"] == 2
+    assert short.choices[0].finish_reason == "length"
 
 
 def test_streaming_sends_the_same_answer(server, reference):
