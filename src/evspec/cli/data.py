@@ -91,11 +91,19 @@ def dsec(
     except (DataError, ValueError) as exc:
         _fail(str(exc))
         return
-    typer.echo(
+    summary = (
         f"{report.written} clip(s) written, {report.reused} reused, "
         f"{report.skipped_empty} empty and {report.skipped_few_frames} short window(s) skipped; "
         f"manifest: {report.manifest}"
     )
+    if report.written + report.reused == 0:  # an empty manifest is no dataset
+        frames = duration_us * fps // 1_000_000
+        hint = ""
+        if report.skipped_few_frames:
+            hint = (f"; a {duration} window holds about {frames} image(s) at {fps} fps and "
+                    f"--min-frames is {min_frames}: use a longer --duration or a lower --min-frames")
+        _fail(f"no clips: {summary}{hint}")
+    typer.echo(summary)
 
 
 @data_app.command("import-eventgpt")
@@ -131,6 +139,8 @@ def render(
     canvas: Annotated[
         str, typer.Option(help="'data' (EventGPT: sized from events) or 'sensor'.")
     ] = "data",
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace images of the same name already in OUT (another clip's, say).")] = False,
 ) -> None:
     """Render EventGPT's event images of EVENTS to PNG files."""
     from evspec.data.errors import DataError
@@ -141,9 +151,10 @@ def render(
     window = (t0_us, t1_us) if t0_us is not None and t1_us is not None else None
     try:
         paths = write_event_pngs(
-            events, out, n, window_us=window, canvas=canvas  # type: ignore[arg-type]
+            events, out, n, window_us=window, canvas=canvas,  # type: ignore[arg-type]
+            overwrite=overwrite,
         )
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, FileExistsError) as exc:
         _fail(str(exc))
         return
     typer.echo(f"{len(paths)} image(s) in {out}")
