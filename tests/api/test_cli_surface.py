@@ -77,3 +77,13 @@ def test_one_answer_length_default_across_verbs():
         (param,) = [p for p in cmd.params if p.name == "max_new_tokens"]
         defaults[" ".join(path)] = param.default
     assert set(defaults.values()) == {64}, defaults
+
+
+def test_typed_choices_match_the_libraries_lists():
+    from evspec.adapters.checkpoint import MODULE_KINDS
+    from evspec.cli.choices import Amp, Module, Role
+    from evspec.training.config import AMP_MODES, ROLES
+
+    assert tuple(m.value for m in Module) == MODULE_KINDS
+    assert tuple(a.value for a in Amp) == AMP_MODES
+    assert tuple(r.value for r in Role) == tuple(ROLES)

@@ -58,3 +58,42 @@ def given(ctx) -> set[str]:
         return getattr(ctx.get_parameter_source(name), "name", "")
 
     return {name for name in ctx.params if source(name) == "COMMANDLINE"}
+
+
+class Module(str, Enum):
+    """``evspec train --module`` (``evspec.adapters.checkpoint.MODULE_KINDS``)."""
+
+    note_adapter = "note-adapter"
+    bottleneck = "bottleneck"
+    attention = "attention"
+    aligner = "aligner"
+    lora = "lora"
+    event_head = "event-head"
+    target_head = "target-head"
+
+
+class Memory(str, Enum):
+    events = "events"
+    prefill = "prefill"
+
+
+class Canvas(str, Enum):
+    sensor = "sensor"
+    data = "data"
+
+
+class StoreDType(str, Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class Role(str, Enum):
+    target = "target"
+    drafter = "drafter"
+
+
+class Amp(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    off = "off"

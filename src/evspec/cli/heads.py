@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from evspec.cli.choices import Canvas, Memory, Module, StoreDType
+
 
 def _fail(message: str) -> None:
     typer.echo(message, err=True)
@@ -42,10 +44,13 @@ def collect_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
     topk: Annotated[int, typer.Option(help="Target log-probabilities kept per position.")] = 20,
     chunk_size: Annotated[int, typer.Option(help="Examples per safetensors chunk.")] = 256,
-    memory: Annotated[str, typer.Option(help="events, or prefill (also keep EventGPT's prompt states).")] = "events",
+    memory: Annotated[Memory, typer.Option(
+        help="events, or prefill (also keep EventGPT's prompt states).")] = Memory.events,
     video_features: Annotated[bool, typer.Option(help="Keep the target's video features (the aligner).")] = True,
-    store_dtype: Annotated[str, typer.Option(help="Hidden states on disk: bfloat16, float16, float32.")] = "bfloat16",
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    store_dtype: Annotated[StoreDType, typer.Option(
+        help="Hidden states on disk.")] = StoreDType.bfloat16,
+    canvas: Annotated[Canvas, typer.Option(
+        help="Event image canvas: sensor (the world's) or data.")] = Canvas.sensor,
     num_chunks: Annotated[
         Optional[int], typer.Option(help="Split the questions into N chunks (with --chunk-idx; e.g. a SLURM array).")
     ] = None,
@@ -61,16 +66,15 @@ def collect_cmd(
     from evspec.adapters.collect import CollectConfig, collect
     from evspec.bench.shard import select_device, shard_from_env_or_args
 
-    if memory not in ("events", "prefill"):
-        _fail(f"collect: --memory {memory!r}: use events or prefill")
     try:
         sh = shard_from_env_or_args(num_chunks, chunk_idx)  # + torchrun's RANK/WORLD_SIZE/LOCAL_RANK
         device = select_device(device, sh)  # cuda:LOCAL_RANK under torchrun
         shard, num_shards = sh.index, sh.count
         cfg = CollectConfig(
             split=split, limit=limit, max_new_tokens=max_new_tokens, topk=topk, chunk_size=chunk_size,
-            prefill_memory=memory == "prefill", video_features=video_features, store_dtype=store_dtype,
-            canvas=canvas, shard=shard, num_shards=num_shards, time_budget_s=time_budget,  # type: ignore[arg-type]
+            prefill_memory=memory == Memory.prefill, video_features=video_features,
+            store_dtype=store_dtype.value, canvas=canvas.value, shard=shard,  # type: ignore[arg-type]
+            num_shards=num_shards, time_budget_s=time_budget,
         )
         tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
         report = collect(cfg, tgt, dm, dataset, out, models={"target": target, "draft": draft_model})
@@ -87,9 +91,7 @@ def collect_cmd(
 
 def train_cmd(
     ctx: typer.Context,
-    module: Annotated[Optional[str], typer.Option(
-        help="note-adapter, bottleneck, attention, aligner, lora, event-head, target-head."),
-    ] = None,
+    module: Annotated[Optional[Module], typer.Option(help="The module to train.")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Folder written by `evspec collect` (train, optionally val).")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -108,7 +110,8 @@ def train_cmd(
     heads: Annotated[int, typer.Option(help="Attention heads (0 = width / 64).")] = 0,
     rank: Annotated[int, typer.Option(help="Bottleneck width or LoRA rank (0 = default).")] = 0,
     expand: Annotated[int, typer.Option(help="Note adapter: token-expander slots.")] = 4,
-    memory_source: Annotated[str, typer.Option(help="event-head memory: events or prefill.")] = "events",
+    memory_source: Annotated[Memory, typer.Option(
+        help="event-head memory: events or prefill.")] = Memory.events,
     kl: Annotated[Optional[float], typer.Option(help="Weight of KL(target || drafter).")] = None,
     ce: Annotated[Optional[float], typer.Option(help="Weight of cross-entropy on the target's tokens.")] = None,
     feature: Annotated[Optional[float], typer.Option(help="Auxiliary smooth-L1 to the target state.")] = None,
@@ -143,7 +146,7 @@ def train_cmd(
 
             base_cfg = TrainConfig.from_dict(json.loads(config.read_text()))
         set_here = given(ctx)
-        module = module or (base_cfg.kind if base_cfg else None)
+        module = module.value if module is not None else (base_cfg.kind if base_cfg else None)
         if module is None or data is None or out is None:
             raise ValueError("--module, --data and --out are required (--module may come from "
                              "--config)")
@@ -153,7 +156,7 @@ def train_cmd(
             weights = replace(weights or base, **{k: v for k, v in (
                 ("kl", kl), ("ce", ce), ("feature", feature), ("cosine", cosine)) if v is not None})
         options = ModuleOptions(num_layers=layers, num_heads=heads, rank=rank, expand=expand,
-                                memory_source=memory_source)
+                                memory_source=memory_source.value)
         fields = dict(kind=module, steps=steps, batch_size=batch_size, lr=lr or 0.0,
                       warmup_steps=warmup_steps, eval_every=eval_every, save_every=save_every,
                       depth=depth, seed=seed, weights=weights, time_budget_s=time_budget,
@@ -203,7 +206,8 @@ def eval_cmd(
     limit: Annotated[Optional[int], typer.Option(help="First N questions of the split.")] = 60,
     split: Annotated[str, typer.Option(help="Held-out split.")] = "test",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
-    canvas: Annotated[str, typer.Option(help="Event image canvas: sensor (the world's) or data.")] = "sensor",
+    canvas: Annotated[Canvas, typer.Option(
+        help="Event image canvas: sensor (the world's) or data.")] = Canvas.sensor,
     offline_data: Annotated[Optional[Path], typer.Option(help="Collect folder of the same split (offline top-1).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up requests.")] = 1,
     time_budget: Annotated[Optional[float], typer.Option(
@@ -221,7 +225,8 @@ def eval_cmd(
         specs = [parse_drafter(d) for d in drafter]
         gam = parse_gammas(gamma)
         cfg = EvalConfig(gammas=gam, report_gamma=report_gamma, limit=limit, split=split,
-                         max_new_tokens=max_new_tokens, canvas=canvas, warmup=warmup, seed=seed,
+                         max_new_tokens=max_new_tokens, canvas=canvas.value, warmup=warmup,
+                         seed=seed,
                          time_budget_s=time_budget)
         tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
         import sys

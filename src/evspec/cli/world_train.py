@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from evspec.cli.choices import Amp, Role
+
 
 def _fail(message: str) -> None:
     typer.echo(message, err=True)
@@ -24,7 +26,7 @@ _TRAIN_FIELDS = {"eval_every": "eval_interval", "save_every": "checkpoint_interv
 
 def train(
     ctx: typer.Context,
-    role: Annotated[Optional[str], typer.Option(
+    role: Annotated[Optional[Role], typer.Option(
         help="target (Video-LLaVA architecture) or drafter (EventGPT).")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="World folder from `evspec world generate`.")] = None,
@@ -43,7 +45,7 @@ def train(
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and the batch order.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    amp: Annotated[str, typer.Option(help="auto (bf16 on CUDA), bf16, or off.")] = "auto",
+    amp: Annotated[Amp, typer.Option(help="auto (bf16 on CUDA), bf16, or off.")] = Amp.auto,
     workers: Annotated[int, typer.Option(help="Processes that pre-decode clips (0 = cores).")] = 0,
     time_budget: Annotated[Optional[float], typer.Option(
         help="Fit the run into this many seconds (default: no budget).")] = None,
@@ -74,10 +76,11 @@ def train(
 
     try:
         values = dict(
-            role=role, data=data, out=out, preset=preset, steps=steps, batch_size=batch_size,
+            role=None if role is None else role.value, data=data, out=out, preset=preset,
+            steps=steps, batch_size=batch_size,
             lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
             eval_every=eval_every, val_generate=val_generate, save_every=save_every, seed=seed,
-            device=device, amp=amp, workers=workers, time_budget=time_budget,
+            device=device, amp=amp.value, workers=workers, time_budget=time_budget,
             max_train_clips=max_train_clips, stop_at=stop_at or None, aux_weight=aux_weight,
         )
         fields = {_TRAIN_FIELDS.get(k, k): v for k, v in values.items()}
