@@ -48,6 +48,10 @@ def _root(
     warnings.formatwarning = _warning_line
     # transformers' own bars ("Loading weights"): read by huggingface_hub when it is imported
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # on <= 2 cores, one OpenMP thread: two contend with each other (and the OS) and slow
+    # the small models' narrow matrix products down many times; read when torch starts
+    if (os.cpu_count() or 1) <= 2:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if no_progress:
         os.environ[NO_PROGRESS_ENV] = "1"
 
