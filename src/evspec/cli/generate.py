@@ -146,9 +146,15 @@ def generate_cmd(
             typer.echo(f"Q: {question}")
             sys.stdout.write("A: ")
 
+            shown: list[str] = []
+
             def stream(piece: str) -> None:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+                if not shown:  # "A: " already separates: no leading space from the tokenizer
+                    piece = piece.lstrip()
+                if piece:
+                    shown.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
 
             result = pipe(question=question, video=video, events=events, on_text=stream,
                           stop_at_eos=not ignore_eos)
