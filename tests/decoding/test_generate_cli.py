@@ -78,6 +78,13 @@ def test_a_trained_head_from_any_folder(tmp_path) -> None:
     got = json.loads(head.stdout.strip().splitlines()[-1])
     assert got["tokens"] == json.loads(base.stdout.strip().splitlines()[-1])["tokens"]
     assert got["stats"]["accepted"] > 0
+    # bench's NAME=FOLDER syntax works here too, and a NAME other than --drafter is refused
+    named = CliRunner().invoke(app, [*args, "--drafter", "target-head", "--drafter-path",
+                                     f"target-head={mine}"])
+    assert json.loads(named.stdout.strip().splitlines()[-1])["tokens"] == got["tokens"]
+    wrong = CliRunner().invoke(app, [*args, "--drafter", "target-head", "--drafter-path",
+                                     f"event-head={mine}"])
+    assert wrong.exit_code == 2 and "names 'event-head'" in wrong.output
 
 
 def test_compiled_target_compiles_its_score_of_gamma_plus_one(reference: list[int], monkeypatch) -> None:

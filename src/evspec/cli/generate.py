@@ -39,8 +39,9 @@ def generate_cmd(
         AUTO, help=f"Draft strategy: {AUTO} (event-head with the world models, else none), "
                    f"{', '.join(DRAFTER_NAMES)}."),
     drafter_path: Optional[str] = typer.Option(
-        None, help="Checkpoint folder of a trained drafter (eventgpt-adapter, eventgpt-lora, event-head, "
-                   "target-head; default: the module shipped with the world models)."),
+        None, help="Checkpoint folder of a trained drafter (eventgpt-adapter, eventgpt-lora, "
+                   "event-head, target-head; default: the module shipped with the world models): "
+                   "FOLDER, or NAME=FOLDER as in bench (NAME = --drafter)."),
     gamma: int = typer.Option(4, help="Tokens drafted per round (γ ≥ 1); the most per round with --gamma-policy dynamic."),
     gamma_policy: GammaPolicy = typer.Option(
         "fixed", help="fixed (γ every round), or dynamic: γ each round from the running acceptance and the "
@@ -96,6 +97,12 @@ def generate_cmd(
     """
     try:
         drafter = _choose_drafter(drafter, target)
+        if drafter_path is not None and "=" in drafter_path:  # bench's NAME=FOLDER
+            name, _, folder = drafter_path.partition("=")
+            if name.strip() != drafter:
+                raise ValueError(f"--drafter-path {drafter_path!r} names {name.strip()!r}, but "
+                                 f"--drafter is {drafter!r}")
+            drafter_path = folder.strip()
         if drafter_path is not None:
             from evspec.decoding.drafters import UNTRAINED, checkpoint_option  # torch
 
