@@ -59,6 +59,12 @@ def test_stream_yields_the_answer_piece_by_piece(pipe):
     assert "".join(seen) == result.text == stream.result.text
 
 
+def test_overrides_hold_for_every_question_of_a_list(pipe):
+    results = pipe(video=VIDEO, events=EVENTS, question=["What is moving?"] * 2,
+                   max_new_tokens=30, stop_at_eos=False)
+    assert [len(r.tokens) for r in results] == [30, 30]
+
+
 def test_arrays_and_overrides(pipe):
     inputs = pipe.load_clip(VIDEO, EVENTS)
     result = pipe(video=inputs.video, events=inputs.event_images, question="What is moving?",

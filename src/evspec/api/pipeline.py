@@ -92,7 +92,7 @@ class Pipeline:
         self.target = target
         self.draft_model = draft_model
         self.drafter = drafter
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one question (and one clip read) at a time
         self._clips: OrderedDict[tuple, Any] = OrderedDict()  # recent clips' inputs
         self._max_clips = 8
 
@@ -182,8 +182,6 @@ class Pipeline:
     def load_clip(self, video: ClipInput, events: ClipInput = None):
         """The model inputs of one clip (:class:`evspec.session.Inputs`); paths are read once
         and kept for the next questions about the same clip."""
-        from evspec.session import Inputs, load_inputs
-
         if video is None:
             raise ValueError("video is required: a path (mp4 or folder of frames), uint8 frames "
                              "[T, H, W, 3], or 'random'")
@@ -204,6 +202,12 @@ class Pipeline:
                 paths[name] = None
             else:
                 paths[name] = None if value is None else os.fspath(value)
+        with self._lock:
+            return self._read_clip(paths, arrays)
+
+    def _read_clip(self, paths: dict[str, str | None], arrays: dict[str, np.ndarray]):
+        from evspec.session import Inputs, load_inputs
+
         key = (paths["video"], paths["events"], self.config.window_ms)
         loaded = self._clips.get(key) if not arrays else None
         if loaded is None:
@@ -276,6 +280,7 @@ class Pipeline:
         if unknown:
             raise TypeError(f"unknown decoding option(s) {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(sorted(known))}")
+        decode = dict(decode)  # the caller's dict serves every question of a list
         stop_at_eos = bool(decode.pop("stop_at_eos", True))
         cfg = replace(self.config, **decode)  # validates gamma and max_new_tokens
         request = make_request(question, inputs)
