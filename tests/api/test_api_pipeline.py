@@ -59,6 +59,16 @@ def test_stream_yields_the_answer_piece_by_piece(pipe):
     assert "".join(seen) == result.text == stream.result.text
 
 
+def test_batched_answers_equal_one_by_one(pipe):
+    questions = ["What is moving?", "How many objects are there?", "What color is the object?"]
+    together = pipe(video=VIDEO, events=EVENTS, question=questions, batch=True)
+    alone = pipe(video=VIDEO, events=EVENTS, question=questions)
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert all(r.stats.drafter == "event-head" for r in together)
+    with pytest.raises(ValueError, match="no on_text"):
+        pipe(video=VIDEO, events=EVENTS, question=questions, batch=True, on_text=print)
+
+
 def test_overrides_hold_for_every_question_of_a_list(pipe):
     results = pipe(video=VIDEO, events=EVENTS, question=["What is moving?"] * 2,
                    max_new_tokens=30, stop_at_eos=False)

@@ -95,6 +95,7 @@ class Pipeline:
         self._lock = threading.RLock()  # one question (and one clip read) at a time
         self._clips: OrderedDict[tuple, Any] = OrderedDict()  # recent clips' inputs
         self._max_clips = 8
+        self._drafter_options: dict[str, Any] = {}  # make_drafter's options (checkpoint path)
 
     # -- loading -------------------------------------------------------------------------
     @classmethod
@@ -168,7 +169,9 @@ class Pipeline:
         if config.drafter_path is not None:
             options[checkpoint_option(config.drafter)] = config.drafter_path
         drafter = make_drafter(config.drafter, target=tgt, draft_model=dm, **options)
-        return cls(config, tgt, dm, drafter)
+        pipe = cls(config, tgt, dm, drafter)
+        pipe._drafter_options = options
+        return pipe
 
     # -- inputs --------------------------------------------------------------------------
     @property
@@ -241,19 +244,52 @@ class Pipeline:
         video: ClipInput,
         events: ClipInput = None,
         on_text: TextCallback | None = None,
+        batch: bool = False,
         **decode: Any,
     ) -> Result | list[Result]:
         """Answer ``question`` (a string, or a list: one result per question, in order) about
         the clip.  ``decode`` overrides the decoding defaults for this call: ``gamma``,
         ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop_at_eos``.
-        ``on_text`` receives the answer text piece by piece as it is decoded."""
+        ``on_text`` receives the answer text piece by piece as it is decoded.
+
+        ``batch=True`` answers a list together, one target pass per round verifying every
+        question's drafts (``decoding.batch``; the same answers in float32; default engine,
+        fixed γ, sequential schedule, no ``on_text``)."""
         if isinstance(question, str):
             return self._answer(question, self.load_clip(video, events), on_text, decode)
         questions = list(question)
-        if not questions or not all(isinstance(q, str) for q in questions):
+        if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
             raise ValueError("question must be a string or a non-empty list of strings")
         inputs = self.load_clip(video, events)
+        if batch:
+            return self._answer_batch(questions, inputs, on_text, decode)
         return [self._answer(q, inputs, on_text, decode) for q in questions]
+
+    def _answer_batch(self, questions: list[str], inputs, on_text, decode: dict[str, Any]):
+        from evspec.decoding.batch import generate_batch
+        from evspec.decoding.drafters import make_drafter
+        from evspec.session import make_request
+
+        decode = dict(decode)
+        stop_at_eos = bool(decode.pop("stop_at_eos", True))
+        cfg = replace(self.config, **decode)
+        if on_text is not None or cfg.fast or cfg.schedule != "sequential" \
+                or cfg.gamma_policy != "fixed":
+            raise ValueError("batch=True runs on the default engine (no fast), with a fixed γ, "
+                             "the sequential schedule and no on_text; answer one by one instead")
+        requests = [make_request(q, inputs) for q in questions]
+
+        def drafter_for(i: int, _request):  # each row drafts with its own state
+            if self.drafter is None:
+                return None
+            return self.drafter if i == 0 else make_drafter(
+                self.config.drafter, target=self.target, draft_model=self.draft_model,
+                **self._drafter_options)
+
+        with self._lock:
+            return generate_batch(self.target, requests, drafter_for, gamma=cfg.gamma,
+                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                  top_p=cfg.top_p, seeds=cfg.seed, stop_at_eos=stop_at_eos)
 
     def stream(self, *, question: str, video: ClipInput, events: ClipInput = None,
                **decode: Any) -> TokenStream:
