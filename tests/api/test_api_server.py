@@ -297,3 +297,35 @@ def test_a_stream_dropped_by_its_client_frees_its_queue_slot(server):
     while httpx.get(server.url + "/health", timeout=TIMEOUT).json()["queue_depth"]:
         assert time.monotonic() < deadline, "the dropped stream kept its slot"
         time.sleep(0.05)
+
+
+def test_waiting_requests_are_answered_in_one_batch(world_pipe, reference):
+    app = build_app(world_pipe, ServerConfig(allowed_media_dirs=[CLIP.parent], max_queue=8,
+                                             max_batch=5))
+    live = LiveServer(app)
+    release = threading.Event()
+    questions = ["What is moving?", "How many objects are there?", "What color is the object?",
+                 "What is moving?"]
+    try:
+        app.state.worker.submit(release.wait, TIMEOUT)  # hold the engine while they queue
+        with ThreadPoolExecutor(max_workers=len(questions) + 1) as pool:
+            futures = [pool.submit(client(live).chat.completions.create, model="evspec",
+                                   messages=ask(q)) for q in questions]
+            broken = pool.submit(client(live).chat.completions.create, model="evspec",
+                                 messages=ask("What is moving?", video="file://" + EVENTS))
+            deadline = time.monotonic() + TIMEOUT
+            while httpx.get(live.url + "/health", timeout=TIMEOUT).json()["queue_depth"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            release.set()
+            done = [f.result(timeout=5 * TIMEOUT) for f in futures]
+            with pytest.raises(openai.BadRequestError):  # its own error, not the batch's
+                broken.result(timeout=5 * TIMEOUT)
+        assert [d.model_extra["evspec"]["tokens"] for d in done] == [
+            reference(q).tokens for q in questions]
+        metrics = httpx.get(live.url + "/metrics", timeout=TIMEOUT).text
+        assert "evspec_batches_total 1\n" in metrics
+        assert "evspec_batched_requests_total 4\n" in metrics
+    finally:
+        release.set()
+        live.stop()

@@ -262,22 +262,35 @@ class Pipeline:
             raise ValueError("question must be a string or a non-empty list of strings")
         inputs = self.load_clip(video, events)
         if batch:
-            return self._answer_batch(questions, inputs, on_text, decode)
+            if on_text is not None:
+                raise ValueError("batch=True streams nothing (no on_text); answer one by one")
+            return self.answer_batch([(q, inputs) for q in questions], **decode)
         return [self._answer(q, inputs, on_text, decode) for q in questions]
 
-    def _answer_batch(self, questions: list[str], inputs, on_text, decode: dict[str, Any]):
+    @property
+    def can_batch(self) -> bool:
+        """Whether :meth:`answer_batch` runs with this pipeline's engine settings."""
+        c = self.config
+        return not c.fast and c.schedule == "sequential" and c.gamma_policy == "fixed"
+
+    def answer_batch(self, items: Sequence[tuple[str, Any]], **decode: Any) -> list[Result]:
+        """Answer ``(question, inputs)`` pairs (inputs from :meth:`load_clip`; clips may
+        differ) together: one target pass per round verifies every row's drafts
+        (``decoding.batch``; in float32 the same answers as one by one).  Needs the default
+        engine, a fixed γ and the sequential schedule (:attr:`can_batch`)."""
         from evspec.decoding.batch import generate_batch
         from evspec.decoding.drafters import make_drafter
         from evspec.session import make_request
 
+        if not self.can_batch:
+            raise ValueError("batched answers run on the default engine (no fast), with a fixed "
+                             "γ and the sequential schedule; answer one by one instead")
+        if not items or any(not isinstance(q, str) or not q.strip() for q, _ in items):
+            raise ValueError("answer_batch needs (question, inputs) pairs with non-empty questions")
         decode = dict(decode)
         stop_at_eos = bool(decode.pop("stop_at_eos", True))
         cfg = replace(self.config, **decode)
-        if on_text is not None or cfg.fast or cfg.schedule != "sequential" \
-                or cfg.gamma_policy != "fixed":
-            raise ValueError("batch=True runs on the default engine (no fast), with a fixed γ, "
-                             "the sequential schedule and no on_text; answer one by one instead")
-        requests = [make_request(q, inputs) for q in questions]
+        requests = [make_request(q, inputs) for q, inputs in items]
 
         def drafter_for(i: int, _request):  # each row drafts with its own state
             if self.drafter is None:

@@ -4,7 +4,9 @@ Endpoints: ``POST /v1/chat/completions`` (streaming with ``"stream": true`` as s
 events), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text).  Requests
 name their clip as content parts (:mod:`evspec.api.chat`).  One worker thread runs the
 engine, one request at a time, in arrival order; at most ``max_queue`` requests wait or run
-at once, later ones get HTTP 503.  Every response carries the request's decoding statistics
+at once, later ones get HTTP 503; with ``max_batch`` > 1, waiting non-streaming requests
+with the same decoding options are answered together (one target pass per round verifies
+all their drafts, ``Pipeline.answer_batch``).  Every response carries the request's decoding statistics
 (α, τ, times) under ``"evspec"``.  Needs the ``serve`` extra (FastAPI, uvicorn).
 """
 
@@ -16,7 +18,8 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +39,15 @@ class ServerConfig:
 
     model_name: str = "evspec"
     max_queue: int = 16  # requests waiting or running at once; more get 503
+    max_batch: int = 1  # waiting non-streaming requests answered together (1 = one by one)
     allowed_media_dirs: list[Path] = field(default_factory=list)
     max_tokens_limit: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         self.allowed_media_dirs = [Path(d).resolve() for d in self.allowed_media_dirs]
         for d in self.allowed_media_dirs:
             if not d.is_dir():
@@ -57,6 +63,7 @@ class Metrics:
         self.tokens = self.drafted = self.accepted = self.rounds = 0
         self.total_ms = self.ttft_ms = 0.0
         self.queued = 0
+        self.batches = self.batched = 0  # batched verifications, the requests in them
 
     def record(self, result: Result) -> None:
         s = result.stats
@@ -85,6 +92,8 @@ class Metrics:
                 ("evspec_target_passes_total", self.rounds, "counter"),
                 ("evspec_request_ms_total", round(self.total_ms, 3), "counter"),
                 ("evspec_ttft_ms_total", round(self.ttft_ms, 3), "counter"),
+                ("evspec_batches_total", self.batches, "counter"),
+                ("evspec_batched_requests_total", self.batched, "counter"),
             ):
                 lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"
@@ -99,7 +108,12 @@ def _error(status: int, message: str, param: str | None = None,
 def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``pipe``."""
     config = config or ServerConfig()
+    if config.max_batch > 1 and not pipe.can_batch:
+        raise ValueError("max_batch > 1 needs the default engine (no --fast), a fixed γ and the "
+                         "sequential schedule")
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evspec-engine")
+    pending: deque[tuple[ChatQuestion, Future]] = deque()  # waiting for a batch
+    pending_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -119,6 +133,50 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             events = media_input(chat.events, tmp, "events_url")
             return pipe(question=chat.question, video=video, events=events, on_text=on_text,
                         **chat.decode)
+
+    def take_batch() -> list[tuple[ChatQuestion, Future]]:
+        """The oldest waiting request and up to ``max_batch - 1`` later ones that ask for the
+        same decoding options (the others keep their places)."""
+        with pending_lock:
+            if not pending:
+                return []
+            group = [pending.popleft()]
+            others: list[tuple[ChatQuestion, Future]] = []
+            while pending and len(group) < config.max_batch:
+                item = pending.popleft()
+                (group if item[0].decode == group[0][0].decode else others).append(item)
+            pending.extendleft(reversed(others))
+        return group
+
+    def run_batch() -> None:
+        """On the worker thread: answer a batch of waiting requests, each future its own
+        result or error."""
+        group = take_batch()
+        if not group:
+            return
+        with tempfile.TemporaryDirectory(prefix="evspec-serve-") as tmp:
+            ready = []
+            for chat, future in group:
+                try:
+                    video = media_input(chat.video, tmp, "video_url")
+                    events = media_input(chat.events, tmp, "events_url")
+                    ready.append((chat, future, pipe.load_clip(video, events)))
+                except Exception as exc:  # noqa: BLE001 - that request's error, not the batch's
+                    future.set_exception(exc)
+            if not ready:
+                return
+            try:
+                results = pipe.answer_batch([(c.question, inputs) for c, _, inputs in ready],
+                                            **ready[0][0].decode)
+            except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
+                for _, future, _ in ready:
+                    future.set_exception(exc)
+                return
+        with metrics.lock:
+            metrics.batches += 1
+            metrics.batched += len(ready)
+        for (_, future, _), result in zip(ready, results):
+            future.set_result(result)
 
     def usage(result: Result, question: str) -> dict[str, int]:
         prompt = int(pipe.target.build_prompt_ids(question).numel())
@@ -172,7 +230,8 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             return StreamingResponse(_stream(chat, future, pieces, rid, created, model),
                                      media_type="text/event-stream")
         try:
-            result = await asyncio.wrap_future(submit(chat))
+            result = await asyncio.wrap_future(submit_batched(chat) if config.max_batch > 1
+                                               else submit(chat))
         except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
             return _failure(exc)
         metrics.record(result)
@@ -197,6 +256,18 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             release()
             raise
         future.add_done_callback(lambda _: release())
+        return future
+
+    def submit_batched(chat: ChatQuestion) -> Future:
+        """Queue ``chat`` to be answered in a batch with other waiting requests."""
+        future: Future = Future()
+        future.add_done_callback(lambda _: release())
+        with pending_lock:
+            pending.append((chat, future))
+        try:
+            worker.submit(run_batch)
+        except RuntimeError as exc:  # the worker is shutting down
+            future.set_exception(exc)
         return future
 
     def _failure(exc: Exception) -> JSONResponse:

@@ -41,6 +41,9 @@ def serve_cmd(
     model_name: str = typer.Option("evspec", help="The model id clients name."),
     max_queue: int = typer.Option(16, min=1, help="Requests waiting or running at once; more "
                                   "get HTTP 503."),
+    max_batch: int = typer.Option(1, min=1, help="Waiting requests (not streamed, same "
+                                  "decoding options) answered together: one target pass per "
+                                  "round verifies all their drafts (default engine only)."),
     allowed_media_dir: List[Path] = typer.Option(
         [], help="A directory whose files requests may name by path (file:// URLs); repeat "
                  "for several.  Without one, clips come as base64 data: URLs only."),
@@ -64,7 +67,7 @@ def serve_cmd(
     from evspec.api.pipeline import Pipeline
 
     try:
-        config = ServerConfig(model_name=model_name, max_queue=max_queue,
+        config = ServerConfig(model_name=model_name, max_queue=max_queue, max_batch=max_batch,
                               allowed_media_dirs=list(allowed_media_dir),
                               max_tokens_limit=max_tokens_limit)
         pipe = Pipeline.from_pretrained(
@@ -74,6 +77,10 @@ def serve_cmd(
             fast=fast, compile=compile_engine, kernels=kernels.value, threads=threads)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if max_batch > 1 and not pipe.can_batch:
+        typer.echo("error: --max-batch > 1 needs the default engine (no --fast), --gamma-policy "
+                   "fixed and --schedule sequential", err=True)
         raise typer.Exit(2)
     if warmup:
         pipe.warmup()
