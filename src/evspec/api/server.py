@@ -6,8 +6,9 @@ name their clip as content parts (:mod:`evspec.api.chat`).  One worker thread ru
 engine, one request at a time, in arrival order; at most ``max_queue`` requests wait or run
 at once, later ones get HTTP 503; with ``max_batch`` > 1, waiting non-streaming requests
 with the same decoding options are answered together (one target pass per round verifies
-all their drafts, ``Pipeline.answer_batch``).  Every response carries the request's decoding statistics
-(α, τ, times) under ``"evspec"``.  Needs the ``serve`` extra (FastAPI, uvicorn).
+all their drafts, ``Pipeline.answer_batch``).  Every response carries the request's
+decoding statistics (α, τ, times) under ``"evspec"``.  Needs the ``serve`` extra (FastAPI,
+uvicorn).
 """
 
 from __future__ import annotations
