@@ -14,19 +14,16 @@ several threads queue on a lock.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from evspec.api.streaming import TextCallback, TextEmitter, TokenStream
 from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 from evspec.decoding.stats import Result
-
-#: text callback: receives each new piece of the answer as it is decoded
-TextCallback = Callable[[str], None]
 
 #: a clip input: a path (mp4, folder of frames, event stream file, folder of event images),
 #: ``"random"`` (random images, for random-weight presets), or uint8 images ``[n, H, W, 3]``
@@ -334,7 +331,7 @@ class Pipeline:
         cfg = replace(self.config, **decode)  # validates gamma and max_new_tokens
         request = make_request(question, inputs)
         with self._lock:
-            emit = _TextEmitter(self.target, on_text) if on_text is not None else None
+            emit = TextEmitter(self.target, on_text) if on_text is not None else None
             result = self._generate(request, cfg, stop_at_eos, emit)
             if emit is not None:
                 emit.finish(result.text)
@@ -361,62 +358,3 @@ class Pipeline:
         c = self.config
         return (f"Pipeline(target={c.target!r}, draft_model={c.draft_model!r}, "
                 f"drafter={c.drafter!r}, gamma={c.gamma})")
-
-
-class _TextEmitter:
-    """Turns the engine's token callbacks into text pieces: decodes everything so far and
-    hands on what is new, holding back an unfinished multi-byte character."""
-
-    def __init__(self, target, on_text: TextCallback) -> None:
-        self.target = target
-        self.on_text = on_text
-        self.ids: list[int] = []
-        self.sent = ""
-
-    def tokens(self, new: list[int]) -> None:
-        self.ids.extend(int(t) for t in new)
-        text = self.target.decode_text(self.ids).rstrip("\ufffd")
-        self._send(text)
-
-    def _send(self, text: str) -> None:
-        if len(text) > len(self.sent) and text.startswith(self.sent):
-            piece, self.sent = text[len(self.sent):], text
-            self.on_text(piece)
-
-    def finish(self, text: str) -> None:
-        self._send(text)
-
-
-_DONE = object()
-
-
-class TokenStream:
-    """An iterator over the answer's text pieces; the engine runs on a worker thread and the
-    pieces cross over a queue.  ``result`` holds the :class:`Result` once iteration ends;
-    an error in the engine is raised from the iterator."""
-
-    def __init__(self, run: Callable[[TextCallback], Result]) -> None:
-        self.result: Result | None = None
-        self._queue: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-
-        def work() -> None:
-            try:
-                self.result = run(self._queue.put)
-            except BaseException as exc:  # handed to the consumer, not lost in the thread
-                self._error = exc
-            finally:
-                self._queue.put(_DONE)
-
-        self._thread = threading.Thread(target=work, name="evspec-stream", daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                break
-            yield item
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
