@@ -134,7 +134,7 @@ for run in "$WORK"/runs/*; do
   [[ -f $run/best/config.json ]] && DRAFTERS+=(--drafter "$(basename "$run")=$run/best")
 done
 $PY -m evspec eval --dataset "$MANIFEST" --out "$WORK/eval" "${DRAFTERS[@]}" "${MODELS[@]}" \
-  --gammas "$GAMMAS" --report-gamma "$REPORT_GAMMA" --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW" \
+  --gamma "$GAMMAS" --report-gamma "$REPORT_GAMMA" --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW" \
   --canvas "$CANVAS" --offline-data "$DATA" --time-budget "$EVAL_BUDGET" >"$WORK/logs/eval.log" 2>&1 \
   || { log "eval failed:"; tail -30 "$WORK/logs/eval.log" | tee -a "$LOG"; }
 

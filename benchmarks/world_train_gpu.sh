@@ -76,8 +76,8 @@ WORKERS=$HALF; [[ "$STAGE" != all ]] && WORKERS=$CORES
 log "phase 2/4: train $ROLES (target seed 0, drafter seed 1), time budget $BUDGET s each"
 COMMON=(--data "$WORK/data" --preset "$PRESET" --steps "$MAX_STEPS" --batch-size "$BATCH" --lr "$LR"
         --aux-weight "${AUX_WEIGHT:-1.0}"
-        --warmup-steps "$WARMUP" --eval-interval "$EVAL_INTERVAL" --val-generate "$VAL_GEN"
-        --checkpoint-interval 100000 --device "$DEVICE" --workers "$WORKERS" --time-budget-s "$BUDGET")
+        --warmup-steps "$WARMUP" --eval-every "$EVAL_INTERVAL" --val-generate "$VAL_GEN"
+        --save-every 100000 --device "$DEVICE" --workers "$WORKERS" --time-budget "$BUDGET")
 declare -A PIDS=()
 for role in $ROLES; do
   seed=0; [[ $role == drafter ]] && seed=1
@@ -113,7 +113,7 @@ log "phase 2 done in $(( SECONDS - T0 )) s"
 # -- 3. pack what ships (fp16) -----------------------------------------------------------------
 T0=$SECONDS
 log "phase 3/4: pack fp16 checkpoints, tokenizer and $SHIP_CLIPS test clips"
-$PY -m evspec world pack --data "$WORK/data" --target "$WORK/run_target" --drafter "$WORK/run_drafter" \
+$PY -m evspec world pack --data "$WORK/data" --target "$WORK/run_target" --draft-model "$WORK/run_drafter" \
   --out "$WORK/assets" --clips "$SHIP_CLIPS" >>"$OUT/phases.log" 2>&1 || fail "world pack"
 log "phase 3 done in $(( SECONDS - T0 )) s"
 
@@ -122,9 +122,9 @@ T0=$SECONDS
 ENGINE_BUDGET=$(( TOTAL_S + 15 - SECONDS - ACCURACY_S ))  # end well inside the 10-minute call
 (( ENGINE_BUDGET >= 20 )) || ENGINE_BUDGET=20
 log "phase 4/4: evaluate on the test split (accuracy on $DEVICE; engine sweep on $CORES CPU processes, at most $ENGINE_BUDGET s)"
-$PY -m evspec world eval --target "$WORK/assets/target" --drafter "$WORK/assets/drafter" \
+$PY -m evspec world eval --target "$WORK/assets/target" --draft-model "$WORK/assets/drafter" \
   --data "$WORK/data" --split test --limit "$EVAL_LIMIT" --acceptance-per-type "$ACCEPT_PER_TYPE" \
-  --gammas "$GAMMAS" --device "$DEVICE" --workers "$CORES" --engine-time-budget-s "$ENGINE_BUDGET" \
+  --gamma "$GAMMAS" --device "$DEVICE" --workers "$CORES" --time-budget "$ENGINE_BUDGET" \
   --out "$WORK/eval" \
   >>"$OUT/phases.log" 2>&1 || fail "world eval"
 cp "$WORK/eval/eval.md" "$WORK/eval/eval.json" "$OUT/"

@@ -4,7 +4,9 @@ and the benchmark harness).  A *spec* is a preset name (``tiny-random``, ``world
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,61 @@ def _apply_quant(model: torch.nn.Module, quant: str, dtype: torch.dtype) -> None
         quantize_4bit(model, compute_dtype=dtype)
 
 
+#: the preset name of the shipped world checkpoints (``assets/world/target`` and ``drafter``)
+WORLD_SPEC = "world"
+
+
+def resolve_model_spec(spec: str | Path, role: str) -> str | Path:
+    """``world`` -> the shipped world checkpoint folder of ``role`` (``target`` or ``draft``,
+    under ``$EVSPEC_ASSETS/world`` when that variable is set); any other spec unchanged."""
+    if str(spec) != WORLD_SPEC:
+        return spec
+    from evspec.demo import world_assets
+
+    folder = world_assets() / ("target" if role == "target" else "drafter")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: the shipped world checkpoints are missing (preset "
+                                "'world'); reinstall evspec or point EVSPEC_ASSETS at an assets "
+                                "folder holding world/")
+    return folder
+
+
+def default_threads(device: torch.device, cores: int | None = None) -> int | None:
+    """CPU threads for torch on ``device``: 1 on a CPU with at most 2 cores (the small models'
+    narrow linears run ~100x slower when two OpenMP threads contend for two shared cores),
+    else ``None`` (torch's own choice)."""
+    cores = os.cpu_count() if cores is None else cores
+    if device.type == "cpu" and cores is not None and cores <= 2:
+        return 1
+    return None
+
+
+def apply_threads(threads: int | None, device: torch.device) -> int:
+    """Set torch's CPU thread count: ``threads``, else :func:`default_threads`; returns the
+    count in force."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    n = threads if threads is not None else default_threads(device)
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+@contextmanager
+def quiet_loading():
+    """Hide transformers' "Loading weights" progress bar while a model loads (restored
+    after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_target(spec: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0, quant: str = "none"):
     """Video-LLaVA from a preset name or a local folder.
 
@@ -86,7 +143,9 @@ def load_target(spec: str, *, device: torch.device, dtype: torch.dtype, seed: in
     from evspec.models.target import VideoLlavaTarget
 
     check_quant(quant, dtype)
-    target = VideoLlavaTarget.load(spec, device=device, dtype=dtype, seed=seed)
+    with quiet_loading():
+        target = VideoLlavaTarget.load(resolve_model_spec(spec, "target"), device=device,
+                                       dtype=dtype, seed=seed)
     _apply_quant(target.model, quant, dtype)
     return target
 
@@ -100,7 +159,9 @@ def load_eventgpt(spec: str, *, device: torch.device, dtype: torch.dtype, seed: 
     from evspec.models.eventgpt import EventGPT
 
     check_quant(quant, dtype)
-    model = EventGPT.load(spec, device=device, dtype=dtype, seed=seed)
+    with quiet_loading():
+        model = EventGPT.load(resolve_model_spec(spec, "draft"), device=device, dtype=dtype,
+                              seed=seed)
     _apply_quant(model.model, quant, dtype)
     return model
 

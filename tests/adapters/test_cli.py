@@ -23,8 +23,18 @@ def test_collect_train_eval_verbs(micro_world, tmp_path):
                               "--steps", "6", "--eval-every", "3", "--batch-size", "4", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert (run / "best" / "config.json").is_file() and (run / "loss.png").is_file()
+    # the written config reads back: a second run from it has the same settings
+    written = json.loads((run / "train_config.json").read_text())
+    res = runner.invoke(app, ["train", "--config", str(run / "train_config.json"), "--data", str(data),
+                              "--out", str(tmp_path / "run2"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run2" / "train_config.json").read_text()) == written
+    # ... and a resume with other settings is refused, naming them
+    res = runner.invoke(app, ["train", "--config", str(run / "train_config.json"), "--data", str(data),
+                              "--out", str(run), "--seed", "5", "--steps", "8", "--device", "cpu"])
+    assert res.exit_code == 1 and "seed = 5" in res.output and "--allow-changes" in res.output
     res = runner.invoke(app, ["eval", "--dataset", str(micro_world), "--out", str(ev), "--drafter", "eventgpt",
-                              "--drafter", f"th={run / 'best'}", "--gammas", "2", "--report-gamma", "2",
+                              "--drafter", f"th={run / 'best'}", "--gamma", "2", "--report-gamma", "2",
                               "--limit", "2", "--max-new-tokens", "6", "--offline-data", str(data),
                               "--warmup", "0", *MODELS])
     assert res.exit_code == 0, res.output

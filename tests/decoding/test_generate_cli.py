@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from evspec.cli import app
 
-BASE = ["generate", "-q", "What is moving?", "--video", "random", "--max-new-tokens", "12",
+BASE = ["generate", "-q", "What is moving?", "--target", "tiny-random", "--video", "random",
+        "--max-new-tokens", "12",
         "--ignore-eos", "--json", "--device", "cpu"]
 
 
@@ -45,7 +46,7 @@ def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tup
     (("--gamma", "0"), "--gamma"),
     (("--compile",), "add --fast"),
     (("--kernels", "triton"), "add --fast"),
-    (("--fast", "--kernels", "cutlass"), "--kernels must be"),
+    (("--fast", "--kernels", "cutlass"), "--kernels"),
     (("--fast", "--kernels", "triton"), "head_dim 16"),  # the tiny preset: the kernels refuse it, clearly
     (("--drafter", "oracle"), "unknown drafter"),
     (("--drafter", "eventgpt", "--drafter-path", "runs/x"), "loads no trained module"),
@@ -77,6 +78,13 @@ def test_a_trained_head_from_any_folder(tmp_path) -> None:
     got = json.loads(head.stdout.strip().splitlines()[-1])
     assert got["tokens"] == json.loads(base.stdout.strip().splitlines()[-1])["tokens"]
     assert got["stats"]["accepted"] > 0
+    # bench's NAME=FOLDER syntax works here too, and a NAME other than --drafter is refused
+    named = CliRunner().invoke(app, [*args, "--drafter", "target-head", "--drafter-path",
+                                     f"target-head={mine}"])
+    assert json.loads(named.stdout.strip().splitlines()[-1])["tokens"] == got["tokens"]
+    wrong = CliRunner().invoke(app, [*args, "--drafter", "target-head", "--drafter-path",
+                                     f"event-head={mine}"])
+    assert wrong.exit_code == 2 and "names 'event-head'" in wrong.output
 
 
 def test_compiled_target_compiles_its_score_of_gamma_plus_one(reference: list[int], monkeypatch) -> None:

@@ -149,8 +149,8 @@ def test_cli_verbs_train_and_eval(micro_world: Path, micro_runs: dict[str, Path]
     assert "3/3 steps" in res.output and (tmp_path / "fp16" / "model.safetensors").is_file()
     bad = runner.invoke(app, ["train", "--role", "critic", "--data", str(micro_world), "--out",
                               str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "role = 'critic'" in bad.output
-    res = runner.invoke(app, ["eval", "--target", str(micro_runs["target"]), "--drafter",
+    assert bad.exit_code == 2 and "'critic' is not one of" in bad.output
+    res = runner.invoke(app, ["eval", "--target", str(micro_runs["target"]), "--draft-model",
                               str(tmp_path / "run"), "--data", str(micro_world),
                               "--acceptance-per-type", "0", "--max-new-tokens", "4",
                               "--device", "cpu", "--workers", "1", "--out", str(tmp_path / "ev")])

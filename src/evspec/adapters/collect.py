@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
+from evspec.progress import bar_disable
 
 from evspec.adapters.checkpoint import fingerprint
 from evspec.data.runlock import holds_run_lock
@@ -241,7 +242,7 @@ def collect(
     mismatches, written, stopped = 0, 0, False
     video_cache: tuple[str, torch.Tensor] | None = None
     bar = tqdm(todo, desc=f"collect {config.split} [{config.shard}/{config.num_shards}]", unit="q",
-               disable=not progress)
+               disable=bar_disable(progress))
     try:
         for item in bar:
             if config.time_budget_s is not None and time.perf_counter() - start > config.time_budget_s:

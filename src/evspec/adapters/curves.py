@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _smooth(values: list[float], k: int = 20) -> list[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= k:
-            acc -= values[i - k]
-        out.append(acc / min(i + 1, k))
+def _smooth(values: list[float], k: int = 21) -> list[float]:
+    """Centred moving mean over ``k`` logged points (fewer at the ends): a trailing mean
+    lags the curve, so while the loss falls it would sit above the validation loss."""
+    half = k // 2
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - half): i + half + 1]
+        out.append(sum(window) / len(window))
     return out
 
 
@@ -29,9 +30,13 @@ def plot_history(history: list[dict], path: Path, title: str) -> Path | None:
     val = [h for h in history if h.get("kind") == "val"]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot([h["step"] for h in train], _smooth([h["loss"] for h in train]), label="train loss", lw=1)
+        steps, losses = [h["step"] for h in train], [h["loss"] for h in train]
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.6, label="train loss (batches)")
+        ax.plot(steps, _smooth(losses), color="tab:blue", lw=1.2,
+                label="train loss (centred mean)")
     if val:
-        ax.plot([h["step"] for h in val], [h["loss"] for h in val], "o-", label="val loss", ms=3)
+        ax.plot([h["step"] for h in val], [h["loss"] for h in val], "o-", color="tab:orange",
+                label="val loss", ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -17,19 +17,20 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from evspec.progress import bar_disable
 
 from evspec.adapters.batch import batches
 from evspec.adapters.checkpoint import (
     ADAPTER_KINDS, HEAD_KINDS, MODULE_KINDS, build_module, load_checkpoint, save_checkpoint,
 )
 from evspec.adapters.curves import plot_history
-from evspec.adapters.distributed import DataParallel
+from evspec.adapters.distributed import DataParallel, is_main_process
 from evspec.adapters.lora import PROJECTIONS, LoraSpec, apply_lora
 from evspec.adapters.objectives import LossWeights
 from evspec.adapters.store import CollectedData
@@ -38,6 +39,7 @@ from evspec.data.runlock import holds_run_lock
 from evspec.models.safe_load import load_torch_state
 
 STATE_FILE = "train_state.pt"
+CONFIG_FILE = "train_config.json"  # the run's TrainConfig (TrainConfig.from_dict reads it)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,23 @@ class TrainConfig:
         d["options"]["lora_targets"] = list(self.options.lora_targets)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (a run's ``train_config.json``)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("options"), dict):
+            opts = dict(d["options"])
+            if "lora_targets" in opts:
+                opts["lora_targets"] = tuple(opts["lora_targets"])
+            d["options"] = ModuleOptions(**opts)
+        if isinstance(d.get("weights"), dict):
+            d["weights"] = LossWeights(**d["weights"])
+        return cls(**d)
+
 
 @dataclass
 class TrainResult:
@@ -208,15 +227,59 @@ def _lr_at(step: int, cfg: TrainConfig, time_frac: float = 0.0) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def _batch_stream(data: CollectedData, task: Task, cfg: TrainConfig, device: torch.device, epoch: int):
+#: TrainConfig fields a resumed run may change (the others must match the checkpoint's run)
+RESUMABLE = frozenset({"steps", "eval_every", "eval_limit", "save_every", "log_every",
+                       "time_budget_s"})
+
+
+def _batch_stream(data: CollectedData, task: Task, cfg: TrainConfig, device: torch.device,
+                  start_step: int = 0):
+    """Training batches from optimiser step ``start_step`` on: epoch e is the train split
+    shuffled with a seed of (``cfg.seed``, e), so a resumed run sees the batches the
+    uninterrupted run would have seen."""
+    per_epoch = -(-data.count("train") // cfg.batch_size)  # ceil: the last batch may be short
+    epoch, skip = divmod(start_step, per_epoch)
     while True:
-        yield from batches(data, "train", cfg.batch_size, device=device, memory=task.memory,
-                           video=task.video, shuffle=True, seed=cfg.seed * 100_003 + epoch)
+        stream = batches(data, "train", cfg.batch_size, device=device, memory=task.memory,
+                         video=task.video, shuffle=True, seed=cfg.seed * 100_003 + epoch)
+        for i, batch in enumerate(stream):
+            if i >= skip:
+                yield batch
+        skip = 0
         epoch += 1
 
 
+def _check_resume(saved: dict[str, Any] | None, cfg: TrainConfig, out: Path) -> None:
+    """Refuse to continue a run with settings other than the ones it started with."""
+    if not saved:
+        return
+    ours = cfg.to_dict()
+    differ = sorted(k for k in ours if k not in RESUMABLE and k in saved and saved[k] != ours[k])
+    if differ:
+        raise ValueError(
+            f"{out} holds a run with other settings: "
+            + ", ".join(f"{k} = {ours[k]!r} (the run's: {saved[k]!r})" for k in differ)
+            + "; resume with the run's settings (--config on its train_config.json), pass "
+            "--allow-changes to continue anyway, or --no-resume with another --out"
+        )
+
+
+def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, **kwargs: Any) -> TrainResult:
+    """Train ``cfg.kind`` on the ``collect`` folder ``data_dir`` into ``out`` (see
+    :func:`_train`), holding ``out``'s run lock; under ``torchrun`` only rank 0 writes
+    ``out``, so only rank 0 takes the lock."""
+    if is_main_process():
+        return _train_locked(cfg, data_dir, out, **kwargs)
+    return _train(cfg, data_dir, out, **kwargs)
+
+
 @holds_run_lock("train", lambda a: Path(a["out"]))
-def train(
+def _train_locked(cfg: TrainConfig, data_dir: str | Path, out: str | Path,
+                  **kwargs: Any) -> TrainResult:
+    return _train(cfg, data_dir, out, **kwargs)
+
+
+def _train(
     cfg: TrainConfig,
     data_dir: str | Path,
     out: str | Path,
@@ -225,9 +288,13 @@ def train(
     draft_model: Any = None,
     resume: bool = True,
     progress: bool = True,
+    allow_changes: bool = False,
 ) -> TrainResult:
     """Train ``cfg.kind`` on the ``collect`` folder ``data_dir`` into ``out``.
 
+    With ``resume`` a run in ``out`` continues from ``out/last`` (same batches as an
+    uninterrupted run), provided its settings match ``cfg`` except :data:`RESUMABLE` ones
+    (``allow_changes=True`` continues anyway).  ``out/train_config.json`` records ``cfg``.
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes train as data-parallel replicas
     (:mod:`evspec.adapters.distributed`); rank 0 evaluates and writes ``out``."""
     start = time.perf_counter()
@@ -250,6 +317,8 @@ def train(
         ckpt = load_checkpoint(out / "last")
         if ckpt.kind != cfg.kind or ckpt.config != mcfg:
             raise ValueError(f"{out}: holds a different module ({ckpt.kind}); use another --out or --no-resume")
+        if not allow_changes:
+            _check_resume(ckpt.meta.get("train"), cfg, out)
         task.load_state({k: v.to(device) for k, v in ckpt.state.items()})
         saved = load_torch_state(state_path,
                                  "delete it (and last/) or use --no-resume to start over")
@@ -278,12 +347,16 @@ def train(
         plot_history(history, out / "loss.png", f"{cfg.kind} on {Path(data_dir).name}")
 
     out.mkdir(parents=True, exist_ok=True)
-    stream = dp.shard(_batch_stream(data, task, cfg, device, epoch=step))
+    if dp.is_main:
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n",
+                                       encoding="utf-8")
+    # each optimiser step takes one batch per replica: a resumed run skips step * replicas
+    stream = dp.shard(_batch_stream(data, task, cfg, device, start_step=step * dp.world_size))
     task.train(True)
     stopped = False
     last_metrics: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step",
-               disable=not progress or not dp.is_main)
+               disable=bar_disable(progress) or not dp.is_main)
     running = 0.0
     loop_start = time.perf_counter()
     while step < cfg.steps:

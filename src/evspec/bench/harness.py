@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+from evspec.progress import bar_disable
 
 from evspec.bench.backend import BenchBackend
 from evspec.bench.config import TARGET_ONLY, BenchConfig, BenchItem
@@ -401,7 +402,7 @@ def run_bench(
 
         drafters = _Drafters(backend, config)
         desc = f"bench {tag} ({config.label})" if tag else f"bench ({config.label})"
-        bar = tqdm(total=total, desc=desc, unit="run", disable=not progress)
+        bar = tqdm(total=total, desc=desc, unit="run", disable=bar_disable(progress))
 
         def write(records: list[dict[str, Any]]) -> None:
             for record in records:

@@ -40,7 +40,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> Path:
     """Lay out, write and close ``fig``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # legends placed outside the axes too
     _pyplot().close(fig)
     return path
 
@@ -56,31 +56,54 @@ def _by_drafter(summaries: list[ConfigSummary]) -> dict[str, list[ConfigSummary]
 
 
 def speedup_vs_gamma(summaries: list[ConfigSummary], path: Path, title: str) -> Path:
-    """Measured end-to-end and decode speedup vs γ per drafter, theory dashed."""
+    """Speedup vs γ per drafter (one colour each): measured end to end (solid, 95 % interval)
+    and in the decode phase (dotted), and the decode speedup the cost model projects from
+    the measured α, c and verify cost v, τ / (v·(γ̄c + 1)) (dashed; v = 1 assumed, and said
+    so, only where v was not measured)."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     gammas: set[int] = set()
+    drafters, assumed_v = [], False
     for i, (name, rows) in enumerate(_by_drafter(summaries).items()):
         colour = f"C{i % 10}"
+        drafters.append(Line2D([], [], color=colour, marker="o", label=name))
         gammas.update(s.gamma for s in rows)
         meas = [(s, s.vs_target) for s in rows if s.vs_target is not None]
         if meas:
             ys = [sp.ratio_of_means for _, sp in meas]
             err = [[y - sp.ci95[0] for (_, sp), y in zip(meas, ys)], [sp.ci95[1] - y for (_, sp), y in zip(meas, ys)]]
-            ax.errorbar([s.gamma for s, _ in meas], ys, yerr=err, color=colour, marker="o", capsize=3,
-                        label=f"{name} measured (end to end)")
+            ax.errorbar([s.gamma for s, _ in meas], ys, yerr=err, color=colour, marker="o",
+                        capsize=3)
         dec = [(s.gamma, s.decode_speedup) for s in rows if s.decode_speedup is not None]
         if dec:
-            ax.plot(*zip(*dec), color=colour, marker="s", linestyle=":", label=f"{name} measured (decode)")
-        pred = [(s.gamma, s.predicted) for s in rows if s.predicted is not None]
+            ax.plot(*zip(*dec), color=colour, marker="s", markersize=4, linestyle=":")
+        pred = []
+        for s in rows:
+            if s.predicted_v is not None:
+                pred.append((s.gamma, s.predicted_v))
+            elif s.predicted is not None:
+                pred.append((s.gamma, s.predicted))
+                assumed_v = True
         if pred:
-            ax.plot(*zip(*pred), color=colour, linestyle="--", label=f"{name} predicted τ/(γc+1)")
+            ax.plot(*zip(*pred), color=colour, linestyle="--")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xticks(sorted(gammas))
     ax.set_xlabel("γ (drafted tokens per round)")
     ax.set_ylabel("speedup over evspec target-only")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    projected = "projected decode τ/(v(γc+1))"
+    if assumed_v:
+        projected += " (v = 1 where unmeasured)"
+    styles = [Line2D([], [], color="black", marker="o", label="measured, end to end (95 % CI)"),
+              Line2D([], [], color="black", marker="s", markersize=4, linestyle=":",
+                     label="measured, decode phase"),
+              Line2D([], [], color="black", linestyle="--", label=projected)]
+    first = ax.legend(handles=drafters, fontsize=7, title="drafter", title_fontsize=7,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.add_artist(first)
+    ax.legend(handles=styles, fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
     return _save(fig, path)
 
 
@@ -121,27 +144,39 @@ def time_breakdown(summaries: list[ConfigSummary], path: Path, title: str) -> Pa
     ax.invert_yaxis()
     ax.set_xlabel("mean ms per answer")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, hiding no bar
     return _save(fig, path)
 
 
 def accepted_histogram(summaries: list[ConfigSummary], path: Path, title: str) -> Path:
-    """Fraction of rounds accepting n drafts, one panel per drafter, bars per γ."""
+    """Fraction of rounds accepting n drafts, one panel per drafter (at most three a row),
+    bars per γ."""
     plt = _pyplot()
     groups = _by_drafter(summaries)
     n = max(len(groups), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], groups.items()):
+    cols = min(n, 3)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.0 * nrows + 0.6), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(groups):]:
+        ax.set_visible(False)
+    for k, (ax, (name, rows)) in enumerate(zip(flat, groups.items())):
         width = 0.8 / max(len(rows), 1)
+        most = max((len(s.accepted_hist) for s in rows), default=1)
         for j, s in enumerate(rows):
             total = sum(s.accepted_hist) or 1
             xs = [x + (j - (len(rows) - 1) / 2) * width for x in range(len(s.accepted_hist))]
             ax.bar(xs, [h / total for h in s.accepted_hist], width=width, label=f"γ={s.gamma}")
-        ax.set_title(name)
-        ax.set_xlabel("drafts accepted in a round (0 includes rounds that drafted none)")
-        ax.set_ylabel("fraction of rounds")
+        ax.set_xticks(range(most))
+        ax.set_title(name, fontsize=9)
+        if k // cols == nrows - 1 or k + cols >= len(groups):
+            ax.set_xlabel("drafts accepted in a round")
+        if k % cols == 0:
+            ax.set_ylabel("fraction of rounds")
         ax.legend(fontsize=7)
     fig.suptitle(title)
+    fig.text(0.5, 0.0, "0 includes the rounds that drafted nothing", ha="center", va="top",
+             fontsize=8, color="dimgrey")
     return _save(fig, path)
 
 

@@ -25,12 +25,41 @@ app = typer.Typer(
 # Verb modules, in help order.  Each defines ``register(app: typer.Typer) -> None``.
 _VERB_MODULES = (
     "evspec.cli.generate",
+    "evspec.cli.serve",
     "evspec.cli.demo",
     "evspec.cli.data",
     "evspec.cli.world",
     "evspec.cli.bench",
     "evspec.cli.heads",
 )
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line, ``warning: Category: message`` (no source file or code)."""
+    return f"warning: {category.__name__}: {message}\n"
+
+
+@app.callback()
+def _root(
+    no_progress: bool = typer.Option(
+        False, "--no-progress", "--quiet", "-Q",
+        help="No progress bars in any verb (bars are drawn only on a terminal anyway)."),
+) -> None:
+    """Lossless speculative decoding for Video-LLaVA with event-camera drafters."""
+    import os
+    import warnings
+
+    from evspec.progress import NO_PROGRESS_ENV
+
+    warnings.formatwarning = _warning_line
+    # transformers' own bars ("Loading weights"): read by huggingface_hub when it is imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # on <= 2 cores, one OpenMP thread: two contend with each other (and the OS) and slow
+    # the small models' narrow matrix products down many times; read when torch starts
+    if (os.cpu_count() or 1) <= 2:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if no_progress:
+        os.environ[NO_PROGRESS_ENV] = "1"
+
 
 for _name in _VERB_MODULES:
     try:

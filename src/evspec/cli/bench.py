@@ -41,7 +41,7 @@ def bench(
     gamma: Annotated[str, typer.Option(help="Comma-separated draft lengths γ, e.g. 1,2,4,8.")] = "4",
     temperature: Annotated[float, typer.Option(help="0 = greedy (lossless check is exact).")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass when temperature > 0.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap.")] = 64,
     limit: Annotated[int | None, typer.Option(help="Only the first N requests.")] = None,
     split: Annotated[str, typer.Option(help="Manifest split to use (train, val, test, or all).")] = "test",
     target: Annotated[
@@ -200,6 +200,9 @@ def report(
     )] = None,
     readme: Annotated[Path | None, typer.Option(
         help="With --results: the README to update (default: the one beside DIR).")] = None,
+    csv: Annotated[bool, typer.Option(
+        "--csv", help="Also write records.csv: one row per record, one column per field "
+                      "(timings.* per stage).")] = False,
 ) -> None:
     """Write report.md (tables: speedups measured and predicted, α, τ, c, stage times),
     summary.json and plots into RUN_DIR; or, with --results DIR, regenerate the results page."""
@@ -222,6 +225,11 @@ def report(
 
     try:
         path = build_report(run_dir, plots=plots, allow_mixed=allow_mixed)
+        if csv:
+            from evspec.bench.export import write_records_csv
+            from evspec.bench.records import read_records
+
+            typer.echo(f"wrote {write_records_csv(read_records(run_dir), run_dir / 'records.csv')}")
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
         return

@@ -92,11 +92,19 @@ def dsec(
     except (DataError, ValueError) as exc:
         _fail(str(exc))
         return
-    typer.echo(
+    summary = (
         f"{report.written} clip(s) written, {report.reused} reused, "
         f"{report.skipped_empty} empty and {report.skipped_few_frames} short window(s) skipped; "
         f"manifest: {report.manifest}"
     )
+    if report.written + report.reused == 0:  # an empty manifest is no dataset
+        frames = duration_us * fps // 1_000_000
+        hint = ""
+        if report.skipped_few_frames:
+            hint = (f"; a {duration} window holds about {frames} image(s) at {fps} fps and "
+                    f"--min-frames is {min_frames}: use a longer --duration or a lower --min-frames")
+        _fail(f"no clips: {summary}{hint}")
+    typer.echo(summary)
 
 
 @data_app.command("import-eventgpt")
@@ -144,6 +152,8 @@ def render(
             "+1 -> red)."
         ),
     ] = "binary",
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace images of the same name already in OUT (another clip's, say).")] = False,
 ) -> None:
     """Render EventGPT's event images of EVENTS to PNG files."""
     from evspec.data.errors import DataError
@@ -156,8 +166,9 @@ def render(
         paths = write_event_pngs(
             events, out, n, window_us=window, canvas=canvas,  # type: ignore[arg-type]
             polarity=polarity,
+            overwrite=overwrite,
         )
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, FileExistsError) as exc:
         _fail(str(exc))
         return
     typer.echo(f"{len(paths)} image(s) in {out}")

@@ -230,6 +230,7 @@ def build_dsec_clips(
 ) -> DsecBuildReport:
     """Build clips from every sequence of the DSEC split at ``root`` into ``out``."""
     from tqdm import tqdm
+    from evspec.progress import bar_disable
 
     root, out = Path(root), Path(out)
     seqs = find_sequences(root, cfg.sequences)
@@ -242,7 +243,7 @@ def build_dsec_clips(
     report = DsecBuildReport(windows=sum(len(w) for _, w in plan))
     entries: list[ClipEntry] = []
     qas = [QA(q) for q in cfg.questions]
-    bar = tqdm(total=report.windows, desc="dsec clips", unit="clip", disable=not progress)
+    bar = tqdm(total=report.windows, desc="dsec clips", unit="clip", disable=bar_disable(progress))
     try:
         for seq, spans in plan:
             n_seq = 0

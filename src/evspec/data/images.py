@@ -17,10 +17,12 @@ def write_event_pngs(
     window_us: tuple[int, int] | None = None,
     canvas: Literal["chunk", "data", "sensor"] = "chunk",
     polarity: str = "binary",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Render ``n`` event images of the file (optionally a window) to ``OUT/<stem>_<i>.png``
     on ``canvas`` (see :func:`~evspec.data.render.render_canvas`); ``polarity``: the file's
-    polarity convention (:mod:`evspec.data.polarity`)."""
+    polarity convention (:mod:`evspec.data.polarity`).  Images of those names already there
+    (another clip with the same file name) are refused unless ``overwrite``."""
     from PIL import Image
 
     if canvas not in CANVASES:
@@ -30,11 +32,13 @@ def write_event_pngs(
     stream = load_events(events_path, window_us, polarity=polarity)
     images = render_canvas(stream, n, canvas)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(events_path).name.split(".")[0]
-    paths = []
-    for i, img in enumerate(images):  # img: [H, W, 3] uint8
-        p = out / f"{stem}_{i}.png"
+    paths = [out / f"{stem}_{i}.png" for i in range(len(images))]
+    there = [p.name for p in paths if p.exists()]
+    if there and not overwrite:
+        raise FileExistsError(f"{out}: {', '.join(there[:3])}{' ...' if len(there) > 3 else ''} "
+                              "exist already; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for p, img in zip(paths, images):  # img: [H, W, 3] uint8
         Image.fromarray(img).save(p)
-        paths.append(p)
     return paths

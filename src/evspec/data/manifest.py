@@ -303,6 +303,7 @@ def check_manifest(
     Problems inside a referenced file name that file.  ``progress`` shows a tqdm bar.
     """
     from tqdm import tqdm
+    from evspec.progress import bar_disable
 
     from evspec.data.clipio import load_events
     from evspec.data.video import read_video
@@ -313,7 +314,7 @@ def check_manifest(
     except ManifestError as exc:
         return exc.problems
     manifest, problems = parse_manifest(raw, path)
-    clips = tqdm(manifest.clips, desc="checking clips", unit="clip", disable=not progress)
+    clips = tqdm(manifest.clips, desc="checking clips", unit="clip", disable=bar_disable(progress))
     for i, e in enumerate(clips):
         where = f"clips[{i}] (id={e.id})"
         if not e.questions:

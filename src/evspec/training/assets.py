@@ -50,6 +50,34 @@ def _run_info(run: Path | None) -> dict[str, Any]:
     return info
 
 
+def _world_id(folder: Path) -> Any:
+    """What identifies a generated world: its ``world.json`` (seed, clip count, settings),
+    else its resolved path."""
+    spec = folder / "world.json"
+    return json.loads(spec.read_text()) if spec.is_file() else str(folder.resolve())
+
+
+def check_same_world(data: Path, runs: dict[str, dict[str, Any]]) -> None:
+    """Refuse to pack models that were not trained on ``data`` or not in their role: each
+    run folder's config names its role and world (a checkpoint folder without its run
+    records neither, and is taken as it is)."""
+    problems = []
+    want = _world_id(data)
+    for role, info in runs.items():
+        cfg = info.get("config") or {}
+        if cfg.get("role") not in (None, role):
+            problems.append(f"--{'draft-model' if role == 'drafter' else role} is a {cfg['role']} "
+                            f"run, not a {role}")
+        trained_on = cfg.get("data")
+        if trained_on and Path(trained_on).is_dir() and _world_id(Path(trained_on)) != want:
+            problems.append(f"the {role} was trained on {trained_on}, another world than {data}")
+        elif trained_on and not Path(trained_on).is_dir():
+            problems.append(f"the {role} was trained on {trained_on}, which is gone: the pack "
+                            f"cannot check that it is the world in {data}")
+    if problems:
+        raise ValueError("; ".join(problems) + "; pack models trained on the same --data")
+
+
 def _generate_command(world: dict[str, Any]) -> str:
     """The ``world generate`` call that reproduces ``world.json`` (non-default options shown)."""
     from evspec.data.world.config import WorldConfig
@@ -96,7 +124,7 @@ def _readme(world: dict[str, Any], runs: dict[str, dict[str, Any]], clips: list[
         if runs.get(role, {}).get("config"):
             lines.append(_train_command(runs[role]["config"]))
     lines += [
-        "evspec world pack --data DATA --target RUN_TARGET --drafter RUN_DRAFTER --out ASSETS "
+        "evspec world pack --data DATA --target RUN_TARGET --draft-model RUN_DRAFTER --out ASSETS "
         f"--clips {len(clips)}",
         "```",
         "",
@@ -145,13 +173,15 @@ def pack_world_assets(
     if not entries:
         raise ValueError(f"{data}: the {split!r} split has no clips to ship")
     extra = load_world_extra(data, split)
+    folders, runs, sizes = {}, {}, {}
+    for role, src in (("target", Path(target)), ("drafter", Path(drafter))):
+        folders[role], run = _model_dir(src)
+        runs[role] = _run_info(run)
+    check_same_world(data, runs)
     out.mkdir(parents=True, exist_ok=True)
 
-    runs, sizes = {}, {}
-    for role, src in (("target", Path(target)), ("drafter", Path(drafter))):
-        folder, run = _model_dir(src)
+    for role, folder in folders.items():
         export_fp16(folder, out / role)
-        runs[role] = _run_info(run)
         sizes[role] = checkpoint_bytes(out / role)
     save_world_tokenizers(out / "tokenizer", world_tokenizers(data))
 

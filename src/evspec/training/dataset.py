@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+from evspec.progress import bar_disable
 
 from evspec.data.manifest import ClipEntry, load_manifest
 from evspec.training.aux_labels import PatchLabels, event_labels, frame_labels
@@ -153,7 +154,7 @@ def decode_clip(args: tuple[ClipEntry, str, str, int, int]) -> np.ndarray:
 def _pool_map(fn: Any, jobs: list[Any], *, workers: int, progress: bool, desc: str) -> Iterator[Any]:
     """``fn(job)`` for every job, in order, by ``workers`` processes (in this process when
     1 or few jobs), with a progress bar."""
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=bar_disable(progress))
     try:
         if workers <= 1 or len(jobs) < 8:
             for job in jobs:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from evspec.progress import bar_disable
 
 from evspec.training.batching import collate
 from evspec.training.dataset import load_split, split_entries, world_extra
@@ -102,7 +103,8 @@ def _greedy_texts(wrapper: Any, split: Any, cfg: EvalConfig, desc: str) -> list[
     pixels = torch.from_numpy(split.pixels).to(wrapper.device)
     texts: list[str] = []
     exs = split.examples
-    for i in tqdm(range(0, len(exs), cfg.batch_size), desc=desc, unit="batch"):
+    for i in tqdm(range(0, len(exs), cfg.batch_size), desc=desc, unit="batch",
+                  disable=bar_disable()):
         chunk = exs[i : i + cfg.batch_size]
         batch = collate(chunk, pad_id=fwd.pad_id, expand=fwd.expand, with_answer=False,
                         device=wrapper.device)
@@ -202,7 +204,8 @@ def acceptance_pass(cfg: EvalConfig, results: list[QuestionResult]) -> bool:
     # one job per question: short jobs spread evenly and keep the time budget tight
     jobs = [(entries[c], [q], cfg.gammas, cfg.max_new_tokens) for c, q in chosen]
     init = (str(cfg.target), str(cfg.drafter), str(cfg.data))
-    bar = tqdm(total=sum(len(q) for _, q, _, _ in jobs), desc="engine sweep", unit="question")
+    bar = tqdm(total=sum(len(q) for _, q, _, _ in jobs), desc="engine sweep", unit="question",
+               disable=bar_disable())
     if cfg.workers <= 1 or len(jobs) == 1:
         _init_worker(*init)
         done = map(_engine_job, jobs)

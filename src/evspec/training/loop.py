@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from evspec.progress import bar_disable
 
 from evspec.data.runlock import holds_run_lock
 from evspec.training.aux_heads import AuxHeads
@@ -298,7 +299,7 @@ def train_world_model(
     run_n = 0
     t_log = time.perf_counter()
     bar = tqdm(total=plan.steps, initial=start, desc=f"train {cfg.role}", unit="step",
-               disable=not progress)
+               disable=bar_disable(progress))
     step = start
     while step < plan.steps:
         idx = batch_indices(len(train.examples), cfg.batch_size, cfg.seed, step)
@@ -326,6 +327,8 @@ def train_world_model(
                 log["step_seconds"] = planner.per_step
             bar.total = plan.steps
         last = step >= plan.steps or (cfg.stop_at is not None and step >= cfg.stop_at)
+        if step < cfg.log_interval and step & (step - 1) == 0:  # steps 1, 2, 4, ...: early news
+            bar.set_postfix(batch_loss=f"{float(loss.detach()):.4f}")
         if step % cfg.log_interval == 0 or last:
             sync()
             now = time.perf_counter()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+from evspec.progress import bar_disable
 
 from evspec.data.clipio import save_events
 from evspec.data.events import EventStream
@@ -218,7 +219,7 @@ def generate_world(
     start = time.perf_counter()
 
     records: list[ClipRecord | None] = [None] * clips
-    with tqdm(total=clips, desc="world clips", unit="clip", disable=not progress) as bar:
+    with tqdm(total=clips, desc="world clips", unit="clip", disable=bar_disable(progress)) as bar:
         for rec in _records(out, clips, seed, cfg, workers):
             records[rec.index] = rec
             bar.update(1)
