@@ -199,17 +199,32 @@ class DraftHead(nn.Module):
         return outputs
 
     # -- drafting (one request, incremental) -------------------------------------------
-    def new_cache(self, memory: torch.Tensor | None = None, capacity: int = 64) -> HeadCache:
-        """An empty cache; ``memory`` ``[M, H_d]`` for a head with event memory."""
+    @torch.no_grad()
+    def drafting_memory(
+        self, memory: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """One request's memory keys/values per block ``[1, h, M, d]`` from ``memory``
+        ``[M, H_d]`` (None for a head without memory): computed once per request (or per
+        clip, by the caller), never per drafted token."""
+        if not self.config.has_memory:
+            return None
+        if memory is None:
+            raise ValueError("this head needs an event memory [M, H_d] to draft")
+        p = self.fc.weight
+        return self.memory_kv(memory[None].to(p.device, p.dtype))
+
+    def new_cache(
+        self, memory: torch.Tensor | None = None, capacity: int = 64, *,
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> HeadCache:
+        """An empty cache; ``memory`` ``[M, H_d]`` for a head with event memory, or its
+        precomputed ``memory_kv`` (:meth:`drafting_memory`)."""
         p = self.fc.weight
         h, d = self.config.num_heads, self.config.hidden_size // self.config.num_heads
         shape = (1, h, capacity, d)
-        mem_kv = None
-        if self.config.has_memory:
-            if memory is None:
-                raise ValueError("this head needs an event memory [M, H_d] to draft")
-            with torch.no_grad():
-                mem_kv = self.memory_kv(memory[None].to(p.device, p.dtype))
+        mem_kv = memory_kv
+        if self.config.has_memory and mem_kv is None:
+            mem_kv = self.drafting_memory(memory)
         return HeadCache(
             keys=[p.new_zeros(shape) for _ in self.blocks],
             values=[p.new_zeros(shape) for _ in self.blocks],

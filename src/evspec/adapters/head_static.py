@@ -157,12 +157,17 @@ class StaticHeadRunner:
 
     # -- one request --------------------------------------------------------------------
     @torch.inference_mode()
-    def begin(self, memory: torch.Tensor | None) -> None:
-        """Start a request: ``memory`` ``[M, H_d]`` for a head with event memory."""
+    def begin(
+        self, memory: torch.Tensor | None = None, *,
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
+        """Start a request: ``memory`` ``[M, H_d]`` for a head with event memory, or its
+        keys/values ``memory_kv`` (:meth:`DraftHead.drafting_memory`), copied into the
+        buffers the captured steps read."""
         self.length = 0
         if not self.head.config.has_memory:
             return
-        kv = self.head.memory_kv(None if memory is None else memory[None].to(self.device, self.dtype))
+        kv = memory_kv if memory_kv is not None else self.head.drafting_memory(memory)
         assert kv is not None
         if self.mem is None or self.mem[0][0].shape != kv[0][0].shape:  # new memory size: new buffers
             self.mem = [(k.clone(), v.clone()) for k, v in kv]
