@@ -115,3 +115,11 @@ def test_proposals_bitwise_those_of_a_head_computing_its_memory(ckpts, requests,
         n = cache.length - 1
         assert torch.equal(drafter._cache.keys[0][:, :, :n], cache.keys[0][:, :, :n])
     drafter.end()
+
+
+def test_untimed_memory_of_the_side_stream_is_the_timed_one(ckpts, requests, target, eventgpt):
+    drafter = make_drafter("event-head", target=target, draft_model=eventgpt, head_path=ckpts["event-head"])
+    timed_kv, t = drafter._compute_memory_kv(requests[0])
+    side_kv, t_side = drafter._compute_memory_kv(requests[0], untimed=True)
+    assert t.get("vision_ms", 0) > 0 and t_side == {}
+    assert all(torch.equal(a, b) for pa, pb in zip(timed_kv, side_kv) for a, b in zip(pa, pb))

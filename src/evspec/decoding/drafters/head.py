@@ -117,15 +117,22 @@ class HeadDrafter:
             return None
         return (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source)
 
-    def _compute_memory_kv(self, request: Request) -> tuple[list, dict[str, float]]:
+    def _compute_memory_kv(self, request: Request, *, untimed: bool = False) -> tuple[list, dict[str, float]]:
         """EventGPT's event memory of ``request`` -> the head's memory keys/values per
-        block (the only per-request work of the event side) and the milliseconds spent."""
+        block (the only per-request work of the event side) and the milliseconds spent.
+        ``untimed``: no device synchronisation around the stages (a side stream's work must
+        not wait for the main stream's); the timings are then empty."""
         from evspec.adapters.memory import event_memory
 
         if request.event_images is None:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
         try:
-            memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
+            if untimed and self.head.config.memory_source == "events":
+                with torch.inference_mode():
+                    pixels = self.draft_model.preprocess(request.event_images)  # [n, 3, S, S]
+                    memory, t = self.draft_model.model.encode_events(pixels), {}  # [n + P, H_d]
+            else:
+                memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
         except ValueError as exc:
             raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
         with torch.inference_mode():
@@ -160,7 +167,7 @@ class HeadDrafter:
         main = torch.cuda.current_stream(device)
         self._stream.wait_stream(main)  # the inputs the main stream wrote so far
         with torch.cuda.stream(self._stream):
-            kv, t = self._compute_memory_kv(request)
+            kv, t = self._compute_memory_kv(request, untimed=True)
             done = torch.cuda.Event()
             done.record(self._stream)
         for k, v in kv:  # the main stream reads them: the allocator must not reuse them early
