@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--engine", choices=("fast", "plain"), default="fast")
     ap.add_argument("--canvas", choices=("sensor", "data"), default="sensor",
                     help="event image canvas (as the heads were trained)")
+    ap.add_argument("--device-preprocess", action=argparse.BooleanOptionalAction, default=None,
+                    help="frames and event images preprocessed with torch on the device (default: on "
+                    "CUDA); --no-device-preprocess keeps the HF processors on the CPU")
     ap.add_argument("--budget-s", type=float, default=330.0, help="wall-time cap of phases 3-4 together")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     a = ap.parse_args(argv)
@@ -113,7 +116,10 @@ def load_models(a: argparse.Namespace):
     dtype = resolve_dtype(a.dtype, device)
     target = load_target(a.target, device=device, dtype=dtype, seed=0)
     draft = load_eventgpt(a.draft_model, device=device, dtype=dtype, seed=1)
+    on_device = a.device_preprocess if a.device_preprocess is not None else device.type == "cuda"
     for model in (target, draft):
+        if on_device:
+            model.enable_device_preprocess()
         if a.engine == "fast":
             model.enable_fast()
         model.enable_prefix_cache()
@@ -327,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
                                           *(sys.argv[1:] if argv is None else argv)]),
         "device": torch.cuda.get_device_name(dev) if torch.cuda.is_available() and a.device != "cpu"
         else platform.processor() or "cpu",
-        "dtype": a.dtype, "engine": a.engine, "torch": torch.__version__, "commit": commit,
+        "dtype": a.dtype, "engine": a.engine, "device_preprocess": target.device_pixels is not None,
+        "torch": torch.__version__, "commit": commit,
         "python": platform.python_version(), "max_new_tokens": a.max_new_tokens,
         "test_requests": len({r["key"] for r in records}), "test_clips": len({r["clip"] for r in records}),
         "val_requests": len({r["key"] for r in val_records}), "gammas": list(a.gammas),

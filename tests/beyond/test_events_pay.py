@@ -41,7 +41,7 @@ def test_events_pay_rehearsal(events_pay, micro_world, tmp_path):
     events_pay.main([
         "--out", str(out), "--target", "tiny-random", "--draft-model", "tiny-random", "--heads", "untrained",
         "--world", str(micro_world), "--device", "cpu", "--engine", "plain", "--gammas", "2,3",
-        "--max-new-tokens", "5", "--budget-s", "600", "--resamples", "50",
+        "--max-new-tokens", "5", "--budget-s", "600", "--resamples", "50", "--device-preprocess",
     ])
     data = json.loads((out / "events_pay.json").read_text())
     labels = {"target-only", "target-head γ2", "event-head γ2", "event-router γ2",

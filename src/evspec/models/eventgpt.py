@@ -26,6 +26,7 @@ import torch
 from transformers import CLIPImageProcessorPil, PreTrainedTokenizerBase
 
 from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.device_preprocess import DevicePixels
 from evspec.models.eventgpt_config import (
     CONTEXT_CAP,
     EV_END,
@@ -208,6 +209,15 @@ class EventGPT(CausalLMWrapper):
         ids += self._encode_chunk(after)
         return torch.tensor(ids, dtype=torch.long)
 
+    #: the image processor's steps on the device (None: the HF processor on the CPU)
+    device_pixels: DevicePixels | None = None
+
+    def enable_device_preprocess(self) -> None:
+        """Preprocess event images with torch on the model's device
+        (:mod:`evspec.models.device_preprocess`: bitwise the HF pixels at the tower's size,
+        within one uint8 level after a resize)."""
+        self.device_pixels = DevicePixels.from_processor(self.image_processor)
+
     def preprocess(self, event_images: np.ndarray | None) -> torch.Tensor:
         """``[n, H, W, 3]`` uint8 event images -> ``[n, 3, S, S]`` pixels on the model's
         device and dtype."""
@@ -218,6 +228,8 @@ class EventGPT(CausalLMWrapper):
                 "Request.event_images must be uint8 [n, H, W, 3]; got "
                 f"{event_images.dtype} {tuple(event_images.shape)}"
             )
+        if self.device_pixels is not None:  # the same steps on the device (enable_device_preprocess)
+            return self.device_pixels(event_images, self.device, self.dtype)
         out = self.image_processor.preprocess(
             list(event_images), return_tensors="pt", input_data_format="channels_last"
         )
