@@ -57,16 +57,21 @@ class Config:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for events_pay.json and events_pay.md")
-    ap.add_argument("--target", default=str(ASSETS / "target"), help="target checkpoint folder or preset")
-    ap.add_argument("--draft-model", default=str(ASSETS / "drafter"), help="EventGPT checkpoint folder or preset")
+    ap.add_argument("--target", default=str(ASSETS / "target"),
+                    help="target checkpoint folder or preset")
+    ap.add_argument("--draft-model", default=str(ASSETS / "drafter"),
+                    help="EventGPT checkpoint folder or preset")
     ap.add_argument("--heads", default=None,
                     help="folder with target-head/ and event-head/ (default: the shipped heads); "
                     "'untrained' = random heads (rehearsals only)")
-    ap.add_argument("--world", default=None, help="a world manifest.json (default: regenerate the subset)")
+    ap.add_argument("--world", default=None,
+                    help="a world manifest.json (default: regenerate the subset)")
     ap.add_argument("--val-clips", type=int, default=12, help="validation clips (router learning)")
-    ap.add_argument("--test-clips", type=int, default=60, help="held-out test clips (the measurement)")
+    ap.add_argument("--test-clips", type=int, default=60,
+                    help="held-out test clips (the measurement)")
     ap.add_argument("--gammas", default="4,6", help="comma-separated γ values")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--router-margin", type=float, default=0.02,
@@ -78,9 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--canvas", choices=("sensor", "data"), default="sensor",
                     help="event image canvas (as the heads were trained)")
     ap.add_argument("--device-preprocess", action=argparse.BooleanOptionalAction, default=None,
-                    help="frames and event images preprocessed with torch on the device (default: on "
-                    "CUDA); --no-device-preprocess keeps the HF processors on the CPU")
-    ap.add_argument("--budget-s", type=float, default=330.0, help="wall-time cap of phases 3-4 together")
+                    help="frames and event images preprocessed with torch on the device "
+                    "(default: on CUDA); --no-device-preprocess keeps the HF processors on the CPU")
+    ap.add_argument("--budget-s", type=float, default=330.0,
+                    help="wall-time cap of phases 3-4 together")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     a = ap.parse_args(argv)
     a.gammas = tuple(int(g) for g in a.gammas.split(","))
@@ -100,8 +106,8 @@ def world_manifest(a: argparse.Namespace, work: Path) -> Path:
     readme = (ASSETS / "README.md").read_text()
     m = re.search(r"world generate --out \S+ --clips (\d+) --seed (\d+)", readme)
     if m is None:
-        raise SystemExit(f"{ASSETS / 'README.md'}: cannot tell which world the checkpoints were trained on; "
-                         "pass --world MANIFEST")
+        raise SystemExit(f"{ASSETS / 'README.md'}: cannot tell which world the checkpoints were "
+                         "trained on; pass --world MANIFEST")
     report = write_world_subset(work / "world", clips=int(m[1]), seed=int(m[2]), workers=8,
                                 per_split={"val": a.val_clips, "test": a.test_clips})
     print(f"world subset {report.counts} -> {report.manifest}", flush=True)
@@ -150,7 +156,9 @@ def run_one(target, request, drafter, cfg: Config, max_new: int):
     return generate(target, request, drafter, gamma=cfg.gamma, max_new_tokens=max_new)
 
 
-def measure(target, items, configs: list[Config], drafter_of, a, deadline: float, phase: str) -> list[dict]:
+def measure(
+    target, items, configs: list[Config], drafter_of, a, deadline: float, phase: str
+) -> list[dict]:
     """Clip by clip: an untimed warm pass of every configuration, then every request under
     every configuration in a rotated order; one record per (request, configuration)."""
     by_clip: dict[str, list] = defaultdict(list)
@@ -178,9 +186,10 @@ def measure(target, items, configs: list[Config], drafter_of, a, deadline: float
             for cfg in configs:
                 st = got[cfg].stats
                 records.append({
-                    "phase": phase, "key": it.key, "clip": clip, "qtype": it.qtype, "config": cfg.label,
-                    "drafter": cfg.drafter, "gamma": cfg.gamma, "total_ms": st.total_ms,
-                    "ttft_ms": st.ttft_ms, "new_tokens": st.new_tokens, "alpha": st.alpha, "tau": st.tau,
+                    "phase": phase, "key": it.key, "clip": clip, "qtype": it.qtype,
+                    "config": cfg.label, "drafter": cfg.drafter, "gamma": cfg.gamma,
+                    "total_ms": st.total_ms, "ttft_ms": st.ttft_ms, "new_tokens": st.new_tokens,
+                    "alpha": st.alpha, "tau": st.tau,
                     "drafted": st.drafted, "accepted": st.accepted, "rounds": len(st.rounds),
                     "draft_ms": sum(r.draft_ms for r in st.rounds),
                     "score_ms": sum(r.score_ms for r in st.rounds),
@@ -215,7 +224,8 @@ def summarize(records: list[dict], configs: list[Config], resamples: int) -> dic
         drafted = sum(r["drafted"] for r in rows)
         entry = {
             "n": len(rows),
-            "ms_per_token": sum(r["total_ms"] for r in rows) / max(1, sum(r["new_tokens"] for r in rows)),
+            "ms_per_token": (sum(r["total_ms"] for r in rows)
+                             / max(1, sum(r["new_tokens"] for r in rows))),
             "alpha": sum(r["accepted"] for r in rows) / drafted if drafted else None,
             "tau": (sum(r["new_tokens"] - 1 for r in rows) / max(1, sum(r["rounds"] for r in rows))
                     if cfg.drafter != "none" else 1.0),
@@ -223,7 +233,8 @@ def summarize(records: list[dict], configs: list[Config], resamples: int) -> dic
             "vs_target_only": compare(records, "target-only", cfg.label, resamples),
         }
         if cfg.drafter != "target-head" and cfg.drafter != "none":
-            entry["vs_target_head"] = compare(records, f"target-head γ{cfg.gamma}", cfg.label, resamples)
+            entry["vs_target_head"] = compare(records, f"target-head γ{cfg.gamma}", cfg.label,
+                                              resamples)
         out["configs"][cfg.label] = entry
     for qtype in sorted({r["qtype"] for r in records if r["qtype"]}):
         sub = [r for r in records if r["qtype"] == qtype]
@@ -244,12 +255,15 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [
         "# Events that pay: world held-out set, paired per request", "",
         f"{meta['device']}, {meta['dtype']}, engine {meta['engine']}, torch {meta['torch']}, "
-        f"commit {meta['commit']}; {meta['test_requests']} test requests on {meta['test_clips']} clips, "
-        f"max {meta['max_new_tokens']} new tokens; every configuration warmed per clip, order "
+        f"commit {meta['commit']}; {meta['test_requests']} test requests on "
+        f"{meta['test_clips']} clips, max {meta['max_new_tokens']} new tokens; device "
+        f"preprocessing {'on' if meta['device_preprocess'] else 'off'}; every configuration "
+        "warmed per clip, order "
         "rotated per request.  Speedup = total time ratio over the paired requests "
         "(95 % bootstrap interval over requests).", "",
         f"    {meta['command']}", "",
-        "| configuration | α | τ | ms/token | vs target-only | vs target-head (same γ) | identical |",
+        "| configuration | α | τ | ms/token | vs target-only | vs target-head (same γ) "
+        "| identical |",
         "|---|---:|---:|---:|---|---|---:|",
     ]
     for label, e in summary["configs"].items():
@@ -284,8 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     val = manifest_requests(manifest, ("val",), **kw)
     test = manifest_requests(manifest, ("test",), **kw)
     if not val or not test:
-        raise SystemExit(f"{manifest}: needs val and test questions (have {len(val)} / {len(test)})")
-    print(f"{len(val)} validation, {len(test)} test requests; setup {time.perf_counter() - t0:.0f}s", flush=True)
+        raise SystemExit(f"{manifest}: needs val and test questions "
+                         f"(have {len(val)} / {len(test)})")
+    print(f"{len(val)} validation, {len(test)} test requests; "
+          f"setup {time.perf_counter() - t0:.0f}s", flush=True)
 
     # every fixed-shape step ready before anything is timed
     first = test[0].load()
@@ -294,9 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         run_one(target, first, d, Config(name, g_max), a.max_new_tokens)
         d.prepare_steps(g_max)
     run_one(target, first, None, Config("none", 1), a.max_new_tokens)
-    from evspec.bench.backend import EngineBackend  # the fast engine's step shapes (no-op otherwise)
+    from evspec.bench.backend import EngineBackend  # the fast engine's step shapes (else no-op)
 
-    EngineBackend(target, draft).prepare_steps(first, max_gamma=g_max, max_new_tokens=a.max_new_tokens)
+    EngineBackend(target, draft).prepare_steps(first, max_gamma=g_max,
+                                               max_new_tokens=a.max_new_tokens)
     deadline = time.perf_counter() + a.budget_s
 
     # validation: learn the router per γ
@@ -308,12 +325,15 @@ def main(argv: list[str] | None = None) -> None:
         keys = sorted({r["key"] for r in val_records})
         qtypes = {r["key"]: r["qtype"] for r in val_records}
         times = {h: [_times(val_records, Config(h, g).label)[k] for k in keys] for h in HEADS}
-        table = learn_qtype_table([qtypes[k] for k in keys], times, default="target-head", margin=a.router_margin)
+        table = learn_qtype_table([qtypes[k] for k in keys], times, default="target-head",
+                                  margin=a.router_margin)
         routers[g] = routed(table, drafters)
-        router_meta[g] = {"table": dict(table.table), "default": table.default, "val_requests": len(keys)}
+        router_meta[g] = {"table": dict(table.table), "default": table.default,
+                          "val_requests": len(keys)}
 
     # test: everything, paired
-    configs = [Config("none", 1)] + [Config(d, g) for g in a.gammas for d in (*HEADS, "event-router")]
+    configs = [Config("none", 1)]
+    configs += [Config(d, g) for g in a.gammas for d in (*HEADS, "event-router")]
 
     def drafter_of(cfg: Config):
         if cfg.drafter == "none":
@@ -323,20 +343,22 @@ def main(argv: list[str] | None = None) -> None:
     records = measure(target, test, configs, drafter_of, a, deadline, "test")
     summary = summarize(records, configs, a.resamples)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip() or "?"
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
+        commit = commit or "?"
     except OSError:
         commit = "?"
     dev = torch.device(a.device) if a.device != "auto" else None
     meta = {
-        "command": "python3 " + " ".join([Path(sys.argv[0]).name if argv is None else "events_pay.py",
-                                          *(sys.argv[1:] if argv is None else argv)]),
+        "command": "python3 benchmarks/events_pay.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "device": torch.cuda.get_device_name(dev) if torch.cuda.is_available() and a.device != "cpu"
         else platform.processor() or "cpu",
         "dtype": a.dtype, "engine": a.engine, "device_preprocess": target.device_pixels is not None,
         "torch": torch.__version__, "commit": commit,
         "python": platform.python_version(), "max_new_tokens": a.max_new_tokens,
-        "test_requests": len({r["key"] for r in records}), "test_clips": len({r["clip"] for r in records}),
+        "test_requests": len({r["key"] for r in records}),
+        "test_clips": len({r["clip"] for r in records}),
         "val_requests": len({r["key"] for r in val_records}), "gammas": list(a.gammas),
         "routers": {str(g): m for g, m in router_meta.items()}, "wall_s": time.perf_counter() - t0,
     }
@@ -346,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
         save_qtype_table(routers[g].router, out / f"router_g{g}.json",
                          about={"learned_from": "world validation split", "gamma": g, **m})
     (out / "events_pay.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary, "records": records, "val_records": val_records}, indent=1))
+        {"meta": meta, "summary": summary, "records": records, "val_records": val_records},
+        indent=1))
     (out / "events_pay.md").write_text(markdown(summary, meta))
     print(markdown(summary, meta), flush=True)
     print(f"done in {time.perf_counter() - t0:.0f}s -> {out}", flush=True)

@@ -153,7 +153,8 @@ def run_demo(
     Without ``cache_clips``, ``warmup`` runs the first case once both ways untimed (no
     cold-start costs in the first row).  The two runs of a case go in alternating order."""
     draft = make_drafter(drafter, target=target, draft_model=drafter_model)
-    models = [m for m in (target, drafter_model) if m is not None and hasattr(m, "enable_prefix_cache")]
+    models = [m for m in (target, drafter_model)
+              if m is not None and hasattr(m, "enable_prefix_cache")]
     clips = {c.request.clip_id for c in cases}
     if cache_clips:
         for m in models:

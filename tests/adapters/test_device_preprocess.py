@@ -14,7 +14,8 @@ import torch
 from evspec.models.device_preprocess import DevicePixels
 from evspec.models.eventgpt import make_image_processor
 
-WORLD_TARGET = Path(__file__).resolve().parents[2] / "src" / "evspec" / "assets" / "world" / "target"
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "evspec" / "assets"
+WORLD_TARGET = ASSETS / "world" / "target"
 
 
 def _processors():
@@ -66,4 +67,5 @@ def test_unfollowable_filter_is_refused():
     with pytest.raises(ValueError, match="no torch equivalent"):
         DevicePixels.from_processor(processor)
     with pytest.raises(ValueError, match="uint8"):
-        DevicePixels.from_processor(make_image_processor(64))(np.zeros((1, 8, 8, 3)), "cpu", torch.float32)
+        pixels = DevicePixels.from_processor(make_image_processor(64))
+        pixels(np.zeros((1, 8, 8, 3)), "cpu", torch.float32)

@@ -12,11 +12,14 @@ from evspec.decoding.router import HeuristicRouter, save_qtype_table
 
 def _router(ckpts, target, eventgpt, **options):
     return make_drafter("event-router", target=target, draft_model=eventgpt,
-                        event_head_path=ckpts["event-head"], target_head_path=ckpts["target-head"], **options)
+                        event_head_path=ckpts["event-head"], target_head_path=ckpts["target-head"],
+                        **options)
 
 
 @pytest.mark.parametrize("static", [False, True])
-def test_event_router_is_lossless_and_routes_by_type(ckpts, requests, target, eventgpt, static, tmp_path):
+def test_event_router_is_lossless_and_routes_by_type(
+    ckpts, requests, target, eventgpt, static, tmp_path
+):
     qtypes = [r.qtype for r in requests]
     assert qtypes[0] != qtypes[1]
     table = HeuristicRouter(event_drafter="target-head", table=((qtypes[0], "event-head"),))
@@ -29,7 +32,9 @@ def test_event_router_is_lossless_and_routes_by_type(ckpts, requests, target, ev
     assert drafter.routes == ["event-head", "target-head"]
 
 
-def test_event_router_default_table_sends_colour_to_the_target_head(ckpts, target, eventgpt, monkeypatch):
+def test_event_router_default_table_sends_colour_to_the_target_head(
+    ckpts, target, eventgpt, monkeypatch
+):
     monkeypatch.setenv("EVSPEC_ASSETS", "/nonexistent")  # no shipped router.json
     drafter = _router(ckpts, target, eventgpt)
     table = dict(drafter.router.table)

@@ -35,7 +35,9 @@ def _count(monkeypatch, drafter) -> tuple[Counter, Counter]:
 
 
 @pytest.mark.parametrize("static", [False, True])
-def test_memory_keys_values_once_per_request(monkeypatch, ckpts, requests, target, eventgpt, static):
+def test_memory_keys_values_once_per_request(
+    monkeypatch, ckpts, requests, target, eventgpt, static
+):
     drafter = make_drafter("event-head", target=target, draft_model=eventgpt,
                            head_path=ckpts["event-head"], static=static)
     kv, tower = _count(monkeypatch, drafter)
@@ -51,7 +53,8 @@ def test_memory_keys_values_once_per_request(monkeypatch, ckpts, requests, targe
 def test_memory_keys_values_once_per_clip_with_a_prefix_cache(
     monkeypatch, ckpts, requests, world_items, target, eventgpt
 ):
-    drafter = make_drafter("event-head", target=target, draft_model=eventgpt, head_path=ckpts["event-head"])
+    drafter = make_drafter("event-head", target=target, draft_model=eventgpt,
+                           head_path=ckpts["event-head"])
     kv, tower = _count(monkeypatch, drafter)
     same_clip = world_items[1].load()
     assert same_clip.clip_id == requests[0].clip_id
@@ -69,7 +72,8 @@ def test_memory_keys_values_once_per_clip_with_a_prefix_cache(
 
 
 def test_prefetched_memory_is_used_by_begin(monkeypatch, ckpts, requests, target, eventgpt):
-    drafter = make_drafter("event-head", target=target, draft_model=eventgpt, head_path=ckpts["event-head"])
+    drafter = make_drafter("event-head", target=target, draft_model=eventgpt,
+                           head_path=ckpts["event-head"])
     kv, _ = _count(monkeypatch, drafter)
     drafter.prefetch(requests[0])
     assert kv.calls == 1
@@ -87,7 +91,9 @@ def test_prefetched_memory_is_used_by_begin(monkeypatch, ckpts, requests, target
 
 
 @pytest.mark.parametrize("static", [False, True])
-def test_proposals_bitwise_those_of_a_head_computing_its_memory(ckpts, requests, target, eventgpt, static):
+def test_proposals_bitwise_those_of_a_head_computing_its_memory(
+    ckpts, requests, target, eventgpt, static
+):
     """The drafter (precomputed keys/values, static runner or eager cache) against the
     head's own reference path: a cache built from the raw memory, extended step by step."""
     from evspec.adapters.memory import event_memory
@@ -118,7 +124,8 @@ def test_proposals_bitwise_those_of_a_head_computing_its_memory(ckpts, requests,
 
 
 def test_untimed_memory_of_the_side_stream_is_the_timed_one(ckpts, requests, target, eventgpt):
-    drafter = make_drafter("event-head", target=target, draft_model=eventgpt, head_path=ckpts["event-head"])
+    drafter = make_drafter("event-head", target=target, draft_model=eventgpt,
+                           head_path=ckpts["event-head"])
     timed_kv, t = drafter._compute_memory_kv(requests[0])
     side_kv, t_side = drafter._compute_memory_kv(requests[0], untimed=True)
     assert t.get("vision_ms", 0) > 0 and t_side == {}

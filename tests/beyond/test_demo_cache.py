@@ -16,14 +16,16 @@ def _models():
     from evspec.models.eventgpt import EventGPT
     from evspec.models.target import VideoLlavaTarget
 
-    return VideoLlavaTarget.from_preset("tiny-random", seed=0), EventGPT.from_preset("tiny-random", seed=1)
+    target = VideoLlavaTarget.from_preset("tiny-random", seed=0)
+    return target, EventGPT.from_preset("tiny-random", seed=1)
 
 
 def _cases(target, eventgpt):
     from evspec.session import random_images
 
     size, n = target.config.vision_config.image_size, eventgpt.config.n_event_images
-    clips = {c: (random_images(target.num_frames, size, s), random_images(n, eventgpt.config.image_size, s + 9))
+    ev_size = eventgpt.config.image_size
+    clips = {c: (random_images(target.num_frames, size, s), random_images(n, ev_size, s + 9))
              for s, c in enumerate(("a", "b"))}
     qs = [("a", "What is moving?"), ("a", "Describe the scene."), ("b", "What is moving?")]
     return [demo.DemoCase(Request(q, *clips[c], clip_id=c), None) for c, q in qs]
@@ -36,7 +38,8 @@ def test_timed_pairs_see_warm_clip_caches_on_both_sides():
     rows = demo.run_demo(target, eventgpt, cases, drafter="eventgpt", gamma=2, max_new_tokens=4)
     assert all(r.identical for r in rows)
     for r in rows:  # every timed run found its clip encoded: no vision tower in the timings
-        assert r.baseline.stats.target_vision_ms == 0.0 and r.speculative.stats.target_vision_ms == 0.0
+        assert r.baseline.stats.target_vision_ms == 0.0
+        assert r.speculative.stats.target_vision_ms == 0.0
         assert r.speculative.stats.draft_vision_ms == 0.0
     assert target.prefix_cache is None and eventgpt.prefix_cache is None  # switched off again
     cold = demo.run_demo(target, eventgpt, cases, drafter="eventgpt", gamma=2, max_new_tokens=4,

@@ -39,7 +39,8 @@ def micro_world(tmp_path_factory) -> Path:
 def test_events_pay_rehearsal(events_pay, micro_world, tmp_path):
     out = tmp_path / "out"
     events_pay.main([
-        "--out", str(out), "--target", "tiny-random", "--draft-model", "tiny-random", "--heads", "untrained",
+        "--out", str(out), "--target", "tiny-random", "--draft-model", "tiny-random",
+        "--heads", "untrained",
         "--world", str(micro_world), "--device", "cpu", "--engine", "plain", "--gammas", "2,3",
         "--max-new-tokens", "5", "--budget-s", "600", "--resamples", "50", "--device-preprocess",
     ])
@@ -57,6 +58,7 @@ def test_events_pay_rehearsal(events_pay, micro_world, tmp_path):
     eh = data["summary"]["configs"]["event-head γ3"]
     assert eh["vs_target_only"]["n"] == len(keys) and eh["vs_target_head"]["n"] == len(keys)
     table = json.loads((out / "router_g2.json").read_text())
-    assert table["kind"] == "evspec-qtype-router" and table["about"]["learned_from"] == "world validation split"
+    assert table["kind"] == "evspec-qtype-router"
+    assert table["about"]["learned_from"] == "world validation split"
     md = (out / "events_pay.md").read_text()
     assert "| event-router γ3 |" in md and "vs target-head" in md

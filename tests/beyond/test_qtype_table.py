@@ -19,7 +19,8 @@ TIMES = {  # ms per item
 
 def test_each_type_goes_to_its_fastest_drafter():
     router = learn_qtype_table(QTYPES, TIMES, default="target-head")
-    assert dict(router.table) == {"colour": "target-head", "moving": "event-head", "shape": "event-head"}
+    assert dict(router.table) == {"colour": "target-head", "moving": "event-head",
+                                  "shape": "event-head"}
     assert router.route(Request("What colour is the circle?", None, None)) == "target-head"
     assert router.route(Request("What is moving?", None, None)) == "event-head"
     assert router.route(Request("Tell me a joke", None, None)) == "target-head"  # untyped: default
@@ -27,7 +28,8 @@ def test_each_type_goes_to_its_fastest_drafter():
 
 def test_a_margin_keeps_the_default_unless_clearly_beaten():
     router = learn_qtype_table(QTYPES, TIMES, default="target-head", margin=0.05)
-    assert dict(router.table) == {"colour": "target-head", "moving": "event-head", "shape": "target-head"}
+    assert dict(router.table) == {"colour": "target-head", "moving": "event-head",
+                                  "shape": "target-head"}
 
 
 def test_table_round_trips_through_json(tmp_path):

@@ -77,10 +77,11 @@ def demo_cmd(
     base_first = sum(r.baseline.stats.ttft_ms for r in rows)
     spec_first = sum(r.speculative.stats.ttft_ms for r in rows)
     tokens = sum(len(r.baseline.tokens) for r in rows)
-    typer.echo(f"{same}/{len(rows)} answers identical with and without drafting; all {len(rows)} answers "
-               f"({tokens} tokens): target-only {base_ms:.0f} ms, speculative ({drafter}, γ={gamma}) "
-               f"{spec_ms:.0f} ms ({base_ms / max(spec_ms, 1e-9):.2f}×, this machine, torch "
-               f"{torch.__version__}); of which to the first token {base_first:.0f} / {spec_first:.0f} ms.")
+    typer.echo(f"{same}/{len(rows)} answers identical with and without drafting; all {len(rows)} "
+               f"answers ({tokens} tokens): target-only {base_ms:.0f} ms, speculative ({drafter}, "
+               f"γ={gamma}) {spec_ms:.0f} ms ({base_ms / max(spec_ms, 1e-9):.2f}×, this machine, "
+               f"torch {torch.__version__}); of which to the first token {base_first:.0f} / "
+               f"{spec_first:.0f} ms.")
     if same != len(rows):
         raise typer.Exit(1)
 

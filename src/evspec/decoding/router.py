@@ -233,7 +233,8 @@ def learn_qtype_table(
     classifier cannot type, get ``default``.  Learn from validation items only."""
     names = list(times_ms)
     if default not in names:
-        raise ValueError(f"learn_qtype_table: the default {default!r} needs times too (have {names})")
+        raise ValueError(f"learn_qtype_table: the default {default!r} needs times too "
+                         f"(have {names})")
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"learn_qtype_table: margin is a fraction in [0, 1), got {margin}")
     n = len(qtypes)
@@ -250,7 +251,9 @@ def learn_qtype_table(
     return HeuristicRouter(event_drafter=default, table=tuple(table), default=default)
 
 
-def save_qtype_table(router: HeuristicRouter, path: str | Path, *, about: Mapping | None = None) -> Path:
+def save_qtype_table(
+    router: HeuristicRouter, path: str | Path, *, about: Mapping | None = None
+) -> Path:
     """Write ``router``'s table as JSON (``about``: how it was learned, kept beside)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +274,8 @@ def load_qtype_table(path: str | Path) -> HeuristicRouter:
         raise ValueError(f"{path}: not a question-type router file (kind = {data.get('kind')!r})")
     table, default = data.get("table"), data.get("default")
     if not isinstance(table, dict) or not isinstance(default, str):
-        raise ValueError(f"{path}: a question-type router needs a 'table' object and a 'default' name")
+        raise ValueError(f"{path}: a question-type router needs a 'table' object and a "
+                         "'default' name")
     return HeuristicRouter(event_drafter=default, table=tuple(table.items()), default=default)
 
 

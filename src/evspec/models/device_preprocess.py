@@ -53,11 +53,12 @@ class DevicePixels:
         resampling filter torch cannot follow)."""
         shortest = _field(processor.size, "shortest_edge") if processor.do_resize else None
         if processor.do_resize and shortest is None:
-            raise ValueError(f"DevicePixels follows shortest-edge resizing only; the processor has size "
-                             f"{processor.size}")
+            raise ValueError("DevicePixels follows shortest-edge resizing only; the processor "
+                             f"has size {processor.size}")
         crop = None
         if processor.do_center_crop:
-            crop = (int(_field(processor.crop_size, "height")), int(_field(processor.crop_size, "width")))
+            crop_size = processor.crop_size
+            crop = (int(_field(crop_size, "height")), int(_field(crop_size, "width")))
         resample = int(processor.resample)
         if resample not in _MODES:
             raise ValueError(f"DevicePixels: resampling filter {resample} has no torch equivalent; "
@@ -68,8 +69,8 @@ class DevicePixels:
             crop=crop,
             mode=_MODES[resample],
             rescale=float(processor.rescale_factor) if processor.do_rescale else None,
-            mean=tuple(float(m) for m in processor.image_mean) if norm else None,  # type: ignore[arg-type]
-            std=tuple(float(s) for s in processor.image_std) if norm else None,  # type: ignore[arg-type]
+            mean=tuple(map(float, processor.image_mean)) if norm else None,  # type: ignore
+            std=tuple(map(float, processor.image_std)) if norm else None,  # type: ignore
         )
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -87,8 +88,8 @@ class DevicePixels:
         """uint8 ``[n, H, W, 3]`` -> pixels ``[n, 3, S, S]`` on ``device`` in ``dtype``."""
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                raise ValueError(f"DevicePixels takes uint8 [n, H, W, 3] images; got {images.dtype} "
-                                 f"{tuple(images.shape)}")
+                raise ValueError("DevicePixels takes uint8 [n, H, W, 3] images; got "
+                                 f"{images.dtype} {tuple(images.shape)}")
             images = torch.from_numpy(np.ascontiguousarray(images))
         x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # [n, 3, H, W], 0..255
         h, w = x.shape[-2:]
@@ -102,7 +103,8 @@ class DevicePixels:
             ch, cw = self.crop
             h, w = x.shape[-2:]
             if ch > h or cw > w:
-                raise ValueError(f"DevicePixels: crop {self.crop} is larger than the resized image {(h, w)}")
+                raise ValueError(f"DevicePixels: crop {self.crop} is larger than the resized "
+                                 f"image {(h, w)}")
             top, left = (h - ch) // 2, (w - cw) // 2
             x = x[..., top : top + ch, left : left + cw]
         if self.rescale is not None:  # HF rescales in float64, then rounds to float32

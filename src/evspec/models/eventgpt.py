@@ -228,7 +228,7 @@ class EventGPT(CausalLMWrapper):
                 "Request.event_images must be uint8 [n, H, W, 3]; got "
                 f"{event_images.dtype} {tuple(event_images.shape)}"
             )
-        if self.device_pixels is not None:  # the same steps on the device (enable_device_preprocess)
+        if self.device_pixels is not None:  # the same steps on the device
             return self.device_pixels(event_images, self.device, self.dtype)
         out = self.image_processor.preprocess(
             list(event_images), return_tensors="pt", input_data_format="channels_last"

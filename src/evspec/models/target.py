@@ -225,8 +225,9 @@ class VideoLlavaTarget(CausalLMWrapper):
     device_pixels: DevicePixels | None = None
 
     def enable_device_preprocess(self) -> None:
-        """Preprocess frames with torch on the model's device (:mod:`evspec.models.device_preprocess`:
-        bitwise the HF pixels at the tower's size, within one uint8 level after a resize)."""
+        """Preprocess frames with torch on the model's device
+        (:mod:`evspec.models.device_preprocess`: bitwise the HF pixels at the tower's size,
+        within one uint8 level after a resize)."""
         self.device_pixels = DevicePixels.from_processor(self.image_processor)
 
     def preprocess_video(self, video: np.ndarray | None) -> torch.Tensor:
@@ -245,7 +246,7 @@ class VideoLlavaTarget(CausalLMWrapper):
                 f"Request.video has {video.shape[0]} frames but this Video-LLaVA takes exactly "
                 f"{self.num_frames}; sample {self.num_frames} frames uniformly over the clip"
             )
-        if self.device_pixels is not None:  # the same steps on the device (enable_device_preprocess)
+        if self.device_pixels is not None:  # the same steps on the device
             return self.device_pixels(video, self.device, self.dtype)
         out = self.image_processor.preprocess(
             list(video), return_tensors="pt", input_data_format="channels_last"

@@ -121,7 +121,8 @@ def make_drafter(
         from evspec.decoding.router import make_event_router
 
         if draft_model is None:
-            raise DrafterError("drafter 'event-router' needs a draft model for the event-head (--draft-model)")
+            raise DrafterError("drafter 'event-router' needs a draft model for the event-head "
+                               "(--draft-model)")
         return make_event_router(target, draft_model, name=name, **options)
     if base == "cascade":  # note §6.2: options inner=NAME, inner_model, inner_gamma (drafters/cascade.py)
         from evspec.decoding.drafters.cascade import make_cascade_drafter

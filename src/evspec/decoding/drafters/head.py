@@ -112,12 +112,16 @@ class HeadDrafter:
         per clip on either side, or on neither)."""
         from evspec.models.fast.prefix_cache import media_fingerprint
 
-        cached = any(getattr(m, "prefix_cache", None) is not None for m in (self.draft_model, self.target))
+        models = (self.draft_model, self.target)
+        cached = any(getattr(m, "prefix_cache", None) is not None for m in models)
         if request.clip_id is None or self.memory_cache_clips < 1 or not cached:
             return None
-        return (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source)
+        source = self.head.config.memory_source
+        return (request.clip_id, media_fingerprint(request.event_images), source)
 
-    def _compute_memory_kv(self, request: Request, *, untimed: bool = False) -> tuple[list, dict[str, float]]:
+    def _compute_memory_kv(
+        self, request: Request, *, untimed: bool = False
+    ) -> tuple[list, dict[str, float]]:
         """EventGPT's event memory of ``request`` -> the head's memory keys/values per
         block (the only per-request work of the event side) and the milliseconds spent.
         ``untimed``: no device synchronisation around the stages (a side stream's work must
