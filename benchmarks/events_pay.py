@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device-preprocess", action=argparse.BooleanOptionalAction, default=None,
                     help="frames and event images preprocessed with torch on the device "
                     "(default: on CUDA); --no-device-preprocess keeps the HF processors on the CPU")
+    ap.add_argument("--fold-memory", action=argparse.BooleanOptionalAction, default=None,
+                    help="the event-head's memory cross-attention folded into one kernel per "
+                    "drafted token (default: where Triton runs and the head is small enough)")
     ap.add_argument("--budget-s", type=float, default=330.0,
                     help="wall-time cap of phases 3-4 together")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
@@ -139,7 +142,8 @@ def make_drafters(a: argparse.Namespace, target, draft) -> dict[str, object]:
     for name in HEADS:
         options = {} if a.heads is None else {
             "head_path": a.heads if a.heads == "untrained" else str(Path(a.heads) / name)}
-        out[name] = make_drafter(name, target=target, draft_model=draft, **options)
+        out[name] = make_drafter(name, target=target, draft_model=draft, fold_memory=a.fold_memory,
+                                 **options)
     return out
 
 
@@ -257,7 +261,8 @@ def markdown(summary: dict, meta: dict) -> str:
         f"{meta['device']}, {meta['dtype']}, engine {meta['engine']}, torch {meta['torch']}, "
         f"commit {meta['commit']}; {meta['test_requests']} test requests on "
         f"{meta['test_clips']} clips, max {meta['max_new_tokens']} new tokens; device "
-        f"preprocessing {'on' if meta['device_preprocess'] else 'off'}; every configuration "
+        f"preprocessing {'on' if meta['device_preprocess'] else 'off'}; event-head memory "
+        f"folded: {meta['fold_memory']}; every configuration "
         "warmed per clip, order "
         "rotated per request.  Speedup = total time ratio over the paired requests "
         "(95 % bootstrap interval over requests).", "",
@@ -356,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         else platform.processor() or "cpu",
         "dtype": a.dtype, "engine": a.engine, "device_preprocess": target.device_pixels is not None,
         "torch": torch.__version__, "commit": commit,
+        "fold_memory": drafters["event-head"].memory_folded,
         "python": platform.python_version(), "max_new_tokens": a.max_new_tokens,
         "test_requests": len({r["key"] for r in records}),
         "test_clips": len({r["clip"] for r in records}),

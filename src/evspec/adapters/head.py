@@ -250,18 +250,28 @@ class DraftHead(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # bool [T, S]: which attended rows each new row sees
         store: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        memory_kv: list | None,
     ) -> torch.Tensor:
         """The drafting pass over the blocks: ``store(i, k, v)`` writes block ``i``'s new
         keys/values ``[1, h, T, d]`` into a cache and returns the keys/values to attend to
-        (the eager cache's valid rows, or a fixed-size buffer).  Returns features ``[T, H]``."""
+        (the eager cache's valid rows, or a fixed-size buffer).  ``memory_kv[i]``: block
+        ``i``'s memory keys/values, or its :class:`~evspec.adapters.head_fused.FoldedMemory`
+        (the cross-attention as two fixed matrices).  Returns features ``[T, H]``."""
+        from evspec.adapters.head_fused import FoldedMemory, folded_cross
+
         for i, blk in enumerate(self.blocks):
             attn = blk.attn
             xn = blk.attn_norm(x)
             q = Rotary.rotate(attn._split(attn.q_proj(xn)), cos, sin)
             k = Rotary.rotate(attn._split(attn.k_proj(xn)), cos, sin)
             keys, values = store(i, k, attn._split(attn.v_proj(xn)))
-            x = blk.finish(x, attn.attend(q, keys, values, mask), None if memory_kv is None else memory_kv[i])
+            attn_out = attn.attend(q, keys, values, mask)
+            mem = None if memory_kv is None else memory_kv[i]
+            if isinstance(mem, FoldedMemory):
+                x = folded_cross(x + attn_out, mem)
+                x = x + blk.mlp(blk.mlp_norm(x))
+            else:
+                x = blk.finish(x, attn_out, mem)
         return self.norm(x)[0]
 
     def _append(self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor,

@@ -61,6 +61,7 @@ class HeadDrafter:
         static: bool | None = None,
         memory_cache_clips: int = 4,
         overlap_events: bool = True,
+        fold_memory: bool | None = None,
     ) -> None:
         cfg = head.config
         if cfg.has_memory and draft_model is None:
@@ -81,12 +82,24 @@ class HeadDrafter:
             raise DrafterError(f"drafter {name!r}: a head over EventGPT's prompt states cannot run static")
         self.static = static  # None: static exactly when the target replays CUDA graphs
         self._runner = None  # StaticHeadRunner, built at the first static request
+        self.fold_memory = fold_memory  # the runner's folded cross-attention (None: automatic)
         self._use_runner = False
         self._memories: OrderedDict[tuple, list] = OrderedDict()  # clip key -> memory keys/values
         self.memory_cache_clips = memory_cache_clips
         self.overlap_events = overlap_events  # prefetch(): the memory beside the target's prefill
         self._prefetched: tuple | None = None  # (request, keys/values, timings, CUDA event | None)
         self._stream = None  # the side CUDA stream of prefetch()
+
+    @property
+    def memory_folded(self) -> bool | None:
+        """Whether the last request drafted with the folded memory cross-attention (the
+        static runner's :mod:`~evspec.adapters.head_fused` path); None off the static path."""
+        from evspec.adapters.head_fused import FoldedMemory
+
+        runner = self._runner if self._use_runner else None
+        if runner is None or runner.mem is None:
+            return None
+        return isinstance(runner.mem[0], FoldedMemory)
 
     # -- helpers -------------------------------------------------------------------------
     def _logits(self, f: torch.Tensor) -> torch.Tensor:
@@ -208,7 +221,8 @@ class HeadDrafter:
                 if self._runner is None:
                     from evspec.adapters.head_static import StaticHeadRunner
 
-                    self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head)
+                    self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head,
+                                                    fold_memory=self.fold_memory)
                 self._runner.begin(memory_kv=mem_kv)
                 self._cache = self._runner
             else:
@@ -294,7 +308,7 @@ class HeadDrafter:
 
 def make_head_drafter(
     name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None,
-    top_p: float = 1.0, static: bool | None = None,
+    top_p: float = 1.0, static: bool | None = None, fold_memory: bool | None = None,
 ) -> HeadDrafter:
     """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``;
     ``head_path="untrained"`` builds one with random weights and the shapes training would
@@ -303,7 +317,10 @@ def make_head_drafter(
     from evspec.decoding.drafters import UNTRAINED
 
     if str(head_path) == UNTRAINED:
-        return _untrained_head(name, target, draft_model, label=label, top_p=top_p, static=static)
+        drafter = _untrained_head(name, target, draft_model, label=label, top_p=top_p,
+                                  static=static)
+        drafter.fold_memory = fold_memory
+        return drafter
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
         raise DrafterError(f"{head_path}: a {ckpt.kind} checkpoint, but drafter {name!r} was asked for")
@@ -317,7 +334,8 @@ def make_head_drafter(
         width = int(draft_model.lm_head.weight.shape[1])
         if head.config.memory_size != width:
             raise DrafterError(f"{head_path}: memory width {head.config.memory_size} != EventGPT's {width}")
-    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p,
+                       static=static, fold_memory=fold_memory)
 
 
 def _untrained_head(
