@@ -91,3 +91,22 @@ def test_folded_event_head_is_lossless(ckpts, requests, target, eventgpt, fold):
         base = generate(target, req, None, max_new_tokens=10)
         assert generate(target, req, drafter, gamma=3, max_new_tokens=10).tokens == base.tokens
     assert drafter.memory_folded == fold
+
+
+def test_automatic_fold_falls_back_when_the_kernel_fails(monkeypatch):
+    import evspec.adapters.head_fused as fused
+    import evspec.adapters.head_static as static
+
+    head = _head()
+    monkeypatch.setattr(static, "triton_available", lambda device: True)
+
+    def broken(x, fold):
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(fused, "folded_cross", broken)
+    runner = StaticHeadRunner(head, torch.nn.Embedding(10, 32), torch.nn.Linear(32, 10, bias=False))
+    with pytest.warns(UserWarning, match="unavailable"):
+        runner.begin(torch.randn(5, 24))
+    assert isinstance(runner.mem[0], tuple) and runner._kernel_ok is False
+    runner.begin(torch.randn(5, 24))  # checked once
+    assert isinstance(runner.mem[0], tuple)

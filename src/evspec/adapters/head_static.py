@@ -75,6 +75,7 @@ class StaticHeadRunner:
         self.mem: list | None = None  # per block: memory (keys, values), or its FoldedMemory
         # the memory cross-attention folded (head_fused); None: where Triton runs and it pays
         self.fold_memory = fold_memory
+        self._kernel_ok: bool | None = None  # the automatic choice's check of the kernel
         rotary = head.blocks[0].attn.rotary
         self.cos, self.sin = rotary.tables(self.capacity, self.device, self.dtype)
         self.key_pos = torch.arange(self.capacity, device=self.device)  # [C]
@@ -184,6 +185,11 @@ class StaticHeadRunner:
             fold = triton_available(self.device) and fold_pays(width, heads, m)
         if fold:
             folds = [fold_block_memory(blk, kv_i) for blk, kv_i in zip(self.head.blocks, kv)]
+            if self.fold_memory is None:  # automatic: the kernel checked once on this device
+                if self._kernel_ok is None:
+                    self._kernel_ok = _kernel_agrees(folds[0])
+                fold = self._kernel_ok
+        if fold:
             same = (self.mem is not None and isinstance(self.mem[0], FoldedMemory)
                     and all(f.a.shape == g.a.shape and f.m == g.m for f, g in zip(folds, self.mem)))
             if not same:  # new memory size: new buffers (and graphs over them)
@@ -247,3 +253,25 @@ class StaticHeadRunner:
         emb = self.embed(token.reshape(1).to(self.device)).to(self.dtype)
         return self._extend(feature[None].to(self.dtype), emb, self.pos.new_tensor(self.length + offset))[0]
 
+
+
+def _kernel_agrees(fold: FoldedMemory) -> bool:
+    """The automatic choice's one check of the folded kernel on this device: it compiles and
+    matches its torch form on a random row; otherwise the runner keeps the unfolded
+    cross-attention (and says so)."""
+    import warnings
+
+    from evspec.adapters.head_fused import folded_cross, folded_cross_reference
+
+    x = torch.randn(1, 1, fold.a.shape[0], device=fold.a.device, dtype=fold.a.dtype)
+    try:
+        got = folded_cross(x, fold)
+    except Exception as exc:  # a Triton build or launch failure: keep the torch path
+        warnings.warn(f"folded memory kernel unavailable ({type(exc).__name__}: {exc}); "
+                      "the event-head keeps its unfolded cross-attention", stacklevel=3)
+        return False
+    ok = torch.allclose(got.float(), folded_cross_reference(x, fold).float(), rtol=1e-3, atol=1e-3)
+    if not ok:
+        warnings.warn("folded memory kernel disagrees with its torch form; the event-head keeps "
+                      "its unfolded cross-attention", stacklevel=3)
+    return ok
