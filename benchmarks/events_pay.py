@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "'untrained' = random heads (rehearsals only)")
     ap.add_argument("--world", default=None,
                     help="a world manifest.json (default: regenerate the subset)")
-    ap.add_argument("--val-clips", type=int, default=12, help="validation clips (router learning)")
-    ap.add_argument("--test-clips", type=int, default=60,
+    ap.add_argument("--val-clips", type=int, default=20, help="validation clips (router learning)")
+    ap.add_argument("--test-clips", type=int, default=100,
                     help="held-out test clips (the measurement)")
     ap.add_argument("--gammas", default="4,6", help="comma-separated γ values")
     ap.add_argument("--max-new-tokens", type=int, default=48)
