@@ -175,7 +175,7 @@ class HeadDrafter:
         if key is not None and key in self._memories:
             return
         device = self.head.fc.weight.device
-        if device.type != "cuda":
+        if not _same_gpu(device, getattr(self.draft_model, "device", device)):  # no overlap
             kv, t = self._compute_memory_kv(request)
             self._prefetched = (request, kv, t, None)
             return
@@ -304,6 +304,15 @@ class HeadDrafter:
         self._cache = None
         self._pending = []
         self._proposed = []
+
+
+def _same_gpu(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` are one CUDA device (a side stream overlaps work only there)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != "cuda" or b.type != "cuda":
+        return False
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 def make_head_drafter(
