@@ -8,8 +8,9 @@ Phases:
 1. the world: the first ``--val-clips`` validation and ``--test-clips`` test clips of the
    world the shipped checkpoints were trained on (regenerated from the assets README, each
    clip byte-identical to the full world's), or ``--world MANIFEST``;
-2. the models (fast engine + prefix caches on both models), the heads (shipped, or
-   ``--heads DIR``), every fixed-shape step made ready on the first request;
+2. the models (the target on the fast engine with its prefix cache; EventGPT only encodes
+   events), the heads (shipped, or ``--heads DIR``), every fixed-shape step made ready on
+   the first request;
 3. validation: target-head and event-head at each γ, per request; the event-router's
    question-type table is learned from these times (``learn_qtype_table``): validation only,
    the test clips are never used to choose anything;
@@ -129,9 +130,11 @@ def load_models(a: argparse.Namespace):
     for model in (target, draft):
         if on_device:
             model.enable_device_preprocess()
-        if a.engine == "fast":
-            model.enable_fast()
-        model.enable_prefix_cache()
+    # EventGPT only encodes events here (no decoder pass): no fast engine for it; the target's
+    # prefix cache also keeps the heads' event memory per clip
+    if a.engine == "fast":
+        target.enable_fast()
+    target.enable_prefix_cache()
     return target, draft
 
 
