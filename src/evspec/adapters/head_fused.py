@@ -17,9 +17,9 @@ norm's gain, ``W_q,h`` / ``W_o,h`` head ``h``'s rows / columns of the projection
 request, and :func:`folded_cross` returns ``x + cross(x)``: one kernel for a single row on
 CUDA (the drafting chain's steps), the same arithmetic in torch elsewhere.  Reassociating the
 products changes float rounding (not the function): drafts may rarely differ from the
-unfolded head's; verification keeps every answer exact either way.  The kernel is one
-program that reads ``A`` and ``B`` once: right for small heads (the world's), not for
-7B-shaped ones (:func:`fold_pays`).
+unfolded head's; verification keeps every answer exact either way.  Each of the kernel's
+programs recomputes the scores (all of ``A``) for its block of the output: right for small
+heads (the world's), not for 7B-shaped ones (:func:`fold_pays`).
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
-#: the most values ``A`` may hold for the one-program kernel (it reads ``A`` and ``B`` once)
+#: the most values ``A`` may hold for the kernel (each program reads all of ``A``)
 FOLD_LIMIT = 1 << 18
 
 
 def fold_pays(width: int, heads: int, memory_len: int) -> bool:
     """Whether the folded form suits this head: ``A`` (``D × H·M`` values, ``B`` the same)
-    small enough for the kernel's single program (the world's heads: 256 × 4 × 69; a
-    7B-shaped head, 4096 × 32 × 600, keeps its projections)."""
+    small enough for the kernel, whose every program reads all of ``A`` (the world's heads:
+    256 × 4 × 69; a 7B-shaped head, 4096 × 32 × 600, keeps its projections)."""
     return width * heads * memory_len <= FOLD_LIMIT
 
 
@@ -107,8 +107,11 @@ def folded_cross(x: torch.Tensor, fold: FoldedMemory) -> torch.Tensor:
     row = x.reshape(width).contiguous()
     out = torch.empty_like(row)
     hm = fold.heads * fold.m
-    _folded_cross_kernel[(1,)](row, fold.a, fold.b, out, fold.eps, D=width, M=fold.m,
-                               H=fold.heads, HM_PAD=_pow2(hm), BLOCK_D=min(16, _pow2(width)))
+    block_d = min(16, _pow2(width))
+    grid = (triton.cdiv(width, block_d),)
+    _folded_cross_kernel[grid](row, fold.a, fold.b, out, fold.eps, D=width, M=fold.m,
+                               H=fold.heads, HM_PAD=_pow2(hm), BLOCK_K=min(16, _pow2(width)),
+                               BLOCK_D=block_d)
     return out.view(x.shape)
 
 
@@ -116,20 +119,22 @@ if triton is not None:
 
     @triton.jit
     def _folded_cross_kernel(X, A, B, OUT, eps, D: tl.constexpr, M: tl.constexpr,
-                             H: tl.constexpr, HM_PAD: tl.constexpr, BLOCK_D: tl.constexpr):
-        """One program: the row's RMS statistic and its scores against all ``H·M`` columns
-        of ``A``, a softmax per head's segment, then ``OUT = X + P · B`` block by block."""
+                             H: tl.constexpr, HM_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
+                             BLOCK_D: tl.constexpr):
+        """Program ``i`` writes ``OUT[i·BLOCK_D : (i + 1)·BLOCK_D]``: every program computes
+        the row's RMS statistic, its scores against all ``H·M`` columns of ``A`` and a
+        softmax per head's segment (cheap, from L2), then its block of ``X + P · B``."""
         j = tl.arange(0, HM_PAD)
         j_ok = j < H * M
-        ss = tl.zeros([BLOCK_D], tl.float32)
+        ss = tl.zeros([BLOCK_K], tl.float32)
         s = tl.zeros([HM_PAD], tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)
-            xd = tl.load(X + d, mask=d < D, other=0.0).to(tl.float32)
-            ss += xd * xd
-            ok = (d < D)[:, None] & j_ok[None, :]
-            a = tl.load(A + d[:, None] * (H * M) + j[None, :], mask=ok, other=0.0).to(tl.float32)
-            s += tl.sum(xd[:, None] * a, 0)
+        for k0 in range(0, D, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            xk = tl.load(X + k, mask=k < D, other=0.0).to(tl.float32)
+            ss += xk * xk
+            ok = (k < D)[:, None] & j_ok[None, :]
+            a = tl.load(A + k[:, None] * (H * M) + j[None, :], mask=ok, other=0.0).to(tl.float32)
+            s += tl.sum(xk[:, None] * a, 0)
         s = s * tl.rsqrt(tl.sum(ss, 0) / D + eps)
         p = tl.zeros([HM_PAD], tl.float32)
         for h in tl.static_range(H):
@@ -137,13 +142,12 @@ if triton is not None:
             sh = tl.where(seg, s, float("-inf"))
             e = tl.where(seg, tl.exp(sh - tl.max(sh, 0)), 0.0)
             p += e / tl.sum(e, 0)
-        for d0 in range(0, D, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)
-            b = tl.load(B + j[:, None] * D + d[None, :], mask=j_ok[:, None] & (d < D)[None, :],
-                        other=0.0).to(tl.float32)
-            xd = tl.load(X + d, mask=d < D, other=0.0)
-            o = xd.to(tl.float32) + tl.sum(p[:, None] * b, 0)
-            tl.store(OUT + d, o.to(xd.dtype), mask=d < D)
+        d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+        b = tl.load(B + j[:, None] * D + d[None, :], mask=j_ok[:, None] & (d < D)[None, :],
+                    other=0.0).to(tl.float32)
+        xd = tl.load(X + d, mask=d < D, other=0.0)
+        o = xd.to(tl.float32) + tl.sum(p[:, None] * b, 0)
+        tl.store(OUT + d, o.to(xd.dtype), mask=d < D)
 
 else:  # pragma: no cover - depends on the install
     _folded_cross_kernel = None
