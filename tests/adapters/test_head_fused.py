@@ -75,9 +75,10 @@ def test_kernel_equals_the_torch_fold(width, heads, memory_len):
     head = _head(width=width, heads=heads, mem=24, layers=1).to(device)
     kv = head.drafting_memory(torch.randn(memory_len, 24, device=device))
     fold = fold_memory(head.blocks[0], kv[0])
-    x = torch.randn(1, 1, width, device=device)
-    torch.testing.assert_close(folded_cross(x, fold), folded_cross_reference(x, fold),
-                               rtol=1e-5, atol=1e-5)
+    for rows in (1, 5):
+        x = torch.randn(1, rows, width, device=device)
+        torch.testing.assert_close(folded_cross(x, fold), folded_cross_reference(x, fold),
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("fold", [True, False])

@@ -14,10 +14,10 @@ norm's gain, ``W_q,h`` / ``W_o,h`` head ``h``'s rows / columns of the projection
     B_h = V_h · W_o,hᵀ                          [M, D]
 
 :func:`fold_memory` builds ``A`` ``[D, H·M]`` and ``B`` ``[H·M, D]`` (head-major) once per
-request, and :func:`folded_cross` returns ``x + cross(x)``: one kernel for a single row on
-CUDA (the drafting chain's steps), the same arithmetic in torch elsewhere.  Reassociating the
-products changes float rounding (not the function): drafts may rarely differ from the
-unfolded head's; verification keeps every answer exact either way.  Each of the kernel's
+request, and :func:`folded_cross` returns ``x + cross(x)``: one kernel on CUDA for a drafting
+step's rows, the same arithmetic in torch elsewhere.  Reassociating the products changes
+float rounding (not the function): drafts may rarely differ from the unfolded head's;
+verification keeps every answer exact either way.  Each of the kernel's
 programs recomputes the scores (all of ``A``) for its block of the output: right for small
 heads (the world's), not for 7B-shaped ones (:func:`fold_pays`).
 """
@@ -98,20 +98,25 @@ def folded_cross_reference(x: torch.Tensor, fold: FoldedMemory) -> torch.Tensor:
     return (x32 + p @ fold.b.float()).to(x.dtype)
 
 
+#: the most rows :func:`folded_cross` sends to the kernel (a drafting step's rows: γ + 1)
+MAX_KERNEL_ROWS = 32
+
+
 def folded_cross(x: torch.Tensor, fold: FoldedMemory) -> torch.Tensor:
-    """``x + cross(x)`` for ``x`` ``[..., D]``: the Triton kernel for one row where Triton
-    runs (CUDA, or the interpreter), else :func:`folded_cross_reference`."""
-    if x.numel() != x.shape[-1] or not triton_available(x.device):
-        return folded_cross_reference(x, fold)
+    """``x + cross(x)`` for ``x`` ``[..., D]``: the Triton kernel (up to
+    :data:`MAX_KERNEL_ROWS` rows) where Triton runs (CUDA, or the interpreter), else
+    :func:`folded_cross_reference`."""
     width = x.shape[-1]
-    row = x.reshape(width).contiguous()
-    out = torch.empty_like(row)
-    hm = fold.heads * fold.m
+    rows = x.numel() // max(1, width)
+    if not 1 <= rows <= MAX_KERNEL_ROWS or not triton_available(x.device):
+        return folded_cross_reference(x, fold)
+    flat = x.reshape(rows, width).contiguous()
+    out = torch.empty_like(flat)
     block_d = min(16, _pow2(width))
-    grid = (triton.cdiv(width, block_d),)
-    _folded_cross_kernel[grid](row, fold.a, fold.b, out, fold.eps, D=width, M=fold.m,
-                               H=fold.heads, HM_PAD=_pow2(hm), BLOCK_K=min(16, _pow2(width)),
-                               BLOCK_D=block_d)
+    grid = (triton.cdiv(width, block_d), rows)
+    _folded_cross_kernel[grid](flat, fold.a, fold.b, out, fold.eps, D=width, M=fold.m,
+                               H=fold.heads, HM_PAD=_pow2(fold.heads * fold.m),
+                               BLOCK_K=min(16, _pow2(width)), BLOCK_D=block_d)
     return out.view(x.shape)
 
 
@@ -121,9 +126,11 @@ if triton is not None:
     def _folded_cross_kernel(X, A, B, OUT, eps, D: tl.constexpr, M: tl.constexpr,
                              H: tl.constexpr, HM_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
                              BLOCK_D: tl.constexpr):
-        """Program ``i`` writes ``OUT[i·BLOCK_D : (i + 1)·BLOCK_D]``: every program computes
-        the row's RMS statistic, its scores against all ``H·M`` columns of ``A`` and a
-        softmax per head's segment (cheap, from L2), then its block of ``X + P · B``."""
+        """Program ``(i, r)`` writes ``OUT[r, i·BLOCK_D : (i + 1)·BLOCK_D]``: every program
+        computes row ``r``'s RMS statistic, its scores against all ``H·M`` columns of ``A``
+        and a softmax per head's segment (cheap, from L2), then its block of ``X + P · B``."""
+        X += tl.program_id(1) * D
+        OUT += tl.program_id(1) * D
         j = tl.arange(0, HM_PAD)
         j_ok = j < H * M
         ss = tl.zeros([BLOCK_K], tl.float32)
