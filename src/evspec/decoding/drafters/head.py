@@ -19,7 +19,9 @@ head's cache holds positions built from *true* target states only; known-true pa
 With the fast engine on CUDA graphs (``target.fast``) or ``static=True`` the same steps run over
 fixed-size buffers (:class:`~evspec.adapters.head_static.StaticHeadRunner`), captured as
 CUDA graphs on a GPU: one replay feeds the verified pairs, one replay drafts the greedy
-chain.  A head over EventGPT's prompt states (varying memory length) stays eager.
+chain.  A head over EventGPT's prompt states (varying memory length) stays eager.  For
+small heads the runner folds the memory cross-attention into one Triton kernel per step
+(:mod:`~evspec.adapters.head_fused`; ``fold_memory`` forces either way).
 
 The event side costs one thing per request and nothing per drafted token: EventGPT's event
 memory turned into the head's cross-attention keys/values (:meth:`DraftHead.drafting_memory`),
