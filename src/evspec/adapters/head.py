@@ -199,17 +199,32 @@ class DraftHead(nn.Module):
         return outputs
 
     # -- drafting (one request, incremental) -------------------------------------------
-    def new_cache(self, memory: torch.Tensor | None = None, capacity: int = 64) -> HeadCache:
-        """An empty cache; ``memory`` ``[M, H_d]`` for a head with event memory."""
+    @torch.no_grad()
+    def drafting_memory(
+        self, memory: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """One request's memory keys/values per block ``[1, h, M, d]`` from ``memory``
+        ``[M, H_d]`` (None for a head without memory): computed once per request (or per
+        clip, by the caller), never per drafted token."""
+        if not self.config.has_memory:
+            return None
+        if memory is None:
+            raise ValueError("this head needs an event memory [M, H_d] to draft")
+        p = self.fc.weight
+        return self.memory_kv(memory[None].to(p.device, p.dtype))
+
+    def new_cache(
+        self, memory: torch.Tensor | None = None, capacity: int = 64, *,
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> HeadCache:
+        """An empty cache; ``memory`` ``[M, H_d]`` for a head with event memory, or its
+        precomputed ``memory_kv`` (:meth:`drafting_memory`)."""
         p = self.fc.weight
         h, d = self.config.num_heads, self.config.hidden_size // self.config.num_heads
         shape = (1, h, capacity, d)
-        mem_kv = None
-        if self.config.has_memory:
-            if memory is None:
-                raise ValueError("this head needs an event memory [M, H_d] to draft")
-            with torch.no_grad():
-                mem_kv = self.memory_kv(memory[None].to(p.device, p.dtype))
+        mem_kv = memory_kv
+        if self.config.has_memory and mem_kv is None:
+            mem_kv = self.drafting_memory(memory)
         return HeadCache(
             keys=[p.new_zeros(shape) for _ in self.blocks],
             values=[p.new_zeros(shape) for _ in self.blocks],
@@ -235,18 +250,28 @@ class DraftHead(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # bool [T, S]: which attended rows each new row sees
         store: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        memory_kv: list | None,
     ) -> torch.Tensor:
         """The drafting pass over the blocks: ``store(i, k, v)`` writes block ``i``'s new
         keys/values ``[1, h, T, d]`` into a cache and returns the keys/values to attend to
-        (the eager cache's valid rows, or a fixed-size buffer).  Returns features ``[T, H]``."""
+        (the eager cache's valid rows, or a fixed-size buffer).  ``memory_kv[i]``: block
+        ``i``'s memory keys/values, or its :class:`~evspec.adapters.head_fused.FoldedMemory`
+        (the cross-attention as two fixed matrices).  Returns features ``[T, H]``."""
+        from evspec.adapters.head_fused import FoldedMemory, folded_cross
+
         for i, blk in enumerate(self.blocks):
             attn = blk.attn
             xn = blk.attn_norm(x)
             q = Rotary.rotate(attn._split(attn.q_proj(xn)), cos, sin)
             k = Rotary.rotate(attn._split(attn.k_proj(xn)), cos, sin)
             keys, values = store(i, k, attn._split(attn.v_proj(xn)))
-            x = blk.finish(x, attn.attend(q, keys, values, mask), None if memory_kv is None else memory_kv[i])
+            attn_out = attn.attend(q, keys, values, mask)
+            mem = None if memory_kv is None else memory_kv[i]
+            if isinstance(mem, FoldedMemory):
+                x = folded_cross(x + attn_out, mem)
+                x = x + blk.mlp(blk.mlp_norm(x))
+            else:
+                x = blk.finish(x, attn_out, mem)
         return self.norm(x)[0]
 
     def _append(self, cache: HeadCache, hidden: torch.Tensor, embeds: torch.Tensor,

@@ -9,7 +9,10 @@ arithmetic with every shape fixed:
 * the head's keys/values live in buffers of ``capacity`` rows; positions are a 0-d device
   tensor ``pos``; new rows are written with ``index_copy_`` and attention runs over all
   ``capacity`` rows under a mask ``key <= query position`` (masked rows weigh exactly 0);
-* the event memory's keys/values are copied into fixed buffers at :meth:`begin`;
+* the event memory's keys/values are copied into fixed buffers at :meth:`begin`, or, where
+  Triton runs and it pays (``fold_memory``), the cross-attention folded into two fixed
+  matrices per block (:mod:`~evspec.adapters.head_fused`): one kernel per drafted token
+  instead of about ten;
 * two step kinds: ``feed(P)`` appends ``P`` verified ``(hidden, token)`` pairs and keeps
   the last feature; ``chain(k)`` turns that feature into ``k`` greedy drafts, feeding each
   draft back (``k - 1`` one-row extends) — exactly :class:`~evspec.decoding.drafters.head.HeadDrafter`'s
@@ -31,6 +34,9 @@ from collections.abc import Callable
 import torch
 
 from evspec.adapters.head import DraftHead
+from evspec.adapters.head_fused import FoldedMemory, fold_pays
+from evspec.adapters.head_fused import fold_memory as fold_block_memory
+from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.graphs import capture_graph
 
 
@@ -48,6 +54,7 @@ class StaticHeadRunner:
         max_feed: int = 17,
         max_chain: int = 16,
         cuda_graphs: bool | None = None,
+        fold_memory: bool | None = None,
     ) -> None:
         if head.config.memory_source == "prefill":
             raise ValueError("a head over EventGPT's prompt states (memory_source='prefill') has a "
@@ -65,7 +72,10 @@ class StaticHeadRunner:
         shape = (1, h, self.capacity, d)
         self.keys = [p.new_zeros(shape) for _ in head.blocks]
         self.values = [p.new_zeros(shape) for _ in head.blocks]
-        self.mem: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.mem: list | None = None  # per block: memory (keys, values), or its FoldedMemory
+        # the memory cross-attention folded (head_fused); None: where Triton runs and it pays
+        self.fold_memory = fold_memory
+        self._kernel_ok: bool | None = None  # the automatic choice's check of the kernel
         rotary = head.blocks[0].attn.rotary
         self.cos, self.sin = rotary.tables(self.capacity, self.device, self.dtype)
         self.key_pos = torch.arange(self.capacity, device=self.device)  # [C]
@@ -157,14 +167,40 @@ class StaticHeadRunner:
 
     # -- one request --------------------------------------------------------------------
     @torch.inference_mode()
-    def begin(self, memory: torch.Tensor | None) -> None:
-        """Start a request: ``memory`` ``[M, H_d]`` for a head with event memory."""
+    def begin(
+        self, memory: torch.Tensor | None = None, *,
+        memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
+        """Start a request: ``memory`` ``[M, H_d]`` for a head with event memory, or its
+        keys/values ``memory_kv`` (:meth:`DraftHead.drafting_memory`), copied into the
+        buffers the captured steps read."""
         self.length = 0
         if not self.head.config.has_memory:
             return
-        kv = self.head.memory_kv(None if memory is None else memory[None].to(self.device, self.dtype))
+        kv = memory_kv if memory_kv is not None else self.head.drafting_memory(memory)
         assert kv is not None
-        if self.mem is None or self.mem[0][0].shape != kv[0][0].shape:  # new memory size: new buffers
+        fold = self.fold_memory
+        if fold is None:  # one kernel per drafted token where it runs and pays
+            width, heads, m = self.head.config.hidden_size, kv[0][0].shape[1], kv[0][0].shape[2]
+            fold = triton_available(self.device) and fold_pays(width, heads, m)
+        if fold:
+            folds = [fold_block_memory(blk, kv_i) for blk, kv_i in zip(self.head.blocks, kv)]
+            if self.fold_memory is None:  # automatic: the kernel checked once on this device
+                if self._kernel_ok is None:
+                    self._kernel_ok = _kernel_agrees(folds[0])
+                fold = self._kernel_ok
+        if fold:
+            same = (self.mem is not None and isinstance(self.mem[0], FoldedMemory)
+                    and all(f.a.shape == g.a.shape and f.m == g.m for f, g in zip(folds, self.mem)))
+            if not same:  # new memory size: new buffers (and graphs over them)
+                self.mem = folds
+                self._graphs.clear()
+                return
+            for buf, f in zip(self.mem, folds):
+                buf.copy_(f)
+            return
+        if (self.mem is None or isinstance(self.mem[0], FoldedMemory)
+                or self.mem[0][0].shape != kv[0][0].shape):  # new memory size: new buffers
             self.mem = [(k.clone(), v.clone()) for k, v in kv]
             self._graphs.clear()
             return
@@ -217,3 +253,25 @@ class StaticHeadRunner:
         emb = self.embed(token.reshape(1).to(self.device)).to(self.dtype)
         return self._extend(feature[None].to(self.dtype), emb, self.pos.new_tensor(self.length + offset))[0]
 
+
+
+def _kernel_agrees(fold: FoldedMemory) -> bool:
+    """The automatic choice's one check of the folded kernel on this device: it compiles and
+    matches its torch form on a random row; otherwise the runner keeps the unfolded
+    cross-attention (and says so)."""
+    import warnings
+
+    from evspec.adapters.head_fused import folded_cross, folded_cross_reference
+
+    x = torch.randn(1, 1, fold.a.shape[0], device=fold.a.device, dtype=fold.a.dtype)
+    try:
+        got = folded_cross(x, fold)
+    except Exception as exc:  # a Triton build or launch failure: keep the torch path
+        warnings.warn(f"folded memory kernel unavailable ({type(exc).__name__}: {exc}); "
+                      "the event-head keeps its unfolded cross-attention", stacklevel=3)
+        return False
+    ok = torch.allclose(got.float(), folded_cross_reference(x, fold).float(), rtol=1e-3, atol=1e-3)
+    if not ok:
+        warnings.warn("folded memory kernel disagrees with its torch form; the event-head keeps "
+                      "its unfolded cross-attention", stacklevel=3)
+    return ok

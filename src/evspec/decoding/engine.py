@@ -148,6 +148,12 @@ def generate(
     # heads that draft from the target's features (EAGLE-style) get its last hidden states
     needs_hidden = bool(getattr(drafter, "needs_target_hidden", False))
 
+    # -- phase 0: drafters that read their own inputs (event memory) may start them now,
+    # beside the target's prefill
+    prefetch = getattr(drafter, "prefetch", None)
+    if prefetch is not None:
+        prefetch(request)
+
     # -- phase 1: prefill the target, take the first token -----------------------------
     state, first = prefill_target(
         target, request, stats, t_start, temperature=temperature, top_p=top_p, generator=gen,

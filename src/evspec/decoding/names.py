@@ -4,10 +4,12 @@
 DRAFTER_NAMES = (
     "none", "eventgpt", "prompt-lookup", "self",
     "eventgpt-adapter", "eventgpt-lora", "event-head", "target-head", "cascade",
+    "event-router",
 )
 
 #: drafters that run the EventGPT side, so need a draft model (a name may carry "@label")
-MODEL_DRAFTERS = ("eventgpt", "eventgpt-adapter", "eventgpt-lora", "event-head", "cascade")
+MODEL_DRAFTERS = ("eventgpt", "eventgpt-adapter", "eventgpt-lora", "event-head", "cascade",
+                  "event-router")
 
 
 def needs_draft_model(name: str) -> bool:

@@ -215,6 +215,71 @@ class LearnedRouter:
             raise ValueError(f"{path}: learned router file lacks the field {exc}") from exc
 
 
+# -- a question-type table learned from timings ---------------------------------------------------
+
+ROUTER_KIND = "evspec-qtype-router"
+
+
+def learn_qtype_table(
+    qtypes: Sequence[str | None],
+    times_ms: Mapping[str, Sequence[float]],
+    *,
+    default: str,
+    margin: float = 0.0,
+) -> HeuristicRouter:
+    """A question-type table from per-item times: ``times_ms[drafter][i]`` is the time of
+    item ``i`` (of type ``qtypes[i]``) with that drafter.  Per type, the drafter with the
+    least total time wins, but a drafter other than ``default`` only when it beats
+    ``default`` by more than the fraction ``margin``; types without items, and questions the
+    classifier cannot type, get ``default``.  Learn from validation items only."""
+    names = list(times_ms)
+    if default not in names:
+        raise ValueError(f"learn_qtype_table: the default {default!r} needs times too "
+                         f"(have {names})")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"learn_qtype_table: margin is a fraction in [0, 1), got {margin}")
+    n = len(qtypes)
+    if any(len(times_ms[k]) != n for k in names):
+        raise ValueError("learn_qtype_table: every drafter needs one time per item")
+    table = []
+    for qtype in sorted({q for q in qtypes if q}):
+        idx = [i for i, q in enumerate(qtypes) if q == qtype]
+        total = {k: float(sum(times_ms[k][i] for i in idx)) for k in names}
+        best = min(names, key=lambda k: (total[k], names.index(k)))
+        if best != default and total[best] > total[default] * (1.0 - margin):
+            best = default
+        table.append((qtype, best))
+    return HeuristicRouter(event_drafter=default, table=tuple(table), default=default)
+
+
+def save_qtype_table(
+    router: HeuristicRouter, path: str | Path, *, about: Mapping | None = None
+) -> Path:
+    """Write ``router``'s table as JSON (``about``: how it was learned, kept beside)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"kind": ROUTER_KIND, "version": 1, "table": dict(router.table or ()),
+            "default": router.default, "about": dict(about or {})}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def load_qtype_table(path: str | Path) -> HeuristicRouter:
+    """Read a table written by :func:`save_qtype_table`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read a question-type router ({exc})") from exc
+    if data.get("kind") != ROUTER_KIND:
+        raise ValueError(f"{path}: not a question-type router file (kind = {data.get('kind')!r})")
+    table, default = data.get("table"), data.get("default")
+    if not isinstance(table, dict) or not isinstance(default, str):
+        raise ValueError(f"{path}: a question-type router needs a 'table' object and a "
+                         "'default' name")
+    return HeuristicRouter(event_drafter=default, table=tuple(table.items()), default=default)
+
+
 # -- routing inside the engine -------------------------------------------------------------------
 
 
@@ -229,10 +294,30 @@ class RoutedDrafter:
         self.routes: list[str] = []
         self._active: Drafter | None = None
 
-    def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
+    def _route(self, request: Request) -> str:
         route = self.router.route(request)
         if route != NONE and route not in self.pool:
             raise ValueError(f"router chose drafter {route!r}, which is not in the pool {sorted(self.pool)}")
+        return route
+
+    def prefetch(self, request: Request) -> None:
+        """Let the chosen drafter start its own inputs before the target's prefill."""
+        route = self._route(request)
+        fetch = getattr(self.pool.get(route), "prefetch", None)
+        if fetch is not None:
+            fetch(request)
+
+    def prepare_steps(self, max_gamma: int) -> int:
+        """Every pooled drafter's fixed-shape steps (see ``HeadDrafter.prepare_steps``)."""
+        made = 0
+        for drafter in self.pool.values():
+            prepare = getattr(drafter, "prepare_steps", None)
+            if prepare is not None:
+                made += int(prepare(max_gamma))
+        return made
+
+    def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
+        route = self._route(request)
         self.routes.append(route)
         self._active = None if route == NONE else self.pool[route]
         self.timings = {}
@@ -257,3 +342,41 @@ class RoutedDrafter:
         if self._active is not None:
             self._active.end()
         self._active = None
+
+
+def make_event_router(
+    target: Target,
+    draft_model: object,
+    *,
+    name: str = "event-router",
+    router_path: str | Path | None = None,
+    event_head_path: str | Path | None = None,
+    target_head_path: str | Path | None = None,
+    static: bool | None = None,
+) -> RoutedDrafter:
+    """``event-router``: each question to the ``event-head`` or the event-blind
+    ``target-head`` by its type.  The table: ``router_path``, else ``router.json`` shipped
+    beside the heads (learned from validation timings), else colour questions (which events
+    cannot see) to the target-head and the rest to the event-head."""
+    from evspec.decoding.drafters import make_drafter, shipped_modules
+
+    pool: dict[str, Drafter | None] = {}
+    for head, path in (("event-head", event_head_path), ("target-head", target_head_path)):
+        options: dict[str, object] = {"static": static}
+        if path is not None:
+            options["head_path"] = path
+        pool[head] = make_drafter(head, target=target, draft_model=draft_model, **options)
+    shipped = shipped_modules() / "router.json"
+    if router_path is None and shipped.is_file():
+        router_path = shipped
+    if router_path is not None:
+        router: Router = load_qtype_table(router_path)
+    else:
+        table = tuple((q, "target-head" if q == "colour" else "event-head") for q, _ in KEYWORDS)
+        router = HeuristicRouter(event_drafter="event-head", table=table)
+    unknown = {r for _, r in (router.table or ())} | {router.default}
+    unknown -= set(pool) | {NONE}
+    if unknown:
+        raise ValueError(f"router table names drafters {sorted(unknown)}; event-router pools "
+                         f"{sorted(pool)} and {NONE!r}")
+    return RoutedDrafter(router, pool, name=name)

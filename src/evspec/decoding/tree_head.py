@@ -46,10 +46,10 @@ class HeadTreeDrafter:
         if state is None or state.last_hidden is None:
             raise DrafterError(f"tree drafter {self.name!r} needs the target's hidden states (prefill return_hidden)")
         self.base.timings = {}
-        memory = self.base._memory(request) if self.head.config.has_memory else None
+        mem_kv = self.base._memory_kv(request) if self.head.config.has_memory else None
         self.timings = dict(self.base.timings)
         with torch.inference_mode():
-            self._cache = self.head.new_cache(memory)
+            self._cache = self.head.new_cache(memory_kv=mem_kv)
         self._pending = [(state.last_hidden, int(first_token))]
         self._committed = 0
 

@@ -26,6 +26,7 @@ import torch
 from transformers import CLIPImageProcessorPil, PreTrainedTokenizerBase
 
 from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.device_preprocess import DevicePixels
 from evspec.models.eventgpt_config import (
     CONTEXT_CAP,
     EV_END,
@@ -211,6 +212,15 @@ class EventGPT(CausalLMWrapper):
         ids += self._encode_chunk(after)
         return torch.tensor(ids, dtype=torch.long)
 
+    #: the image processor's steps on the device (None: the HF processor on the CPU)
+    device_pixels: DevicePixels | None = None
+
+    def enable_device_preprocess(self) -> None:
+        """Preprocess event images with torch on the model's device
+        (:mod:`evspec.models.device_preprocess`: bitwise the HF pixels at the tower's size,
+        within one uint8 level after a resize)."""
+        self.device_pixels = DevicePixels.from_processor(self.image_processor)
+
     def preprocess(self, event_images: EventImages | None) -> torch.Tensor:
         """``[n, H, W, 3]`` uint8 event images (or n ``[H_i, W_i, 3]`` images of differing
         sizes) -> ``[n, 3, S, S]`` pixels on the model's device and dtype; each image is
@@ -223,6 +233,11 @@ class EventGPT(CausalLMWrapper):
                     "Request.event_images must be uint8 [n, H, W, 3]; got an image of "
                     f"{image.dtype} {tuple(image.shape)}"
                 )
+        if self.device_pixels is not None:  # the same steps on the device, image by image
+            if isinstance(event_images, np.ndarray):
+                return self.device_pixels(event_images, self.device, self.dtype)
+            return torch.cat([self.device_pixels(image[None], self.device, self.dtype)
+                              for image in event_images])
         out = self.image_processor.preprocess(
             list(event_images), return_tensors="pt", input_data_format="channels_last"
         )

@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from evspec.models.causal_lm import CausalLMWrapper, timed
+from evspec.models.device_preprocess import DevicePixels
 from evspec.models.fast.prefix_cache import PrefixKey, media_fingerprint
 from evspec.models.presets.target import TARGET_PRESETS, get_preset, preset_tokenizer
 from evspec.models.request import Request
@@ -234,6 +235,15 @@ class VideoLlavaTarget(CausalLMWrapper):
             video_tokens=self.video_tokens,
         )
 
+    #: the image processor's steps on the device (None: the HF processor on the CPU)
+    device_pixels: DevicePixels | None = None
+
+    def enable_device_preprocess(self) -> None:
+        """Preprocess frames with torch on the model's device
+        (:mod:`evspec.models.device_preprocess`: bitwise the HF pixels at the tower's size,
+        within one uint8 level after a resize)."""
+        self.device_pixels = DevicePixels.from_processor(self.image_processor)
+
     def preprocess_video(self, video: np.ndarray | None) -> torch.Tensor:
         """``[T, H, W, 3]`` uint8 frames -> ``[T, 3, S, S]`` pixels on the model's device
         and dtype (S = the vision tower's image size)."""
@@ -250,6 +260,8 @@ class VideoLlavaTarget(CausalLMWrapper):
                 f"Request.video has {video.shape[0]} frames but this Video-LLaVA takes exactly "
                 f"{self.num_frames}; sample {self.num_frames} frames uniformly over the clip"
             )
+        if self.device_pixels is not None:  # the same steps on the device
+            return self.device_pixels(video, self.device, self.dtype)
         out = self.image_processor.preprocess(
             list(video), return_tensors="pt", input_data_format="channels_last"
         )

@@ -117,6 +117,13 @@ def make_drafter(
         if base == "event-head" and draft_model is None:
             raise DrafterError("drafter 'event-head' needs a draft model for its event memory (--draft-model)")
         return make_head_drafter(base, target, draft_model, path, label=name, **options)
+    if base == "event-router":  # router.py: event-head or target-head by question type
+        from evspec.decoding.router import make_event_router
+
+        if draft_model is None:
+            raise DrafterError("drafter 'event-router' needs a draft model for the event-head "
+                               "(--draft-model)")
+        return make_event_router(target, draft_model, name=name, **options)
     if base == "cascade":  # note §6.2: options inner=NAME, inner_model, inner_gamma (drafters/cascade.py)
         from evspec.decoding.drafters.cascade import make_cascade_drafter
 

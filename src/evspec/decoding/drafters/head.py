@@ -19,10 +19,17 @@ head's cache holds positions built from *true* target states only; known-true pa
 With the fast engine on CUDA graphs (``target.fast``) or ``static=True`` the same steps run over
 fixed-size buffers (:class:`~evspec.adapters.head_static.StaticHeadRunner`), captured as
 CUDA graphs on a GPU: one replay feeds the verified pairs, one replay drafts the greedy
-chain.  A head over EventGPT's prompt states (varying memory length) stays eager.  When
-the draft model has its prefix cache on, the event memory of a clip is computed once and
-reused for the clip's next questions (keyed like the prefix cache: clip id + a media
-fingerprint).
+chain.  A head over EventGPT's prompt states (varying memory length) stays eager.  For
+small heads the runner folds the memory cross-attention into one Triton kernel per step
+(:mod:`~evspec.adapters.head_fused`; ``fold_memory`` forces either way).
+
+The event side costs one thing per request and nothing per drafted token: EventGPT's event
+memory turned into the head's cross-attention keys/values (:meth:`DraftHead.drafting_memory`),
+which every drafted token then reads (inside the captured steps on the static path).  When
+either model has its prefix cache on, those keys/values are kept per clip (keyed like the
+prefix cache: clip id + a media fingerprint) and the clip's next questions skip the event
+side entirely.  ``prefetch`` (called by the engine before the target's prefill) computes
+them on a side CUDA stream, beside the target's vision tower and prefill.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class HeadDrafter:
         top_p: float = 1.0,
         static: bool | None = None,
         memory_cache_clips: int = 4,
+        overlap_events: bool = True,
+        fold_memory: bool | None = None,
     ) -> None:
         cfg = head.config
         if cfg.has_memory and draft_model is None:
@@ -75,9 +84,24 @@ class HeadDrafter:
             raise DrafterError(f"drafter {name!r}: a head over EventGPT's prompt states cannot run static")
         self.static = static  # None: static exactly when the target replays CUDA graphs
         self._runner = None  # StaticHeadRunner, built at the first static request
+        self.fold_memory = fold_memory  # the runner's folded cross-attention (None: automatic)
         self._use_runner = False
-        self._memories: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._memories: OrderedDict[tuple, list] = OrderedDict()  # clip key -> memory keys/values
         self.memory_cache_clips = memory_cache_clips
+        self.overlap_events = overlap_events  # prefetch(): the memory beside the target's prefill
+        self._prefetched: tuple | None = None  # (request, keys/values, timings, CUDA event | None)
+        self._stream = None  # the side CUDA stream of prefetch()
+
+    @property
+    def memory_folded(self) -> bool | None:
+        """Whether the last request drafted with the folded memory cross-attention (the
+        static runner's :mod:`~evspec.adapters.head_fused` path); None off the static path."""
+        from evspec.adapters.head_fused import FoldedMemory
+
+        runner = self._runner if self._use_runner else None
+        if runner is None or runner.mem is None:
+            return None
+        return isinstance(runner.mem[0], FoldedMemory)
 
     # -- helpers -------------------------------------------------------------------------
     def _logits(self, f: torch.Tensor) -> torch.Tensor:
@@ -97,47 +121,114 @@ class HeadDrafter:
         fast = getattr(self.target, "fast", None)  # on the CPU the eager head is cheaper
         return fast is not None and bool(getattr(getattr(fast, "config", None), "cuda_graphs", False))
 
-    def _memory(self, request: Request) -> torch.Tensor:
-        """The request's event memory; reused per clip while the draft model's prefix cache is on."""
-        from evspec.adapters.memory import event_memory
+    def _memory_key(self, request: Request) -> tuple | None:
+        """The per-clip cache key of ``request``'s event memory, or None when it is not
+        reused: reuse follows the models' prefix caches (a clip's media are computed once
+        per clip on either side, or on neither)."""
         from evspec.models.fast.prefix_cache import media_fingerprint
+
+        models = (self.draft_model, self.target)
+        cached = any(getattr(m, "prefix_cache", None) is not None for m in models)
+        if request.clip_id is None or self.memory_cache_clips < 1 or not cached:
+            return None
+        source = self.head.config.memory_source
+        return (request.clip_id, media_fingerprint(request.event_images), source)
+
+    def _compute_memory_kv(
+        self, request: Request, *, untimed: bool = False
+    ) -> tuple[list, dict[str, float]]:
+        """EventGPT's event memory of ``request`` -> the head's memory keys/values per
+        block (the only per-request work of the event side) and the milliseconds spent.
+        ``untimed``: no device synchronisation around the stages (a side stream's work must
+        not wait for the main stream's); the timings are then empty."""
+        from evspec.adapters.memory import event_memory
 
         if request.event_images is None:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
-        reuse = (request.clip_id is not None and self.memory_cache_clips > 0
-                 and getattr(self.draft_model, "prefix_cache", None) is not None)
-        key = (request.clip_id, media_fingerprint(request.event_images), self.head.config.memory_source) if reuse else None
+        try:
+            if untimed and self.head.config.memory_source == "events":
+                with torch.inference_mode():
+                    pixels = self.draft_model.preprocess(request.event_images)  # [n, 3, S, S]
+                    memory, t = self.draft_model.model.encode_events(pixels), {}  # [n + P, H_d]
+            else:
+                memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
+        except ValueError as exc:
+            raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
+        with torch.inference_mode():
+            kv = self.head.drafting_memory(memory)
+        return kv, t
+
+    def _remember(self, key: tuple | None, kv: list) -> None:
+        if key is None:
+            return
+        self._memories[key] = kv
+        while len(self._memories) > self.memory_cache_clips:
+            self._memories.popitem(last=False)
+
+    def prefetch(self, request: Request) -> None:
+        """Start ``request``'s event memory before the target's prefill (the engine calls
+        this first): on CUDA on a side stream, so EventGPT's vision tower runs while the
+        target encodes the video and prefills; elsewhere at once.  :meth:`begin` picks it
+        up (or the per-clip cache already has it, and nothing runs)."""
+        self._prefetched = None
+        if not self.head.config.has_memory or not self.overlap_events:
+            return
+        key = self._memory_key(request)
+        if key is not None and key in self._memories:
+            return
+        device = self.head.fc.weight.device
+        if not _same_gpu(device, getattr(self.draft_model, "device", device)):  # no overlap
+            kv, t = self._compute_memory_kv(request)
+            self._prefetched = (request, kv, t, None)
+            return
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        main = torch.cuda.current_stream(device)
+        self._stream.wait_stream(main)  # the inputs the main stream wrote so far
+        with torch.cuda.stream(self._stream):
+            kv, t = self._compute_memory_kv(request, untimed=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        for k, v in kv:  # the main stream reads them: the allocator must not reuse them early
+            k.record_stream(main)
+            v.record_stream(main)
+        self._prefetched = (request, kv, t, done)
+
+    def _memory_kv(self, request: Request) -> list:
+        """The request's memory keys/values: prefetched, cached for its clip, or computed now."""
+        key = self._memory_key(request)
+        prefetched, self._prefetched = self._prefetched, None
         if key is not None and key in self._memories:
             self._memories.move_to_end(key)
             return self._memories[key]
-        try:
-            memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
-        except ValueError as exc:
-            raise DrafterError(f"drafter {self.name!r} cannot read this request's events: {exc}") from exc
+        if prefetched is not None and prefetched[0] is request:
+            _, kv, t, done = prefetched
+            if done is not None:
+                torch.cuda.current_stream(self.head.fc.weight.device).wait_event(done)
+        else:
+            kv, t = self._compute_memory_kv(request)
         self.timings.update(t)
-        if key is not None:
-            self._memories[key] = memory
-            while len(self._memories) > self.memory_cache_clips:
-                self._memories.popitem(last=False)
-        return memory
+        self._remember(key, kv)
+        return kv
 
     # -- Drafter protocol --------------------------------------------------------------
     def begin(self, request: Request, target: Target, state: TargetState, first_token: int) -> None:
         if state.last_hidden is None:
             raise DrafterError(f"drafter {self.name!r} needs the target's hidden states (prefill return_hidden)")
         self.timings = {}
-        memory = self._memory(request) if self.head.config.has_memory else None
+        mem_kv = self._memory_kv(request) if self.head.config.has_memory else None
         self._use_runner = self._wants_static()
         with torch.inference_mode():
             if self._use_runner:
                 if self._runner is None:
                     from evspec.adapters.head_static import StaticHeadRunner
 
-                    self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head)
-                self._runner.begin(memory)
+                    self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head,
+                                                    fold_memory=self.fold_memory)
+                self._runner.begin(memory_kv=mem_kv)
                 self._cache = self._runner
             else:
-                self._cache = self.head.new_cache(memory)
+                self._cache = self.head.new_cache(memory_kv=mem_kv)
         self._pending = [(state.last_hidden, int(first_token))]
         self._proposed = []
         self._committed = 0
@@ -221,9 +312,18 @@ class HeadDrafter:
         self._memories.clear()
 
 
+def _same_gpu(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` are one CUDA device (a side stream overlaps work only there)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != "cuda" or b.type != "cuda":
+        return False
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+
+
 def make_head_drafter(
     name: str, target: Any, draft_model: Any, head_path: str | Path, *, label: str | None = None,
-    top_p: float = 1.0, static: bool | None = None,
+    top_p: float = 1.0, static: bool | None = None, fold_memory: bool | None = None,
 ) -> HeadDrafter:
     """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``;
     ``head_path="untrained"`` builds one with random weights and the shapes training would
@@ -232,7 +332,10 @@ def make_head_drafter(
     from evspec.decoding.drafters import UNTRAINED
 
     if str(head_path) == UNTRAINED:
-        return _untrained_head(name, target, draft_model, label=label, top_p=top_p, static=static)
+        drafter = _untrained_head(name, target, draft_model, label=label, top_p=top_p,
+                                  static=static)
+        drafter.fold_memory = fold_memory
+        return drafter
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
         raise DrafterError(f"{head_path}: a {ckpt.kind} checkpoint, but drafter {name!r} was asked for")
@@ -246,7 +349,8 @@ def make_head_drafter(
         width = int(draft_model.lm_head.weight.shape[1])
         if head.config.memory_size != width:
             raise DrafterError(f"{head_path}: memory width {head.config.memory_size} != EventGPT's {width}")
-    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p,
+                       static=static, fold_memory=fold_memory)
 
 
 def _untrained_head(
