@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from evspec.decoding.names import DRAFTER_NAMES
@@ -99,3 +100,13 @@ class Amp(str, Enum):
     auto = "auto"
     bf16 = "bf16"
     off = "off"
+
+
+_DEVICE_NAME = re.compile(r"auto|cpu|meta|mps|cuda(:\d+)?")
+
+
+def check_device_name(option: str, device: str | None) -> None:
+    """Refuse a device name no machine has, before torch or a model is imported (whether the
+    GPU exists is checked when the models load)."""
+    if device is not None and not _DEVICE_NAME.fullmatch(device):
+        raise ValueError(f"{option} {device!r}: not a device: use auto, cpu, cuda or cuda:N")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from evspec.cli.choices import DType, GammaPolicy, Kernels, Quant, Schedule
+from evspec.cli.choices import DType, GammaPolicy, Kernels, Quant, Schedule, check_device_name
 from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 
 #: ``--drafter auto``: the trained event head with the world models, else target-only
@@ -96,13 +96,16 @@ def generate_cmd(
     next block while the target scores the current one (docs/two_gpu.md).
     """
     try:
+        drafter = _choose_drafter(drafter, target)  # before torch is imported
+        for option, name in (("--device", device), ("--target-device", target_device),
+                             ("--draft-device", draft_device)):
+            check_device_name(option, name)
         from evspec.decoding.sampling import validate_sampling
 
         validate_sampling(temperature, top_p)  # before any model loads, like the paths
         for option, value in (("--video", video), ("--events", events)):
             if value not in (None, "random") and not Path(value).exists():
                 raise FileNotFoundError(f"{option} {value}: no such file or folder")
-        drafter = _choose_drafter(drafter, target)
         if drafter_path is not None and "=" in drafter_path:  # bench's NAME=FOLDER
             name, _, folder = drafter_path.partition("=")
             if name.strip() != drafter:
