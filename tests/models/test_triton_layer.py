@@ -70,7 +70,7 @@ def test_what_the_kernels_do_not_take() -> None:
     assert "biases" in supported(128, "silu", True)
     assert "activation" in supported(128, "gelu", False)
     assert "head_dim" in supported(16, "silu", False) and "head_dim" in supported(96, "silu", False)
-    assert [rotary_split(d) for d in (128, 64, 32, 16)] == [16, 8, 1, None]  # 4 columns a half
+    assert [rotary_split(d) for d in (128, 64, 32, 16)] == [32, 16, 1, None]  # 2 columns a half
     assert [rotary_split(d, rows=1) for d in (128, 64, 32)] == [16, 8, 1]  # 4 columns a program
 
 

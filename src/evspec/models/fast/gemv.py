@@ -182,17 +182,17 @@ else:  # pragma: no cover - depends on the install
 
 
 #: one-row launch configurations (BLOCK_N, BLOCK_K, num_warps, num_stages) by weight shape
-#: (N, K) for the LLaMA-7B projections: the fastest inside chained greedy decoding on the
-#: H200 (``benchmarks/step_sweep.py``, two rounds of one kernel changed at a time, then
-#: together: 4.12 -> 3.97 -> 3.89 ms/token; benchmarks/fast_engine.md, round 6).  Other
-#: shapes take DECODE_DEFAULT.
+#: (N, K) for the LLaMA-7B projections; other shapes take DECODE_DEFAULT.  ``BLOCK_K`` fixes
+#: every step's summation order (:func:`accumulate`); 512 keeps the FMA-chain kernels free of
+#: register spills for 1 to 16 rows (ptxas, sm_90: 44 registers one row, 128 sixteen);
+#: ``benchmarks/step_sweep.py`` re-tunes the rest on a GPU.
 DECODE_CONFIGS = {
-    (12288, 4096): (8, 1024, 4, 1),  # q/k/v
-    (4096, 4096): (32, 2048, 8, 1),  # o
-    (22016, 4096): (16, 1024, 4, 3),  # gate/up
-    (4096, 11008): (16, 2048, 8, 1),  # down
+    (12288, 4096): (8, 512, 4, 3),  # q/k/v
+    (4096, 4096): (8, 512, 4, 3),  # o
+    (22016, 4096): (8, 512, 4, 3),  # gate/up
+    (4096, 11008): (8, 512, 4, 3),  # down
 }
-DECODE_DEFAULT = (8, 1024, 4, 3)
+DECODE_DEFAULT = (8, 512, 4, 3)
 #: one-row GEMVs sum this many neighbouring products per thread before accumulating
 #: (:func:`accumulate`); 1: a ``[BLOCK_N, BLOCK_K]`` float32 accumulator
 ROW_VEC = 8

@@ -43,8 +43,9 @@ STEP_ROWS = MAX_ROWS
 #: columns of each rotary half one q/k/v program of a decode step takes (twice this many
 #: weight rows; 4: 8 rows, the best one-row GEMV block on the H200, round 4)
 DECODE_HEAD_COLUMNS = 4
-#: the same for steps of more rows (a row's arithmetic does not depend on it)
-SCORE_HEAD_COLUMNS = 4
+#: the same for steps of more rows (a row's arithmetic does not depend on it; 2 keeps sixteen
+#: rows' accumulators in registers)
+SCORE_HEAD_COLUMNS = 2
 
 
 def rotary_split(head_dim: int, rows: int = 2) -> int | None:
