@@ -204,6 +204,19 @@ class CausalLMWrapper(PrefixCacheMixin):
             self._prefix_cache.clear()
 
     @property
+    def numerics(self) -> dict[str, object]:
+        """What decides this model's logits: ``dtype``, ``engine`` (``fast`` or ``plain``, the
+        transformers modules over a dynamic cache) and ``exact``: whether a position's logits
+        are bitwise the same whichever step computes them (the fast engine's contract,
+        ``enable_fast(exact=...)``), so that greedy speculative output equals target-only
+        output in this dtype.  The plain engine makes no such promise: a one-token step and a
+        score of several tokens run matrix products of different shapes, which round
+        differently in bf16/fp16 (and, rarely, in float32)."""
+        fast = self._fast
+        return {"dtype": str(self.dtype).removeprefix("torch."), "engine": "plain" if fast is None else "fast",
+                "exact": bool(fast is not None and fast.exact)}
+
+    @property
     def fast(self) -> FastRuntime | None:
         """The fast runtime when enabled (its ``stats``: slots, graphs, capture ms)."""
         return self._fast
