@@ -98,7 +98,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         to the powers of two up to ``max_score_tokens`` and the ``score_sizes`` a run will
         score (e.g. ``(γ + 1,)``; one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
-        ``kernels="triton"`` runs one-token steps as four Triton kernels a layer
+        ``kernels="triton"`` runs decode and score steps as four row-invariant Triton kernels a layer
         (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).

@@ -45,8 +45,9 @@ class FastConfig:
     for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
     count dynamic: one compile for every prompt length);
     ``kernels``: the layer functions of steps: ``"torch"`` (eager or, with ``compile``,
-    compiled) or ``"triton"`` (one-token steps as four Triton kernels a layer, the rest as
-    ``"torch"``; needs ``fuse``; ``evspec.models.fast.triton_layer``);
+    compiled) or ``"triton"`` (decode and score steps of up to 16 tokens as four row-invariant
+    Triton kernels a layer, prefills as ``"torch"``; needs ``fuse``;
+    ``evspec.models.fast.triton_layer``);
     ``prefill_buckets``: a prefill after cached positions (the question after a cached
     video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
     run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass;

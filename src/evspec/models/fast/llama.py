@@ -63,7 +63,8 @@ from evspec.models.fast.triton_support import available as triton_available
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 #: the layer functions of a step: ``torch`` = :mod:`.layer` (eager or compiled); ``triton`` =
-#: :mod:`.triton_layer` (four Triton kernels) for decode steps, ``torch`` for the rest (opt-in)
+#: :mod:`.triton_layer` (four row-invariant Triton kernels) for decode and score steps, ``torch``
+#: for prefills (opt-in)
 KERNEL_KINDS = ("torch", "triton")
 
 
