@@ -44,8 +44,8 @@ def test_every_way_gives_the_target_only_answer(reference: list[int], extra: tup
     (("--gamma-policy", "greedy"), "--gamma-policy"),
     (("--gamma-policy", "dynamic", "--schedule", "pipelined", "--drafter", "eventgpt"), "sequential"),
     (("--gamma", "0"), "--gamma"),
-    (("--compile",), "add --fast"),
-    (("--kernels", "triton"), "add --fast"),
+    (("--compile", "--no-fast"), "add --fast"),
+    (("--kernels", "triton", "--no-fast"), "add --fast"),
     (("--fast", "--kernels", "cutlass"), "--kernels"),
     (("--fast", "--kernels", "triton"), "head_dim 16"),  # the tiny preset: the kernels refuse it, clearly
     (("--drafter", "oracle"), "unknown drafter"),
@@ -113,3 +113,20 @@ def test_the_summary_line_gives_the_rate_after_the_first_token() -> None:
     assert line.startswith("[none, γ=0] 12 tokens in ") and " ms/token; 11 target passes" in line
     total, ttft, rate = (float(x) for x in re.findall(r"in ([\d.]+) ms \(TTFT ([\d.]+) ms, then ([\d.]+) ms/token", line)[0])
     assert rate == pytest.approx((total - ttft) / 11, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", ["0", "3"])
+def test_bf16_answers_are_identical_by_default_and_the_numerics_are_stated(seed: str) -> None:
+    """The default engine is the fast one, exact: in bf16 the EventGPT drafter's answer is the
+    target-only answer; ``--json`` says so (and that ``--no-fast`` is not exact)."""
+    runs = {}
+    for drafter in ("none", "eventgpt"):
+        res = CliRunner().invoke(app, [*BASE, "--dtype", "bfloat16", "--seed", seed, "--max-new-tokens", "24",
+                                       "--drafter", drafter, "--events", "random"])
+        assert res.exit_code == 0, res.output
+        runs[drafter] = json.loads(res.stdout.strip().splitlines()[-1])
+    assert runs["eventgpt"]["tokens"] == runs["none"]["tokens"]
+    assert runs["none"]["numerics"] == {"dtype": "bfloat16", "engine": "fast", "exact": True}
+    res = CliRunner().invoke(app, [*BASE, "--dtype", "bfloat16", "--no-fast", "--drafter", "none"])
+    assert json.loads(res.stdout.strip().splitlines()[-1])["numerics"] == {
+        "dtype": "bfloat16", "engine": "plain", "exact": False}

@@ -122,3 +122,48 @@ def test_bad_arguments_are_refused(bad):
     target = TinyTextLM(seed=0)
     with pytest.raises(ValueError):
         generate(target, Request(question="q"), ModelDrafter(target), **bad)
+
+
+@pytest.mark.parametrize("name", ["general", "one_hot_draft"])
+def test_verify_preserves_a_bf16_target_distribution(name):
+    """p and q as a bf16 model gives them (logits rounded to bf16, softmax in float32)."""
+    p, q, token = CASES[name]
+    p16 = torch.softmax(p.log().bfloat16().float(), -1)
+    q16 = None if q is None else torch.softmax(q.log().bfloat16().float(), -1)
+    c0, c1 = emitted_first_two(p16, q16, token, k=3, seed=11)
+    assert chi2_pvalue(c0, p16) > 1e-3, (name, c0 / c0.sum())
+    if c1.sum() > 2000:
+        assert chi2_pvalue(c1, p16) > 1e-3, (name, c1 / c1.sum())
+
+
+def test_bf16_fast_engine_sampling_matches_the_target_end_to_end():
+    """A bf16 target on the fast engine (exact numerics) drafted for by another bf16 model:
+    the first verified token (answer position 1) follows the target's marginal
+    sum_t0 p(t0) p(t1 | t0), computed from one-token steps."""
+    vocab = 8
+
+    def model(seed: int) -> TinyTextLM:
+        m = TinyTextLM(vocab=vocab, seed=seed)
+        with torch.no_grad():
+            m.lm_head.weight.div_(8.0)  # undo the sharpening: every token likely
+        m.model.to(torch.bfloat16)
+        m.enable_fast()
+        return m
+
+    target, draft = model(41), model(42)
+    req = Request(question="ab")
+    state = target.prefill(req)
+    p0 = torch.softmax(state.last_logits.double(), -1)
+    target.release(state)
+    marginal = torch.zeros(vocab, dtype=torch.float64)
+    for t0 in range(vocab):
+        st = target.prefill(req)
+        marginal += p0[t0] * torch.softmax(target.score(st, torch.tensor([t0])).logits[0].double(), -1)
+        target.release(st)
+    counts = torch.zeros(vocab)
+    drafter = ModelDrafter(draft, name="tiny")
+    for seed in range(1500):
+        res = generate(target, req, drafter, gamma=2, max_new_tokens=2, temperature=1.0, seed=seed,
+                       stop_at_eos=False)
+        counts[res.tokens[1]] += 1
+    assert chi2_pvalue(counts, marginal.float()) > 1e-3, (counts / counts.sum(), marginal)

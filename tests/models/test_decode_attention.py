@@ -17,6 +17,8 @@ from evspec.models.fast.decode_attention import (
 from evspec.models.fast.step_attention import StepAttention
 from evspec.models.fast.triton_support import available as triton_available
 
+pytestmark = pytest.mark.triton_kernels  # the kernels run under TRITON_INTERPRET=1 on a CPU
+
 
 def _plain(q, k, v, pos: int, kv_rows: int, scale: float) -> torch.Tensor:
     hq, t, _ = q.shape

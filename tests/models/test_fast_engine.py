@@ -144,8 +144,9 @@ def test_compiled_engine_is_greedy_identical() -> None:
 
 
 def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
-    """With compile and no buckets, every step size pads to a power of two (one compile
-    each), the mode is torch.compile's default, and dynamo may keep them all."""
+    """With compile, no buckets and ``exact=False``, every step size pads to a power of two
+    (one compile each), the mode is torch.compile's default, and dynamo may keep them all;
+    exact (the default off the Triton kernels), every step pads to one bucket."""
     assert compile_buckets(16) == (1, 2, 4, 8, 16)
     assert compile_buckets(9) == (1, 2, 4, 8, 9) and compile_buckets(1) == (1,)
     assert compile_buckets(16, (9, 5, 4, 40, 0)) == (1, 2, 4, 5, 8, 9, 16)  # the run's scores, in range
@@ -154,11 +155,14 @@ def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
     target = TinyLM(23, kv_heads=2)
     expected = _run(target, "abcab xy", "self", None, 4, 12)
     runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager")
+    assert runtime.config.step_buckets == (5,) and runtime.exact
+    assert _run(target, "abcab xy", "self", None, 4, 12) == expected
+    runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager", exact=False)
     assert runtime.config.step_buckets == (1, 2, 4, 5) and runtime.config.compile_mode is None
     assert torch._dynamo.config.recompile_limit >= 64
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
     assert set(runtime.stats["compiled_buckets"]) <= {1, 2, 4, 5}
-    runtime = target.enable_fast(compile=True, compile_backend="aot_eager", score_sizes=(5,))
+    runtime = target.enable_fast(compile=True, compile_backend="aot_eager", score_sizes=(5,), exact=False)
     assert runtime.config.step_buckets == (1, 2, 4, 5, 8, 16)  # γ = 4 scores 5 tokens unpadded
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
     assert 5 in runtime.stats["compiled_buckets"]

@@ -12,6 +12,8 @@ from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.gemv import MAX_ROWS, fused_linear, fused_linear_reference
 from evspec.models.fast.ops import rms_norm
 
+pytestmark = pytest.mark.triton_kernels  # the kernels run under TRITON_INTERPRET=1 on a CPU
+
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

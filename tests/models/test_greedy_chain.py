@@ -136,3 +136,43 @@ def test_graphed_chain_equals_eager_chain() -> None:
         b = eager.chain(11, 30, torch.tensor([5]))
     assert a.tolist() == b.tolist()
     assert graphed.stats.replays >= 30
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 8])
+def test_at_most_one_chunk_runs_past_eos_and_each_chunk_is_timed_alone(chunk: int) -> None:
+    """Chunks are queued one ahead of the one read: after the chunk holding EOS at most one
+    more ran; each token's ``score_ms`` is the time of the chunk that computed it (a slow
+    chunk's time is not charged to its neighbours)."""
+    import time
+
+    target = TinyLM(22, eos_bias=0.5)
+    target.enable_fast(kv_granularity=16)
+    q = Request("abcab xy")
+    host = generate(target, q, max_new_tokens=60, device_greedy=False)
+    assert host.stats.stop_reason == "eos"
+    state = target.prefill(q)
+    first = int(state.last_logits.argmax())
+    eos_step = len(host.tokens) - 1  # the chain step that produces EOS (1-based)
+    chunks: list[int] = []
+    real = target.greedy_chain
+    slow = 1 + (eos_step - 1) // chunk  # the chunk holding EOS sleeps: its time is its own
+
+    def counted(st, n, f=None):
+        chunks.append(n)
+        if len(chunks) == slow:
+            time.sleep(0.4)
+        return real(st, n, f)
+
+    target.greedy_chain = counted
+    stats = RequestStats(drafter="none", gamma=0)
+    tokens, stop = chained_greedy(target, state, first, max_new_tokens=60, eos=target.eos_token_id,
+                                  stats=stats, chunk=chunk)
+    assert (tokens, stop) == (host.tokens, "eos")
+    ran = sum(chunks)
+    eos_chunk_end = slow * chunk
+    assert eos_chunk_end <= ran <= eos_chunk_end + chunk  # at most one chunk past the EOS chunk
+    times = [r.score_ms for r in stats.rounds]
+    in_slow = times[(slow - 1) * chunk:]
+    before = times[:(slow - 1) * chunk]
+    assert min(in_slow) >= 400 / chunk * 0.9
+    assert all(t < 400 / chunk * 0.5 for t in before)

@@ -87,7 +87,7 @@ def answer_manifest(
                 continue
             video, events = load_clip_inputs(
                 clip, m.root, n_event_images=dm.n_event_images if dm is not None else 5,
-                num_frames=pipe.target.num_frames, canvas="sensor" if pipe.world else "data",
+                num_frames=pipe.target.num_frames, canvas="sensor" if pipe.world else "chunk",
                 warn_window=not pipe.world,
             )
             if video is None:
@@ -95,7 +95,8 @@ def answer_manifest(
             for i, qa in todo:
                 result = pipe(video=video, events=events, question=qa.question, **decode)
                 record = {"clip_id": clip.id, "index": i, "question": qa.question,
-                          "qtype": qa.qtype, "reference": qa.answer, **result.to_dict()}
+                          "qtype": qa.qtype, "reference": qa.answer, **result.to_dict(),
+                          "numerics": pipe.target.numerics}
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()
                 answered += 1

@@ -99,6 +99,11 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
             model.enable_prefix_cache()
     info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
             "fast": spec.fast, "prefix_cache": spec.prefix_cache}
+    if spec.fast:  # the numerics contract (absent on the plain engine, which never keeps it)
+        info["exact"] = bool(target.numerics["exact"])
+    numerics = target.numerics  # what the records' provenance states
+    info["numerics"] = ("exact" if numerics["exact"] else "not exact") + (
+        f" ({numerics['engine']} engine, {numerics['dtype']})")
     if spec.compile:  # absent when off: older run folders still resume
         info["compile"] = True
     if spec.kernels != "torch":  # likewise

@@ -66,17 +66,25 @@ def generate_cmd(
         "none", help="Weights: none, or 4bit (bitsandbytes NF4; needs CUDA)."),
     dtype: DType = typer.Option(
         "auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    fast: bool = typer.Option(False, help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use)."),
+    fast: Optional[bool] = typer.Option(
+        None, "--fast/--no-fast",
+        help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use), exact numerics "
+             "(a position's logits do not depend on how many tokens a step scores, so the answer is "
+             "identical with any drafter in bf16/fp16 too). Default: on, except with --quant 4bit. "
+             "--no-fast runs the transformers modules, whose bf16/fp16 answers may differ between "
+             "drafters on near-ties (lossless in exact arithmetic only)."),
     compile_engine: bool = typer.Option(False, "--compile", help="With --fast: torch.compile the fast engine's layers "
                                  "(CUDA: ~10 s per model at the first steps; faster decode and prefill)."),
     kernels: Kernels = typer.Option(
-        "torch", help="With --fast: torch, or triton (on CUDA: one-token steps as four Triton "
-                      "kernels a layer; fastest 7B decode with --compile, docs/fast_engine.md)."),
+        "torch", help="With --fast: torch, or triton (on CUDA: decode and score steps as four "
+                      "row-invariant Triton kernels a layer; fastest 7B decode with --compile, "
+                      "docs/fast_engine.md)."),
     threads: Optional[int] = typer.Option(
         None, min=1, help="CPU threads for torch (default: 1 on a CPU with <= 2 cores, where "
                           "two threads slow the small models down many times; else torch's)."),
     ignore_eos: bool = typer.Option(False, help="Generate exactly MAX_NEW_TOKENS (timing random-weight presets)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (tokens, text, stats)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (tokens, text, stats, and "
+                                 "numerics: the target's dtype, engine and whether it is exact)."),
     manifest: Optional[Path] = typer.Option(
         None, help="Answer every question of this manifest (instead of -q/--video/--events); "
                    "needs --out."),
@@ -112,6 +120,8 @@ def generate_cmd(
                 raise ValueError(f"--drafter-path {drafter_path!r} names {name.strip()!r}, but "
                                  f"--drafter is {drafter!r}")
             drafter_path = folder.strip()
+        if fast is None:  # the fast engine wherever it runs (it refuses 4-bit weights)
+            fast = quant != Quant.four_bit
         if drafter_path is not None:
             from evspec.decoding.drafters import UNTRAINED, checkpoint_option  # torch
 
@@ -178,7 +188,7 @@ def generate_cmd(
         typer.echo(f"\nerror: {exc}", err=True)
         raise typer.Exit(2)
     if as_json:
-        typer.echo(json.dumps(result.to_dict()))
+        typer.echo(json.dumps({**result.to_dict(), "numerics": pipe.target.numerics}))
         return
     s = result.stats
     per_token = (s.total_ms - s.ttft_ms) / max(s.new_tokens - 1, 1)  # after the first token, wall time

@@ -8,11 +8,14 @@ straight into the next step's input, so the host only queues launches.  Here the
 queued in chunks of :data:`CHUNK` steps, one chunk ahead of the chunk being read, and the
 host checks each chunk for EOS when its ids arrive:
 
-    queue chunk 1, chunk 2 -> read chunk 1 (EOS?) -> queue chunk 3 -> read chunk 2 -> ...
+    queue chunk 1 -> queue chunk 2, read chunk 1 (EOS?) -> queue chunk 3, read chunk 2 -> ...
 
-Steps queued past an EOS are wasted work (at most two chunks) and are rolled back.  The
-ids are those of the host loop: the same graphs, the same float32 logits, the first
-maximum (``torch.argmax``) on either side.
+So at most one chunk runs past an EOS (the one queued before the EOS chunk was read); its
+steps are rolled back.  Each chunk's time is its own: CUDA events recorded around its launches
+(the device time between them is the chunk's, however far ahead it was queued), or on a CPU,
+where the steps run as they are called, the wall time of the call.  The ids are those of the
+host loop: the same graphs, the same float32 logits, the first maximum (``torch.argmax``) on
+either side.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from evspec.decoding.protocols import Target
 from evspec.decoding.stats import RequestStats, RoundStats
 from evspec.models.state import TargetState
 
-#: steps queued per chunk (EOS is noticed at most two chunks late: that many steps wasted)
+#: steps queued per chunk (EOS is noticed at most one chunk late: that many steps wasted)
 CHUNK = 8
 
 
@@ -39,15 +42,36 @@ def chainable(target: Target, state: TargetState) -> bool:
     return callable(can) and bool(can(state))
 
 
-def _to_host(ids: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    """Start copying ``ids`` to the host: ``(host tensor, event to wait for or None)``."""
-    if ids.device.type != "cuda":
-        return ids, None
-    host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
-    host.copy_(ids, non_blocking=True)
-    done = torch.cuda.Event()
-    done.record()
-    return host, done
+class _Chunk:
+    """One queued chunk: ``n`` ids on their way to the host and the chunk's own time."""
+
+    def __init__(self, target: Target, state: TargetState, n: int, first: int | None) -> None:
+        self.n = n
+        # recorded before the launches: on the GPU it completes when the previous chunk has
+        start = torch.cuda.Event(enable_timing=True) if torch.cuda.is_available() else None
+        if start is not None:
+            start.record()
+        t0 = time.perf_counter()
+        ids = target.greedy_chain(state, n, first)  # type: ignore[attr-defined]
+        self.wall_ms = (time.perf_counter() - t0) * 1e3  # the chunk's time where steps run in the call
+        self.events: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
+        self.done: torch.cuda.Event | None = None
+        self.host = ids
+        if ids.device.type == "cuda" and start is not None:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events = (start, end)
+            self.host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+            self.host.copy_(ids, non_blocking=True)
+            self.done = torch.cuda.Event()
+            self.done.record()
+
+    def read(self) -> tuple[list[int], float]:
+        """The chunk's ids (waits for them) and its ms per step."""
+        if self.done is not None:
+            self.done.synchronize()
+        ms = self.events[0].elapsed_time(self.events[1]) if self.events is not None else self.wall_ms
+        return self.host.tolist(), ms / self.n
 
 
 def chained_greedy(
@@ -65,36 +89,27 @@ def chained_greedy(
     ``max_new_tokens`` in all, or the context is full.  Returns ``(tokens incl. first,
     stop reason)``; the target's KV then holds the prompt and every token but the last, as
     after the host loop.  ``stats.rounds`` gets one plain round per token (its ``score_ms``:
-    the chunk's wall time over its tokens)."""
+    the time of the chunk that computed it over its steps)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     base = state.length
     total = min(max_new_tokens - 1, target.max_context - base)
     tokens, stop = [first], ""
     queued = 0
-    inflight: deque[tuple[int, torch.Tensor, torch.cuda.Event | None]] = deque()
+    inflight: deque[_Chunk] = deque()
 
     def queue() -> None:
         nonlocal queued
         n = min(chunk, total - queued)
-        ids = target.greedy_chain(state, n, first if queued == 0 else None)  # type: ignore[attr-defined]
-        inflight.append((n, *_to_host(ids)))
+        inflight.append(_Chunk(target, state, n, first if queued == 0 else None))
         queued += n
 
-    t_prev = time.perf_counter()
-    for _ in range(2):
-        if queued < total:
-            queue()
+    if queued < total:
+        queue()
     while inflight and not stop:
-        if queued < total:
+        if queued < total:  # one chunk ahead of the one read next
             queue()
-        n, host, done = inflight.popleft()
-        if done is not None:
-            done.synchronize()
-        new = host.tolist()
-        now = time.perf_counter()
-        per_token = (now - t_prev) * 1e3 / n
-        t_prev = now
+        new, per_token = inflight.popleft().read()
         if eos in new:
             new = new[: new.index(eos) + 1]
             stop = "eos"

@@ -83,6 +83,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         compile_prefill: bool = True,
         kernels: str = "torch",
         score_sizes: tuple[int, ...] = (),
+        exact: bool | None = None,
     ) -> FastRuntime:
         """Run prefill/score/rollback on the fast path (see :class:`FastConfig` for the
         options).  ``max_len`` defaults to ``max_context`` and becomes the new
@@ -97,11 +98,20 @@ class CausalLMWrapper(PrefixCacheMixin):
         to the powers of two up to ``max_score_tokens`` and the ``score_sizes`` a run will
         score (e.g. ``(γ + 1,)``; one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
-        ``kernels="triton"`` runs one-token steps as four Triton kernels a layer
+        ``kernels="triton"`` runs decode and score steps as four row-invariant Triton kernels a layer
         (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
         Refuses 4-bit (bitsandbytes) models: the fast engine runs on 16-bit weight matrices.
+
+        ``exact`` (the numerics contract, ``FastConfig.exact``): a position's logits are bitwise
+        the same whichever step computed them, so greedy speculative output equals target-only
+        output in any dtype.  With the row-invariant Triton kernels (``kernels="triton"`` on
+        CUDA) steps keep their sizes; otherwise every step is padded to one row bucket of
+        ``max_score_tokens`` rows (``buckets`` default to that).  ``None`` (default): exact
+        unless ``buckets`` of several sizes are given without those kernels (then not exact;
+        ``self.fast.exact`` says which); ``True``: raise when the options cannot keep it;
+        ``False``: the per-size buckets of before (cheaper one-token steps off the Triton path).
         """
         if is_4bit(self.decoder) or is_4bit(self.lm_head):
             raise ValueError(
@@ -125,6 +135,9 @@ class CausalLMWrapper(PrefixCacheMixin):
             fuse = compile or kernels == "triton" or (on_cuda and can_fuse(self.decoder) is None)
         if prefill_buckets is None:
             prefill_buckets = (16, 32, 64) if cuda_graphs else ()
+        exact = self._resolve_exact(exact, kernels, max_score_tokens, buckets)
+        if exact and buckets is None and not self._row_invariant_kernels(kernels):
+            buckets = (max_score_tokens,)  # one row bucket: every step has the same shapes
         if compile and buckets is None:  # each bucket is one compile: powers of two, not every size
             buckets = compile_buckets(max_score_tokens, score_sizes)
         config = FastConfig(
@@ -142,12 +155,43 @@ class CausalLMWrapper(PrefixCacheMixin):
             compile_prefill=compile_prefill,
             prefill_buckets=tuple(prefill_buckets),
             kernels=kernels,
+            exact=exact,
         )
         self._fast = FastRuntime(self.decoder, self.lm_head, config)
         self._dynamic_max_context, self.max_context = base, int(max_len)
         if self._prefix_cache is not None:
             self._prefix_cache.clear()
         return self._fast
+
+    def _row_invariant_kernels(self, kernels: str) -> bool:
+        """Whether ``kernels`` would make every step row-invariant here (see
+        ``FastLlama.row_invariant_steps``): the Triton kernels where Triton runs, a bias-free
+        head, a head layout split-KV attention takes."""
+        from evspec.models.fast import triton_layer
+        from evspec.models.fast.decode_attention import exact_fits
+        from evspec.models.fast.triton_support import available
+
+        cfg = self.decoder.config
+        heads, kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        return (kernels == "triton" and available(self.device) and isinstance(self.lm_head, nn.Linear)
+                and self.lm_head.bias is None and exact_fits(heads, kv_heads, head_dim)
+                and triton_layer.STEP_ROWS >= 16)
+
+    def _resolve_exact(self, exact: bool | None, kernels: str, max_score_tokens: int,
+                       buckets: tuple[int, ...] | None) -> bool:
+        """``enable_fast``'s ``exact``: None -> whether the options allow it; True -> raise if not."""
+        from evspec.models.fast.decode_attention import EXACT_QUERIES
+
+        why = None
+        if max_score_tokens > EXACT_QUERIES:
+            why = f"max_score_tokens {max_score_tokens} > {EXACT_QUERIES}"
+        elif buckets is not None and len(buckets) > 1 and not self._row_invariant_kernels(kernels):
+            why = (f"buckets {tuple(buckets)} of several sizes without the row-invariant Triton kernels "
+                   f"(pass buckets=({max_score_tokens},), or kernels='triton' on CUDA)")
+        if why is not None and exact:
+            raise ValueError(f"enable_fast(exact=True) cannot keep the numerics contract: {why}")
+        return why is None if exact is None else bool(exact)
 
     def disable_fast(self) -> None:
         """Back to the default dynamic-cache path (frees the static caches and graphs)."""
@@ -158,6 +202,19 @@ class CausalLMWrapper(PrefixCacheMixin):
             self.max_context, self._dynamic_max_context = self._dynamic_max_context, None
         if self._prefix_cache is not None:
             self._prefix_cache.clear()
+
+    @property
+    def numerics(self) -> dict[str, object]:
+        """What decides this model's logits: ``dtype``, ``engine`` (``fast`` or ``plain``, the
+        transformers modules over a dynamic cache) and ``exact``: whether a position's logits
+        are bitwise the same whichever step computes them (the fast engine's contract,
+        ``enable_fast(exact=...)``), so that greedy speculative output equals target-only
+        output in this dtype.  The plain engine makes no such promise: a one-token step and a
+        score of several tokens run matrix products of different shapes, which round
+        differently in bf16/fp16 (and, rarely, in float32)."""
+        fast = self._fast
+        return {"dtype": str(self.dtype).removeprefix("torch."), "engine": "plain" if fast is None else "fast",
+                "exact": bool(fast is not None and fast.exact)}
 
     @property
     def fast(self) -> FastRuntime | None:

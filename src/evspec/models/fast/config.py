@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evspec.models.fast.decode_attention import EXACT_QUERIES
 from evspec.models.fast.llama import KERNEL_KINDS
 from evspec.models.fast.step_attention import ATTENTION_KINDS
 
@@ -44,11 +45,17 @@ class FastConfig:
     for the fixed-size steps and, with ``compile_prefill``, for prefills too (token
     count dynamic: one compile for every prompt length);
     ``kernels``: the layer functions of steps: ``"torch"`` (eager or, with ``compile``,
-    compiled) or ``"triton"`` (one-token steps as four Triton kernels a layer, the rest as
-    ``"torch"``; needs ``fuse``; ``evspec.models.fast.triton_layer``);
+    compiled) or ``"triton"`` (decode and score steps of up to 16 tokens as four row-invariant
+    Triton kernels a layer, prefills as ``"torch"``; needs ``fuse``;
+    ``evspec.models.fast.triton_layer``);
     ``prefill_buckets``: a prefill after cached positions (the question after a cached
     video prefix) of up to ``prefill_buckets[-1]`` tokens is padded to the next bucket and
-    run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass.
+    run as a fixed-shape step (a CUDA graph); ``()`` = always an exact-shape eager pass;
+    ``exact``: keep the numerics contract — a position's logits are bitwise the same whether a
+    one-token step, a score of up to ``max_score_tokens`` tokens or a greedy chain computed
+    them: decode and score steps attend row-invariantly, and their other ops are either the
+    row-invariant Triton kernels (``kernels="triton"`` where Triton runs) or run on one row
+    bucket (``buckets`` a single size, every step padded to it: the same shapes every step).
     """
 
     max_len: int
@@ -65,6 +72,7 @@ class FastConfig:
     compile_prefill: bool = True
     prefill_buckets: tuple[int, ...] = ()
     kernels: str = "torch"
+    exact: bool = False
 
     def __post_init__(self) -> None:
         if self.max_len < 2:
@@ -112,6 +120,11 @@ class FastConfig:
                 f"(e.g. (16, 32, 64)), got {self.prefill_buckets}"
             )
         object.__setattr__(self, "prefill_buckets", p)
+        if self.exact and self.max_score_tokens > EXACT_QUERIES:
+            raise ValueError(
+                f"FastConfig.exact holds for steps of up to {EXACT_QUERIES} tokens; "
+                f"max_score_tokens is {self.max_score_tokens}"
+            )
 
     @property
     def step_buckets(self) -> tuple[int, ...]:

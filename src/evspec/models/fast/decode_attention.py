@@ -40,6 +40,10 @@ MAX_ROWS = 64
 #: 0.532 for (264, 64, 4, 3), round 4 call 7; nine rows 0.502 against 0.576, round 5 call 3;
 #: benchmarks/fast_engine.md).  Four-byte activations keep 64 keys (shared memory).
 STEP_CONFIGS = {"one": (264, 128, 8, 2), "several": (1056, 128, 4, 2)}
+#: row-invariant attention (:func:`exact_config`): cache rows per split, from position 0 (the
+#: partition of a query's keys depends on its position only), and the most queries a step has
+EXACT_CHUNK = 128
+EXACT_QUERIES = 16
 
 
 def launch_config(rows: int, itemsize: int) -> tuple[int, int, int, int]:
@@ -162,23 +166,44 @@ if triton is not None:
     @triton.jit
     def _stage2(O_PART, LSE, OUT, stride_oh, stride_ot,
                 T: tl.constexpr, GROUPS: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
+                BLOCK_M: tl.constexpr, PDL: tl.constexpr):
+        # the partials merged one split after the other (a fixed order; splits past a query's
+        # last visible key weigh exactly 0 and change nothing)
         pdl_release(PDL)
         pdl_wait(PDL)
         h = tl.program_id(0)
         r = tl.program_id(1)
-        s = tl.arange(0, BLOCK_S)
-        s_ok = s < SPLITS
-        base = (h * SPLITS + s) * BLOCK_M + r
-        lse = tl.load(LSE + base, mask=s_ok, other=float("-inf"))
-        w = tl.exp(lse - tl.max(lse, 0))
-        w = w / tl.sum(w, 0)
+        top = tl.load(LSE + h * SPLITS * BLOCK_M + r)
+        for s in range(1, SPLITS):
+            top = tl.maximum(top, tl.load(LSE + (h * SPLITS + s) * BLOCK_M + r))
         d = tl.arange(0, D)
-        o = tl.load(O_PART + base[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
-        out = tl.sum(o * w[:, None], 0)
+        total = tl.zeros([1], tl.float32)
+        out = tl.zeros([D], tl.float32)
+        for s in range(SPLITS):
+            base = (h * SPLITS + s) * BLOCK_M + r
+            w = tl.exp(tl.load(LSE + base + tl.zeros([1], tl.int32)) - top)
+            total += w
+            out += tl.load(O_PART + base * D + d) * w
+        out = out / total
         g = r // T
         i = r % T
         tl.store(OUT + (h * GROUPS + g) * stride_oh + i * stride_ot + d, out.to(OUT.dtype.element_ty))
+
+
+def exact_config(groups: int, itemsize: int) -> tuple[int, int, int, int, int]:
+    """``(block_m, chunk, block_n, num_warps, num_stages)`` of row-invariant split-KV attention
+    for a model with ``groups`` query heads per KV head: the same for every number of queries,
+    so a query's partition (chunks of :data:`EXACT_CHUNK` rows from position 0), its tiles and
+    its reduction order depend on its own position only."""
+    block_m = max(16, 1 << (groups * EXACT_QUERIES - 1).bit_length())
+    _, block_n, warps, stages = STEP_CONFIGS["one"]
+    return block_m, EXACT_CHUNK, block_n if itemsize <= 2 else BLOCK_N, warps, stages
+
+
+def exact_fits(num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
+    """Whether row-invariant split-KV attention takes the model (steps of up to
+    :data:`EXACT_QUERIES` queries in one block per KV head)."""
+    return fits(num_heads, num_kv_heads, EXACT_QUERIES, head_dim)
 
 
 def split_kv_attention(
@@ -195,12 +220,16 @@ def split_kv_attention(
     block_n: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    exact: bool = False,
 ) -> torch.Tensor:
     """Attention of ``T`` queries at ``pos .. pos + T - 1`` over cache rows ``[0, kv_rows)``
     -> ``[Hq, T, D]``.  ``backend``: ``triton``, ``torch`` (the reference) or ``auto``
     (Triton where :func:`~evspec.models.fast.triton_support.available`);
     ``blocks_wanted``/``block_n``: see :func:`choose_splits`; ``num_warps``/``num_stages``:
-    stage 1's launch configuration (each default: :func:`launch_config`)."""
+    stage 1's launch configuration (each default: :func:`launch_config`).  ``exact``:
+    row-invariant (:func:`exact_config`; the launch options are then fixed): a query's output
+    is bitwise the same whatever ``T`` and ``kv_rows``; the torch fallback is then
+    :func:`chunked_attention`."""
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
     hq, t, d = q.shape
@@ -208,18 +237,27 @@ def split_kv_attention(
     if hq % hkv:
         raise ValueError(f"{hq} query heads do not share {hkv} KV heads evenly")
     groups = hq // hkv
-    cfg = launch_config(groups * t, q.element_size())
-    blocks_wanted, block_n = blocks_wanted or cfg[0], block_n or cfg[1]
-    num_warps, num_stages = num_warps or cfg[2], num_stages or cfg[3]
-    splits, chunk = choose_splits(kv_rows, hkv, blocks_wanted, block_n, want=splits)
     use_triton = backend == "triton" or (backend == "auto" and available(q.device))
-    if not use_triton or not fits(hq, hkv, t, d):
-        return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
+    if exact:
+        if t > EXACT_QUERIES:
+            raise ValueError(f"exact split-KV attention takes up to {EXACT_QUERIES} queries, got {t}")
+        block_m, chunk, block_n, num_warps, num_stages = exact_config(groups, q.element_size())
+        splits = -(-kv_rows // chunk)
+        if not use_triton or not exact_fits(hq, hkv, d):
+            start = pos.reshape(-1)[0]
+            return chunked_attention(q, keys, values, start + torch.arange(t, device=q.device), kv_rows, scale)
+    else:
+        cfg = launch_config(groups * t, q.element_size())
+        blocks_wanted, block_n = blocks_wanted or cfg[0], block_n or cfg[1]
+        num_warps, num_stages = num_warps or cfg[2], num_stages or cfg[3]
+        splits, chunk = choose_splits(kv_rows, hkv, blocks_wanted, block_n, want=splits)
+        if not use_triton or not fits(hq, hkv, t, d):
+            return split_kv_reference(q, keys, values, pos, kv_rows, scale, splits, chunk)
+        block_m = max(16, triton.next_power_of_2(groups * t))
     if triton is None:
         raise RuntimeError("backend='triton' needs the triton package")
     if keys.stride(-1) != 1 or values.stride(-1) != 1 or q.stride(-1) != 1:
         raise ValueError("split_kv_attention needs the last dimension contiguous")
-    block_m = max(16, triton.next_power_of_2(groups * t))
     o_part = torch.empty(hkv * splits * block_m, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(hkv * splits * block_m, dtype=torch.float32, device=q.device)
     # [Hq, T, D] over [T, Hq, D] storage: the o projection's [T, Hq * D] input is then a view
@@ -233,7 +271,50 @@ def split_kv_attention(
     )
     _stage2[(hkv, groups * t)](
         o_part, lse, out, out.stride(0), out.stride(1),
-        T=t, GROUPS=groups, SPLITS=splits, D=d, BLOCK_M=block_m, BLOCK_S=triton.next_power_of_2(splits),
-        PDL=chained, launch_pdl=chained,
+        T=t, GROUPS=groups, SPLITS=splits, D=d, BLOCK_M=block_m, PDL=chained, launch_pdl=chained,
+        enable_fp_fusion=False,
     )
     return out
+
+
+def chunked_attention(
+    q: torch.Tensor,  # [Hq, T, D]
+    keys: torch.Tensor,  # [Hkv, >= kv_rows, D]
+    values: torch.Tensor,
+    positions: torch.Tensor,  # [T] int64: the queries' positions
+    kv_rows: int,
+    scale: float,
+    chunk: int = EXACT_CHUNK,
+) -> torch.Tensor:
+    """Row-invariant attention in torch (the CPU's, and the fallback of exact split-KV): the
+    cache rows in chunks of ``chunk`` from position 0, each chunk a fixed-shape float32
+    product and an online-softmax merge in chunk order -> ``[Hq, T, D]``.  Query ``i`` sees key
+    ``j`` iff ``j <= positions[i]``; chunks past a query's position change nothing (weight
+    exactly 0, factor exactly 1), so its output does not depend on ``kv_rows``, on ``T`` as long
+    as the caller keeps the query count fixed (a fixed row bucket), or on its row."""
+    hq, t, d = q.shape
+    hkv = keys.shape[0]
+    groups = hq // hkv
+    qf = q.float().reshape(hkv, groups * t, d)  # rows g*T + i share KV head h
+    q_pos = positions.reshape(-1).repeat(groups)  # [M]
+    m = torch.full((hkv, groups * t), float("-inf"), device=q.device)
+    l = torch.zeros(hkv, groups * t, device=q.device)
+    acc = torch.zeros(hkv, groups * t, d, device=q.device)
+    for lo in range(0, kv_rows, chunk):
+        k = keys[:, lo:lo + chunk].float()  # [Hkv, C, D]
+        v = values[:, lo:lo + chunk].float()
+        if k.shape[1] < chunk:  # the buffer's end: zero rows, never visible
+            pad = torch.zeros(hkv, chunk - k.shape[1], d, device=q.device)
+            k, v = torch.cat((k, pad), 1), torch.cat((v, pad), 1)
+        s = torch.bmm(qf, k.transpose(1, 2)) * scale  # [Hkv, M, C]
+        visible = (lo + torch.arange(chunk, device=q.device))[None, :] <= q_pos[:, None]  # [M, C]
+        s = s.masked_fill(~visible, float("-inf"))
+        m_new = torch.maximum(m, s.amax(-1))
+        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        p = torch.exp(s - m_safe[..., None])
+        alpha = torch.exp(m - m_safe)
+        l = l * alpha + p.sum(-1)
+        acc = acc * alpha[..., None] + torch.bmm(p, v)
+        m = m_new
+    out = acc / torch.where(l > 0, l, torch.ones_like(l))[..., None]
+    return out.view(hq, t, d).to(q.dtype)

@@ -189,9 +189,9 @@ class StepRunner:
             hidden = self.model.forward(self.cache, self.pos_buf, embeds=self.embeds_buf[:bucket],
                                         kv_len=kv_rows, compiled=self.compile)
             return None, hidden
-        hidden = self.model.forward(self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket],
-                                    kv_len=kv_rows, compiled=self.compile)
-        logits = self.model.logits(hidden)
+        x = self.model.forward(self.cache, self.pos_buf, tokens=self.tokens_buf[:bucket],
+                               kv_len=kv_rows, compiled=self.compile, prenorm=True)
+        logits, hidden = self.model.step_logits(x)
         if kind == "greedy":
             chosen = logits[:1].argmax(-1)  # [1]: the first maximum, as torch.argmax on the host
             self.history.index_copy_(0, self.pos_buf.reshape(1) + 1, chosen)

@@ -52,15 +52,19 @@ from evspec.models.fast.ops import (
     rope_tables,
     rotation_sin,
 )
+from evspec.models.fast.decode_attention import exact_fits
+from evspec.models.fast.gemv import fused_linear
 from evspec.models.fast.static_cache import StaticKVCache
 from evspec.models.fast.step_attention import AttentionPlan, StepAttention
+from evspec.models.fast.triton_support import available as triton_available
 
 #: RoPE variants whose frequencies are fixed at construction (read from the HF module);
 #: ``dynamic`` / ``longrope`` change them with the sequence length and are not supported.
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 #: the layer functions of a step: ``torch`` = :mod:`.layer` (eager or compiled); ``triton`` =
-#: :mod:`.triton_layer` (four Triton kernels) for decode steps, ``torch`` for the rest (opt-in)
+#: :mod:`.triton_layer` (four row-invariant Triton kernels) for decode and score steps, ``torch``
+#: for prefills (opt-in)
 KERNEL_KINDS = ("torch", "triton")
 
 
@@ -78,7 +82,8 @@ class FastLlama:
 
     ``head``: optional output projection (the wrapper's ``lm_head``) used by
     :meth:`logits`; ``fuse``: fuse q/k/v and gate/up in place and run the layers as the
-    functions of :mod:`.layer` (see the module docstring).  Raises ``TypeError`` for a
+    functions of :mod:`.layer` (see the module docstring); ``exact``: masked passes of up to
+    16 tokens (decode and score steps) attend row-invariantly (:class:`StepAttention`).  Raises ``TypeError`` for a
     decoder that is not LLaMA-shaped, ``NotImplementedError`` for RoPE types or attention
     variants it does not implement, ``ValueError`` when ``fuse`` meets unfusable weights.
     """
@@ -91,6 +96,7 @@ class FastLlama:
         attention: str = "sdpa",
         fuse: bool = False,
         kernels: str = "torch",
+        exact: bool = False,
     ) -> None:
         if kernels not in KERNEL_KINDS:
             raise ValueError(f"FastLlama kernels must be one of {', '.join(KERNEL_KINDS)}, got {kernels!r}")
@@ -132,7 +138,8 @@ class FastLlama:
                 f"num_attention_heads {self.num_heads} must be a multiple of "
                 f"num_key_value_heads {self.num_kv_heads}"
             )
-        self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim, self.scale)
+        self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim, self.scale,
+                                  exact=exact)
         self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
         if kernels == "triton":
             f = self.fused[0]
@@ -247,9 +254,11 @@ class FastLlama:
         kv_len: int | None = None,
         compiled: bool = False,
         any_length: bool = False,
+        prenorm: bool = False,
     ) -> torch.Tensor:
         """Hidden states ``[T, H]`` of positions ``start .. start + T - 1``; writes their
-        keys/values into ``cache`` (its ``length`` is left to the caller).
+        keys/values into ``cache`` (its ``length`` is left to the caller).  ``prenorm``: the
+        residual stream before the final RMSNorm instead (:meth:`step_logits` takes it).
 
         ``kv_len`` (default ``start + T``, int ``start`` only): cache rows attended over.
         ``compiled``: run the fused layers through the functions :meth:`compile` made:
@@ -268,7 +277,7 @@ class FastLlama:
         if self.fused is None:
             for i, layer in enumerate(self.layers):
                 x = self._layer_modules(layer, x, cos, sin, cache.k[i], cache.v[i], plan)
-            return self.decoder.norm(x)  # [T, H]
+            return x if prenorm else self.decoder.norm(x)  # [T, H]
         pre, post = attention_inputs, attention_output_and_mlp
         dynamic = compiled and any_length and self._compiled_any is not None
         if self.kernels == "triton" and not any_length and t <= triton_layer.STEP_ROWS:
@@ -289,7 +298,37 @@ class FastLlama:
                 torch._dynamo.maybe_mark_dynamic(out, 1)
             x = post(x, out, f.o_weight, f.o_bias, f.ln2_weight, f.gate_up_weight, f.gate_up_bias,
                      f.down_weight, f.down_bias, f.ln2_eps, f.act)  # [T, H]
-        return rms_norm(x, self.decoder.norm.weight, self._final_eps)  # [T, H]
+        return x if prenorm else self.final_norm(x)  # [T, H]
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's final RMSNorm of the residual stream ``[T, H]``."""
+        if self.fused is None:
+            return self.decoder.norm(x)
+        return rms_norm(x, self.decoder.norm.weight, self._final_eps)
+
+    def triton_head(self, rows: int, device: torch.device) -> bool:
+        """Whether :meth:`step_logits` of ``rows`` rows runs the final norm and the head as one
+        row-invariant Triton GEMV (the Triton layer kernels, a plain bias-free head)."""
+        head = self.head
+        return (self.kernels == "triton" and rows <= triton_layer.STEP_ROWS and triton_available(device)
+                and isinstance(head, nn.Linear) and head.bias is None and self.fused is not None)
+
+    def row_invariant_steps(self, device: torch.device | None = None) -> bool:
+        """Whether every step of up to 16 tokens on ``device`` (default: the model's) runs
+        row-invariant kernels only (Triton layers, head and split-KV attention), so steps of
+        any size give a position the same logits without padding to one row bucket."""
+        device = device or self.device
+        return self.triton_head(triton_layer.STEP_ROWS, device) and exact_fits(
+            self.num_heads, self.num_kv_heads, self.head_dim)
+
+    def step_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [T, V] float32, hidden [T, H])`` from the residual stream ``[T, H]``
+        (``forward(prenorm=True)``): the final norm and the head, as one row-invariant Triton
+        GEMV where :meth:`triton_head` says so (the logits then do not depend on ``T``)."""
+        hidden = self.final_norm(x)
+        if self.triton_head(int(x.shape[0]), x.device):
+            return fused_linear(x, self.head.weight, self.decoder.norm.weight, self._final_eps).float(), hidden
+        return self.logits(hidden), hidden
 
     def _layer_modules(
         self,

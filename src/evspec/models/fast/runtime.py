@@ -48,8 +48,14 @@ class FastRuntime:
     """Static caches and step runners for one decoder (see the module docstring)."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module, config: FastConfig) -> None:
-        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse, kernels=config.kernels)
+        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse, kernels=config.kernels,
+                               exact=config.exact)
         self.config = config
+        if config.exact and len(config.step_buckets) > 1 and not self.model.row_invariant_steps():
+            raise ValueError(
+                "FastConfig.exact without the row-invariant Triton kernels pads every step to one "
+                f"row bucket; got buckets {config.step_buckets} (pass buckets=({config.max_score_tokens},))"
+            )
         if config.compile:  # wraps only: tracing happens at each bucket's first step
             self.model.compile(mode=config.compile_mode, backend=config.compile_backend,
                                prefill=config.compile_prefill)
@@ -208,6 +214,11 @@ class FastRuntime:
 
     # -- reporting --------------------------------------------------------------------------
     @property
+    def exact(self) -> bool:
+        """Whether decode and score steps keep the numerics contract (``FastConfig.exact``)."""
+        return self.config.exact
+
+    @property
     def stats(self) -> dict[str, Any]:
         """Slots, cache memory, graphs captured, capture/compile ms, replays, eager steps,
         and the options in force."""
@@ -227,6 +238,7 @@ class FastRuntime:
             "attention": self.config.attention,
             "fuse": self.config.fuse,
             "kernels": self.config.kernels,
+            "exact": self.config.exact,
             "prefill_buckets": list(self.config.prefill_buckets),
             "compiled_buckets": sorted({b for r in runs for b in r.compiled_buckets}),
         }

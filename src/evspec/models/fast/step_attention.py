@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.attention.bias import CausalBias
 
-from evspec.models.fast.decode_attention import fits, split_kv_attention
+from evspec.models.fast.decode_attention import EXACT_QUERIES, fits, split_kv_attention
 from evspec.models.fast.ops import attention_bias, lower_right_causal
 from evspec.models.fast.triton_support import available as triton_available
 
@@ -39,23 +39,30 @@ class AttentionPlan:
     """How one pass attends: query ``positions`` ``[T]`` (device), cache rows ``kv_len``,
     and either ``is_causal`` (from position 0), a lower-right :class:`CausalBias`, an
     additive mask ``[T, kv_len]``, or no mask (every row visible); ``split_kv``: split-KV
-    attention serves the pass, masking from the positions (no mask tensor)."""
+    attention serves the pass, masking from the positions (no mask tensor); ``exact``: the
+    row-invariant kind of it (:func:`~.decode_attention.split_kv_attention` with ``exact``)."""
 
     positions: torch.Tensor
     kv_len: int
     mask: torch.Tensor | CausalBias | None
     is_causal: bool = False
     split_kv: bool = False
+    exact: bool = False
 
 
 class StepAttention:
     """The attention of one model: ``kind`` (one of :data:`ATTENTION_KINDS`) for masked
-    passes, SDPA's causal forms for exact-length ones."""
+    passes, SDPA's causal forms for exact-length ones.  ``exact``: masked passes of up to
+    :data:`~.decode_attention.EXACT_QUERIES` tokens (every decode and score step) run
+    row-invariant attention instead, whatever ``kind``: a query's output depends on its
+    position and the cache only (split-KV in chunks from position 0, Triton kernels where
+    they run, :func:`~.decode_attention.chunked_attention` elsewhere)."""
 
-    def __init__(self, kind: str, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
+    def __init__(self, kind: str, num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
+                 exact: bool = False) -> None:
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"FastLlama attention must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
-        self.kind = kind
+        self.kind, self.exact = kind, bool(exact)
         self.num_heads, self.num_kv_heads, self.head_dim, self.scale = num_heads, num_kv_heads, head_dim, scale
         self._aranges: dict[tuple[int, torch.device], torch.Tensor] = {}  # 0..T-1 per step size, made once
 
@@ -88,7 +95,10 @@ class StepAttention:
         return self._masked(positions, kv_len, dtype)
 
     def _masked(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> AttentionPlan:
-        """A pass that needs masking: by split-KV where it serves the pass, else the mask."""
+        """A pass that needs masking: row-invariant in exact mode, by split-KV where it serves
+        the pass, else the mask."""
+        if self.exact and int(positions.shape[0]) <= EXACT_QUERIES:
+            return AttentionPlan(positions, kv_len, None, exact=True)
         if self._split_kv_serves(int(positions.shape[0]), positions.device):
             return AttentionPlan(positions, kv_len, None, split_kv=True)
         return AttentionPlan(positions, kv_len, attention_bias(positions, kv_len, dtype))
@@ -123,6 +133,9 @@ class StepAttention:
         plan: AttentionPlan,
     ) -> torch.Tensor:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
+        if plan.exact:
+            q = q if q.stride(-1) == 1 else q.contiguous()
+            return split_kv_attention(q, keys, vals, plan.positions[:1], plan.kv_len, self.scale, exact=True)
         if plan.split_kv:  # key j visible to query i iff j <= positions[i]
             # the kernels take q's head and token strides: only the last dimension must be dense
             # (q of a score step is a [T, Hq, D] view: no copy, 0.09 ms a 7B score step)

@@ -20,41 +20,45 @@ first weight tile while the previous kernel drains.  The functions take steps of
 ``MAX_ROWS`` tokens on CUDA (or under ``TRITON_INTERPRET=1``); anything else runs the
 ``layer.py`` functions, which are also what the CPU tests compare against.
 
-The engine (``enable_fast(kernels="triton")``, opt-in) runs them for decode steps only
-(``STEP_ROWS``): on the H200 7B greedy decoding takes 3.88 ms/token with them (round 6;
-4.77 ms steps for the compiled torch layer with split-KV attention, round 4), but a 9-token
-score step 7.2–13 ms over every ``tl.dot`` configuration tried against 5.3 for the compiled
-layer, which therefore scores (benchmarks/fast_engine.md, rounds 4 and 6).
+The engine (``enable_fast(kernels="triton")``, opt-in) runs them for every decode and score
+step of up to ``STEP_ROWS`` tokens.  The kernels are row-invariant: a row's result is bitwise
+the same whether the step has 1 or 16 rows (each row's sums are chains of FMAs in an order
+fixed by the code, :func:`~evspec.models.fast.gemv.accumulate`; the weights are read once
+for all rows), so scoring ``k + 1`` tokens gives the logits ``k + 1`` decode steps give.
 """
 
 from __future__ import annotations
 
 import torch
 
-from evspec.models.fast.gemv import MAX_ROWS, accumulate, fused_linear, launch_config, row_vec, w_tile, x_tile
+from evspec.models.fast.gemv import (
+    MAX_ROWS, accumulate, block_rows, fused_linear, launch_config, rounded, row_vec, tree_sum, w_tile, x_tile,
+)
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
 from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
 
-#: the engine's steps of at most this many tokens run these kernels (see the module docstring)
-STEP_ROWS = 1
+#: the engine's steps of at most this many tokens run these kernels: every decode and score
+#: step, so that a position's logits do not depend on the step that computed it
+STEP_ROWS = MAX_ROWS
 #: columns of each rotary half one q/k/v program of a decode step takes (twice this many
 #: weight rows; 4: 8 rows, the best one-row GEMV block on the H200, round 4)
 DECODE_HEAD_COLUMNS = 4
-#: the same for steps of more rows (``tl.dot`` wants at least 16)
-SCORE_HEAD_COLUMNS = 32
+#: the same for steps of more rows (a row's arithmetic does not depend on it; 2 keeps sixteen
+#: rows' accumulators in registers)
+SCORE_HEAD_COLUMNS = 2
 
 
 def rotary_split(head_dim: int, rows: int = 2) -> int | None:
     """Programs per head of the q/k/v kernel: each takes ``head_dim / (2 · split)`` columns of
     both rotary halves — :data:`DECODE_HEAD_COLUMNS` in a decode step (``rows`` 1; LLaMA-7B:
-    split 16, 1536 programs), :data:`SCORE_HEAD_COLUMNS` in steps of more rows (``tl.dot``:
-    at least 16) — where the head allows, else the whole half.  None when the head is odd
+    split 16, 1536 programs), :data:`SCORE_HEAD_COLUMNS` in steps of more rows — where the
+    head allows, else the whole half.  None when the head is odd
     or its half narrower than 16."""
     half = head_dim // 2
     if head_dim % 2 or half < 16:
         return None
     cols = DECODE_HEAD_COLUMNS if rows == 1 else SCORE_HEAD_COLUMNS
-    if half >= 32 and half % cols == 0 and (rows == 1 or cols >= 16):
+    if half >= 32 and half % cols == 0:
         return half // cols
     return 1
 
@@ -77,8 +81,9 @@ if triton is not None:
     def _qkv_rope_cache(X, NW, W, COS, SIN, POS, Q, KC, VC, T, eps,
                         stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
                         K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
-                        SPLIT: tl.constexpr, IEEE: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr):
+                        SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
+                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
+                        LOG2_J: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
         pdl_release(PDL)
@@ -94,26 +99,20 @@ if triton is not None:
         w_lo = w_tile(W, row_lo, ones, k, k < K, stride_w, EVEN_K)  # first tiles, before the wait (PDL)
         w_hi = w_tile(W, row_lo + HALF, ones, k, k < K, stride_w, EVEN_K)
         pdl_wait(PDL)
-        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_K, BLOCK_M)
-        if BLOCK_M == 1:  # a decode step: products summed in registers (see gemv.accumulate)
-            acc_lo = tl.zeros([BH, BLOCK_K // VEC], tl.float32)
-            acc_hi = tl.zeros([BH, BLOCK_K // VEC], tl.float32)
-        else:
-            acc_lo = tl.zeros([BLOCK_M, BH], tl.float32)
-            acc_hi = tl.zeros([BLOCK_M, BH], tl.float32)
+        rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_M)
+        acc_lo = tl.zeros([BLOCK_M, BH, BLOCK_K // VEC], tl.float32)  # every row alike (gemv.accumulate)
+        acc_hi = tl.zeros([BLOCK_M, BH, BLOCK_K // VEC], tl.float32)
         xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False)
-        acc_lo = accumulate(acc_lo, xk, w_lo, BLOCK_M, IEEE, VEC)
-        acc_hi = accumulate(acc_hi, xk, w_hi, BLOCK_M, IEEE, VEC)
+        acc_lo = accumulate(acc_lo, xk, w_lo, VEC)
+        acc_hi = accumulate(acc_hi, xk, w_hi, VEC)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
             xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False)
-            acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), BLOCK_M, IEEE, VEC)
-            acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K),
-                                 BLOCK_M, IEEE, VEC)
-        if BLOCK_M == 1:
-            acc_lo = tl.sum(acc_lo, 1)[None, :]
-            acc_hi = tl.sum(acc_hi, 1)[None, :]
+            acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), VEC)
+            acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K), VEC)
+        acc_lo = tree_sum(acc_lo, LOG2_J)  # [BLOCK_M, BH]
+        acc_hi = tree_sum(acc_hi, LOG2_J)
         y_lo = acc_lo.to(Q.dtype.element_ty)  # the projection's output, rounded as F.linear's
         y_hi = acc_hi.to(Q.dtype.element_ty)
         if head < HQ + HKV:  # RoPE (SIN is ops.rotation_sin: its first half negated)
@@ -122,8 +121,11 @@ if triton is not None:
             cos_hi = tl.load(COS + cs + HALF, mask=m_ok[:, None], other=0.0)
             sin_lo = tl.load(SIN + cs, mask=m_ok[:, None], other=0.0)
             sin_hi = tl.load(SIN + cs + HALF, mask=m_ok[:, None], other=0.0)
-            out_lo = y_lo * cos_lo + y_hi * sin_lo
-            out_hi = y_hi * cos_hi + y_lo * sin_hi
+            lo32, hi32 = y_lo.to(tl.float32), y_hi.to(tl.float32)  # bf16 math as float32, rounded as torch
+            out_lo = rounded(rounded(lo32 * cos_lo.to(tl.float32), y_lo) + rounded(hi32 * sin_lo.to(tl.float32), y_lo),
+                             y_lo).to(Q.dtype.element_ty)
+            out_hi = rounded(rounded(hi32 * cos_hi.to(tl.float32), y_lo) + rounded(lo32 * sin_hi.to(tl.float32), y_lo),
+                             y_lo).to(Q.dtype.element_ty)
         else:
             out_lo = y_lo
             out_hi = y_hi
@@ -159,15 +161,16 @@ def triton_attention_inputs(
     q = torch.empty(num_heads, t, head_dim, dtype=x.dtype, device=x.device)
     split = rotary_split(head_dim, t)
     _, block_k, num_warps, num_stages = launch_config(t, qkv_weight.shape[0], hidden)
+    vec = row_vec(t, block_k)
     chained = pdl(x.device)
     _qkv_rope_cache[((num_heads + 2 * num_kv_heads) * split,)](
         x, ln_weight, qkv_weight, cos, sin, positions, q, k_cache, v_cache, t, float(eps),
         x.stride(0), qkv_weight.stride(0), cos.stride(0), q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1),
-        K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split, IEEE=x.dtype == torch.float32,
-        NUM_STAGES=num_stages, PDL=chained, BLOCK_M=1 if t == 1 else max(16, triton.next_power_of_2(t)),
-        BLOCK_K=block_k, EVEN_K=hidden % block_k == 0, VEC=row_vec(t, block_k), num_warps=num_warps,
-        launch_pdl=chained,
+        K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split,
+        NUM_STAGES=num_stages, PDL=chained, BLOCK_M=block_rows(t), BLOCK_K=block_k, EVEN_K=hidden % block_k == 0,
+        VEC=vec, LOG2_J=(block_k // vec).bit_length() - 1, num_warps=num_warps, launch_pdl=chained,
+        enable_fp_fusion=False,
     )
     return q
 

@@ -63,15 +63,21 @@ if triton is not None:
             gdc_wait()
 
     @triton.jit
-    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
-        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic."""
-        ss = tl.zeros([BLOCK_M], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
+    def row_rstd(X, stride_x, m, m_ok, eps, K: tl.constexpr, BLOCK_M: tl.constexpr):
+        """The inverse RMS of rows ``m`` of ``X`` (``K`` wide), in float32: RMSNorm's statistic.
+        Each row's sum of squares is a chain of FMAs over blocks of 256 columns, then a fixed
+        pairwise tree: the same for a row whatever the number of rows (row invariance)."""
+        B: tl.constexpr = 256
+        ss = tl.zeros([BLOCK_M, B], tl.float32)
+        for k0 in range(0, K, B):
+            k = k0 + tl.arange(0, B)
             xk = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & (k[None, :] < K),
                          other=0.0).to(tl.float32)
-            ss += tl.sum(xk * xk, 1)
-        return tl.rsqrt(ss / K + eps)
+            ss = tl.fma(xk, xk, ss)
+        for i in tl.static_range(8):  # 256 -> 1, neighbours first
+            lo, hi = tl.split(tl.reshape(ss, [BLOCK_M, 1 << (7 - i), 2]))
+            ss = lo + hi
+        return tl.rsqrt(tl.reshape(ss, [BLOCK_M]) / K + eps)
 
 else:  # pragma: no cover - depends on the install
     row_rstd = pdl_release = pdl_wait = None
