@@ -148,3 +148,27 @@ def test_greedy_speculative_output_is_target_only_output(dtype: torch.dtype, sha
                 res = generate(target, Request(q), _drafter(kind, target, other), gamma=gamma,
                                max_new_tokens=max_new, stop_at_eos=stop)
                 assert res.tokens == ref.tokens, f"{kind} γ={gamma} seed={model_seed} case={case} q={q!r}"
+
+
+def test_bf16_answers_after_a_prefix_hit_equal_target_only_answers() -> None:
+    """Video-LLaVA (tiny preset) in bf16 with the prefix cache: questions on one clip (the
+    first a miss, the rest hits) answered target-only, self-drafting and by prompt lookup give
+    the same tokens as target-only without the cache."""
+    import numpy as np
+
+    from evspec.models.target import VideoLlavaTarget
+
+    target = VideoLlavaTarget.from_preset("tiny-random", seed=4, dtype=torch.bfloat16)
+    video = np.random.default_rng(5).integers(0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8)
+    questions = ("What is moving?", "Which way does it go?", "What colour is it?")
+    target.enable_fast()
+    plain = [generate(target, Request(q, video=video), None, max_new_tokens=20, stop_at_eos=False).tokens
+             for q in questions]
+    target.enable_prefix_cache()
+    for kind in ("none", "self", "prompt-lookup"):
+        for q, want in zip(questions, plain):
+            drafter = None if kind == "none" else make_drafter(kind, target=target)
+            res = generate(target, Request(q, video=video, clip_id="clip"), drafter, gamma=5,
+                           max_new_tokens=20, stop_at_eos=False)
+            assert res.tokens == want, (kind, q)
+    assert target.prefill(Request(questions[0], video=video, clip_id="clip")).timings["prefix_hit"]
