@@ -29,8 +29,8 @@ HOPPER = GPUTarget("cuda", 90, 32)
 @pytest.mark.skipif(not INTERPRETED, reason="the compile tests run in this process")
 def test_the_kernels_compile_in_a_process_without_the_interpreter() -> None:
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          env=env, capture_output=True, text=True, timeout=1200)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
@@ -38,7 +38,7 @@ def _compile(kernel, types: dict[str, str], consts: dict[str, object], num_warps
     """``kernel`` compiled to a cubin: ``types`` for the runtime arguments (in order), the
     rest constexpr."""
     if INTERPRETED:
-        pytest.skip("compiled in a child process (test_the_kernels_compile_in_a_process_without_the_interpreter)")
+        pytest.skip("compiled in a child process (the test above)")
     names = kernel.arg_names
     assert set(names) == set(types) | set(consts), set(names) ^ (set(types) | set(consts))
     sig = {n: types.get(n, "constexpr") for n in names}
@@ -68,7 +68,8 @@ def test_fused_linear_compiles(block_m, norm, act, res, even, pdl, dtype, block_
     assert "cubin" in compiled.asm
 
 
-@pytest.mark.parametrize(("block_m", "split", "pdl"), [(1, 16, True), (16, 32, True), (4, 1, False)])
+@pytest.mark.parametrize(("block_m", "split", "pdl"),
+                         [(1, 16, True), (16, 32, True), (4, 1, False)])
 def test_qkv_rope_cache_compiles(block_m: int, split: int, pdl: bool) -> None:
     types = _types("X NW W COS SIN Q KC VC", "T stride_x stride_w stride_cs stride_qh stride_qt stride_ch stride_cr",
                    "eps")
