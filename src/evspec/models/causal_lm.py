@@ -111,7 +111,8 @@ class CausalLMWrapper(PrefixCacheMixin):
         ``max_score_tokens`` rows (``buckets`` default to that).  ``None`` (default): exact
         unless ``buckets`` of several sizes are given without those kernels (then not exact;
         ``self.fast.exact`` says which); ``True``: raise when the options cannot keep it;
-        ``False``: the per-size buckets of before (cheaper one-token steps off the Triton path).
+        ``False``: steps padded only to their own bucket (cheaper one-token steps off the Triton
+        path).
         """
         if is_4bit(self.decoder) or is_4bit(self.lm_head):
             raise ValueError(
