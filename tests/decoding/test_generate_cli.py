@@ -121,8 +121,9 @@ def test_bf16_answers_are_identical_by_default_and_the_numerics_are_stated(seed:
     target-only answer; ``--json`` says so (and that ``--no-fast`` is not exact)."""
     runs = {}
     for drafter in ("none", "eventgpt"):
-        res = CliRunner().invoke(app, [*BASE, "--dtype", "bfloat16", "--seed", seed, "--max-new-tokens", "24",
-                                       "--drafter", drafter, "--events", "random"])
+        args = ["--dtype", "bfloat16", "--seed", seed, "--max-new-tokens", "24",
+                "--drafter", drafter, "--events", "random"]
+        res = CliRunner().invoke(app, [*BASE, *args])
         assert res.exit_code == 0, res.output
         runs[drafter] = json.loads(res.stdout.strip().splitlines()[-1])
     assert runs["eventgpt"]["tokens"] == runs["none"]["tokens"]

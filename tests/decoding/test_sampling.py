@@ -158,7 +158,8 @@ def test_bf16_fast_engine_sampling_matches_the_target_end_to_end():
     marginal = torch.zeros(vocab, dtype=torch.float64)
     for t0 in range(vocab):
         st = target.prefill(req)
-        marginal += p0[t0] * torch.softmax(target.score(st, torch.tensor([t0])).logits[0].double(), -1)
+        logits = target.score(st, torch.tensor([t0])).logits[0]
+        marginal += p0[t0] * torch.softmax(logits.double(), -1)
         target.release(st)
     counts = torch.zeros(vocab)
     drafter = ModelDrafter(draft, name="tiny")

@@ -32,13 +32,28 @@ class RandomLM(CausalLMWrapper):
     """A random LLaMA in ``dtype`` reading the question one id per character (no sharpening:
     near-ties in the greedy choice are common, as the contract must survive them)."""
 
-    def __init__(self, seed: int, dtype: torch.dtype, shape: str = "tiny", *, vocab: int = 48,
-                 context: int = 200):
+    def __init__(
+        self,
+        seed: int,
+        dtype: torch.dtype,
+        shape: str = "tiny",
+        *,
+        vocab: int = 48,
+        context: int = 200,
+    ):
         hidden, inter, layers, heads, kv = SHAPES[shape]
         torch.manual_seed(seed)
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                          num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=context,
-                          bos_token_id=1, eos_token_id=EOS)
+        cfg = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=context,
+            bos_token_id=1,
+            eos_token_id=EOS,
+        )
         self.model = LlamaForCausalLM(cfg).eval().to(dtype)
         self.decoder, self.lm_head = self.model.model, self.model.lm_head
         self.tokenizer = None
@@ -145,6 +160,48 @@ def test_greedy_speculative_output_is_target_only_output(dtype: torch.dtype, sha
             ref = generate(target, Request(q), None, max_new_tokens=max_new, stop_at_eos=stop)
             for kind in kinds:
                 gamma = rng.randint(1, 15)
-                res = generate(target, Request(q), _drafter(kind, target, other), gamma=gamma,
-                               max_new_tokens=max_new, stop_at_eos=stop)
-                assert res.tokens == ref.tokens, f"{kind} γ={gamma} seed={model_seed} case={case} q={q!r}"
+                res = generate(
+                    target,
+                    Request(q),
+                    _drafter(kind, target, other),
+                    gamma=gamma,
+                    max_new_tokens=max_new,
+                    stop_at_eos=stop,
+                )
+                assert (
+                    res.tokens == ref.tokens
+                ), f"{kind} γ={gamma} seed={model_seed} case={case} q={q!r}"
+
+
+def test_bf16_answers_after_a_prefix_hit_equal_target_only_answers() -> None:
+    """Video-LLaVA (tiny preset) in bf16 with the prefix cache: questions on one clip (the
+    first a miss, the rest hits) answered target-only, self-drafting and by prompt lookup give
+    the same tokens as target-only without the cache."""
+    import numpy as np
+
+    from evspec.models.target import VideoLlavaTarget
+
+    target = VideoLlavaTarget.from_preset("tiny-random", seed=4, dtype=torch.bfloat16)
+    video = np.random.default_rng(5).integers(
+        0, 256, (target.num_frames, 40, 48, 3), dtype=np.uint8
+    )
+    questions = ("What is moving?", "Which way does it go?", "What colour is it?")
+    target.enable_fast()
+    plain = [
+        generate(target, Request(q, video=video), None, max_new_tokens=20, stop_at_eos=False).tokens
+        for q in questions
+    ]
+    target.enable_prefix_cache()
+    for kind in ("none", "self", "prompt-lookup"):
+        for q, want in zip(questions, plain):
+            drafter = None if kind == "none" else make_drafter(kind, target=target)
+            res = generate(
+                target,
+                Request(q, video=video, clip_id="clip"),
+                drafter,
+                gamma=5,
+                max_new_tokens=20,
+                stop_at_eos=False,
+            )
+            assert res.tokens == want, (kind, q)
+    assert target.prefill(Request(questions[0], video=video, clip_id="clip")).timings["prefix_hit"]

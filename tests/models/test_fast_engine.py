@@ -157,12 +157,14 @@ def test_compiled_engine_defaults_to_power_of_two_buckets() -> None:
     runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager")
     assert runtime.config.step_buckets == (5,) and runtime.exact
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
-    runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager", exact=False)
+    runtime = target.enable_fast(max_score_tokens=5, compile=True, compile_backend="aot_eager",
+                                 exact=False)
     assert runtime.config.step_buckets == (1, 2, 4, 5) and runtime.config.compile_mode is None
     assert torch._dynamo.config.recompile_limit >= 64
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
     assert set(runtime.stats["compiled_buckets"]) <= {1, 2, 4, 5}
-    runtime = target.enable_fast(compile=True, compile_backend="aot_eager", score_sizes=(5,), exact=False)
+    runtime = target.enable_fast(compile=True, compile_backend="aot_eager", score_sizes=(5,),
+                                 exact=False)
     assert runtime.config.step_buckets == (1, 2, 4, 5, 8, 16)  # γ = 4 scores 5 tokens unpadded
     assert _run(target, "abcab xy", "self", None, 4, 12) == expected
     assert 5 in runtime.stats["compiled_buckets"]

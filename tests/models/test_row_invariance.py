@@ -25,12 +25,16 @@ from evspec.models.state import TargetState
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = [
     pytest.mark.triton_kernels,
-    pytest.mark.skipif(not available(DEVICE), reason="needs Triton on a GPU, or TRITON_INTERPRET=1"),
+    pytest.mark.skipif(
+        not available(DEVICE), reason="needs Triton on a GPU, or TRITON_INTERPRET=1"
+    ),
 ]
 DTYPES = (torch.bfloat16, torch.float16)
 
 
-def _randn(gen: torch.Generator, *shape: int, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+def _randn(
+    gen: torch.Generator, *shape: int, scale: float = 1.0, dtype=torch.float32
+) -> torch.Tensor:
     return (torch.randn(*shape, generator=gen, device=DEVICE) * scale).to(dtype)
 
 
@@ -40,21 +44,37 @@ def test_fused_linear_rows_do_not_depend_on_the_row_count(dtype: torch.dtype, ki
     gen = torch.Generator(device=DEVICE).manual_seed(7)
     n, k = 24, 80  # ragged against the blocks: masked tails too
     x = _randn(gen, 16, 2 * k if kind == "gated_silu" else k, dtype=dtype)
-    w = _randn(gen, n, k, scale=k ** -0.5, dtype=dtype)
+    w = _randn(gen, n, k, scale=k**-0.5, dtype=dtype)
     opts = dict(block_k=32, block_n=8)
     if kind == "norm":
         opts.update(norm_weight=_randn(gen, k, scale=0.1, dtype=dtype) + 1)
     elif kind == "gated_silu":
         opts.update(gated_silu=True)
     res = _randn(gen, 16, n, dtype=dtype) if kind == "residual" else None
-    one = [fused_linear(x[i:i + 1], w, residual=None if res is None else res[i:i + 1], backend="triton", **opts)
-           for i in range(16)]
+    one = [
+        fused_linear(
+            x[i : i + 1],
+            w,
+            residual=None if res is None else res[i : i + 1],
+            backend="triton",
+            **opts,
+        )
+        for i in range(16)
+    ]
     for m in range(2, 17):
-        rows = fused_linear(x[:m], w, residual=None if res is None else res[:m], backend="triton", **opts)
+        rows = fused_linear(
+            x[:m], w, residual=None if res is None else res[:m], backend="triton", **opts
+        )
         assert torch.equal(rows, torch.cat(one[:m])), f"{m} rows"
     # other output blocks and warps: a row's arithmetic does not depend on them either
-    wide = fused_linear(x[:5], w, residual=None if res is None else res[:5], backend="triton",
-                        **{**opts, "block_n": 4}, num_warps=2)
+    wide = fused_linear(
+        x[:5],
+        w,
+        residual=None if res is None else res[:5],
+        backend="triton",
+        **{**opts, "block_n": 4},
+        num_warps=2,
+    )
     assert torch.equal(wide, torch.cat(one[:5]))
 
 
@@ -65,7 +85,7 @@ def test_qkv_kernel_rows_do_not_depend_on_the_row_count(dtype: torch.dtype) -> N
     hidden, heads, kv_heads, d, cap = 64, 2, 1, 32, 64
     x = _randn(gen, 16, hidden, dtype=dtype)
     ln = _randn(gen, hidden, scale=0.1, dtype=dtype) + 1
-    w = _randn(gen, (heads + 2 * kv_heads) * d, hidden, scale=hidden ** -0.5, dtype=dtype)
+    w = _randn(gen, (heads + 2 * kv_heads) * d, hidden, scale=hidden**-0.5, dtype=dtype)
     inv = 1.0 / 10000 ** (torch.arange(0, d, 2, device=DEVICE).float() / d)
     cos, sin = rope_tables(torch.arange(cap, device=DEVICE), inv, 1.0, dtype)
     sin = rotation_sin(sin)
@@ -73,14 +93,16 @@ def test_qkv_kernel_rows_do_not_depend_on_the_row_count(dtype: torch.dtype) -> N
 
     def step(rows: torch.Tensor, start: int, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(start, start + rows.shape[0], device=DEVICE)
-        return triton_attention_inputs(rows, ln, w, None, cos[pos], sin[pos], kc, vc, pos, 1e-5, heads, kv_heads)
+        return triton_attention_inputs(
+            rows, ln, w, None, cos[pos], sin[pos], kc, vc, pos, 1e-5, heads, kv_heads
+        )
 
     for t in (1, 2, 3, 5, 8, 9, 13, 16):
         start = rng.randrange(0, cap - 16)
         kc, vc = torch.zeros(2, kv_heads, cap, d, dtype=dtype, device=DEVICE)
         q = step(x[:t], start, kc, vc)
         k1, v1 = torch.zeros(2, kv_heads, cap, d, dtype=dtype, device=DEVICE)
-        q1 = torch.cat([step(x[i:i + 1], start + i, k1, v1) for i in range(t)], dim=1)
+        q1 = torch.cat([step(x[i : i + 1], start + i, k1, v1) for i in range(t)], dim=1)
         assert torch.equal(q, q1) and torch.equal(kc, k1) and torch.equal(vc, v1), f"T={t}"
 
 
@@ -97,20 +119,45 @@ def test_exact_split_kv_rows_do_not_depend_on_the_step(dtype: torch.dtype) -> No
     for t in (1, 4, 9, 16):
         start = rng.choice((EXACT_CHUNK - t // 2, rng.randrange(0, 2 * EXACT_CHUNK)))
         kv_rows = min(cap, start + t + rng.randrange(0, EXACT_CHUNK))
-        out = split_kv_attention(q[:, :t], keys, vals, torch.tensor(start, device=DEVICE), kv_rows, 0.25,
-                                 backend="triton", exact=True)
+        out = split_kv_attention(
+            q[:, :t],
+            keys,
+            vals,
+            torch.tensor(start, device=DEVICE),
+            kv_rows,
+            0.25,
+            backend="triton",
+            exact=True,
+        )
         for i in range(t):
-            alone = split_kv_attention(q[:, i:i + 1].contiguous(), keys, vals, torch.tensor(start + i, device=DEVICE),
-                                       start + i + 1, 0.25, backend="triton", exact=True)
+            alone = split_kv_attention(
+                q[:, i : i + 1].contiguous(),
+                keys,
+                vals,
+                torch.tensor(start + i, device=DEVICE),
+                start + i + 1,
+                0.25,
+                backend="triton",
+                exact=True,
+            )
             assert torch.equal(out[:, i], alone[:, 0]), f"T={t} query {i} at {start + i}"
 
 
 class _TritonLM(CausalLMWrapper):
     def __init__(self, dtype: torch.dtype):
         torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=40, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=96,
-                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            vocab_size=40,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=96,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
         self.model = LlamaForCausalLM(cfg).eval().to(dtype).to(DEVICE)
         self.decoder, self.lm_head = self.model.model, self.model.lm_head
         self.tokenizer, self.eos_token_id, self.max_context, self.vocab_size = None, 2, 96, 40
@@ -141,7 +188,9 @@ def test_triton_engine_scores_equal_decode_steps(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs, the compiled kernels)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (graphs, the compiled kernels)"
+)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cuda_greedy_speculative_output_is_target_only_output(dtype: torch.dtype) -> None:
     """On CUDA with graphs and the Triton kernels: randomized prompts, γ 1-15, the target
@@ -156,6 +205,12 @@ def test_cuda_greedy_speculative_output_is_target_only_output(dtype: torch.dtype
         q = "".join(rng.choice("abcdef") for _ in range(rng.randint(1, 40)))
         ref = generate(model, Request(q), None, max_new_tokens=40, stop_at_eos=False).tokens
         for kind in ("self", "prompt-lookup"):
-            got = generate(model, Request(q), make_drafter(kind, target=model), gamma=rng.randint(1, 15),
-                           max_new_tokens=40, stop_at_eos=False).tokens
+            got = generate(
+                model,
+                Request(q),
+                make_drafter(kind, target=model),
+                gamma=rng.randint(1, 15),
+                max_new_tokens=40,
+                stop_at_eos=False,
+            ).tokens
             assert got == ref, f"{kind} case {case}"

@@ -102,9 +102,9 @@ def bench(
     fast: Annotated[bool, typer.Option(help="evspec's fast engine (static KV cache; CUDA graphs on GPU).")] = False,
     compile_engine: Annotated[bool, typer.Option("--compile", help="With --fast: torch.compile the fast engine's "
                                           "layers (compiled before the timed runs).")] = False,
-    kernels: Annotated[str, typer.Option(help="With --fast: torch, or triton (decode and score steps as four "
-                                               "row-invariant Triton kernels a layer on CUDA; "
-                                               "docs/fast_engine.md).")] = "torch",
+    kernels: Annotated[str, typer.Option(
+        help="With --fast: torch, or triton (decode and score steps as four row-invariant "
+             "Triton kernels a layer on CUDA; docs/fast_engine.md).")] = "torch",
     prefix_cache: Annotated[bool, typer.Option(help="Reuse each clip's prefix KV across its questions.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run measurements recorded as failed.")] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed and random-weight seed.")] = 0,

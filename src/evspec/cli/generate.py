@@ -68,11 +68,12 @@ def generate_cmd(
         "auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     fast: Optional[bool] = typer.Option(
         None, "--fast/--no-fast",
-        help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use), exact numerics "
-             "(a position's logits do not depend on how many tokens a step scores, so the answer is "
-             "identical with any drafter in bf16/fp16 too). Default: on, except with --quant 4bit. "
-             "--no-fast runs the transformers modules, whose bf16/fp16 answers may differ between "
-             "drafters on near-ties (lossless in exact arithmetic only)."),
+        help="Fast engine: static KV cache, CUDA graphs on GPU (captured on first use), exact "
+             "numerics (a position's logits do not depend on how many tokens a step scores, so "
+             "the answer is identical with any drafter in bf16/fp16 too). Default: on, except "
+             "with --quant 4bit. --no-fast runs the transformers modules, whose bf16/fp16 "
+             "answers may differ between drafters on near-ties (lossless in exact arithmetic "
+             "only)."),
     compile_engine: bool = typer.Option(False, "--compile", help="With --fast: torch.compile the fast engine's layers "
                                  "(CUDA: ~10 s per model at the first steps; faster decode and prefill)."),
     kernels: Kernels = typer.Option(

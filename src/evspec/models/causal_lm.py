@@ -98,7 +98,7 @@ class CausalLMWrapper(PrefixCacheMixin):
         to the powers of two up to ``max_score_tokens`` and the ``score_sizes`` a run will
         score (e.g. ``(γ + 1,)``; one compile each);
         ``compile_prefill`` (with ``compile``) compiles prefills too, for any length;
-        ``kernels="triton"`` runs decode and score steps as four row-invariant Triton kernels a layer
+        ``kernels="triton"`` runs decode and score steps as four row-invariant Triton kernels
         (``evspec.models.fast.triton_layer``; opt-in, implies ``fuse``).
         Graphs are captured lazily, at the first step of each shape (see
         ``self.fast.stats['capture_ms']``).  Clears the prefix cache (its KV format changes).
@@ -111,7 +111,8 @@ class CausalLMWrapper(PrefixCacheMixin):
         ``max_score_tokens`` rows (``buckets`` default to that).  ``None`` (default): exact
         unless ``buckets`` of several sizes are given without those kernels (then not exact;
         ``self.fast.exact`` says which); ``True``: raise when the options cannot keep it;
-        ``False``: the per-size buckets of before (cheaper one-token steps off the Triton path).
+        ``False``: steps padded only to their own bucket (cheaper one-token steps off the Triton
+        path).
         """
         if is_4bit(self.decoder) or is_4bit(self.lm_head):
             raise ValueError(
@@ -174,21 +175,23 @@ class CausalLMWrapper(PrefixCacheMixin):
         cfg = self.decoder.config
         heads, kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-        return (kernels == "triton" and available(self.device) and isinstance(self.lm_head, nn.Linear)
-                and self.lm_head.bias is None and exact_fits(heads, kv_heads, head_dim)
+        head = self.lm_head
+        return (kernels == "triton" and available(self.device) and isinstance(head, nn.Linear)
+                and head.bias is None and exact_fits(heads, kv_heads, head_dim)
                 and triton_layer.STEP_ROWS >= 16)
 
     def _resolve_exact(self, exact: bool | None, kernels: str, max_score_tokens: int,
                        buckets: tuple[int, ...] | None) -> bool:
-        """``enable_fast``'s ``exact``: None -> whether the options allow it; True -> raise if not."""
+        """``enable_fast``'s ``exact``: None -> whether the options allow it; True -> raise if
+        not."""
         from evspec.models.fast.decode_attention import EXACT_QUERIES
 
         why = None
         if max_score_tokens > EXACT_QUERIES:
             why = f"max_score_tokens {max_score_tokens} > {EXACT_QUERIES}"
         elif buckets is not None and len(buckets) > 1 and not self._row_invariant_kernels(kernels):
-            why = (f"buckets {tuple(buckets)} of several sizes without the row-invariant Triton kernels "
-                   f"(pass buckets=({max_score_tokens},), or kernels='triton' on CUDA)")
+            why = (f"buckets {tuple(buckets)} of several sizes without the row-invariant Triton "
+                   f"kernels (pass buckets=({max_score_tokens},), or kernels='triton' on CUDA)")
         if why is not None and exact:
             raise ValueError(f"enable_fast(exact=True) cannot keep the numerics contract: {why}")
         return why is None if exact is None else bool(exact)
@@ -213,7 +216,8 @@ class CausalLMWrapper(PrefixCacheMixin):
         score of several tokens run matrix products of different shapes, which round
         differently in bf16/fp16 (and, rarely, in float32)."""
         fast = self._fast
-        return {"dtype": str(self.dtype).removeprefix("torch."), "engine": "plain" if fast is None else "fast",
+        return {"dtype": str(self.dtype).removeprefix("torch."),
+                "engine": "plain" if fast is None else "fast",
                 "exact": bool(fast is not None and fast.exact)}
 
     @property

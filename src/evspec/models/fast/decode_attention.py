@@ -240,12 +240,14 @@ def split_kv_attention(
     use_triton = backend == "triton" or (backend == "auto" and available(q.device))
     if exact:
         if t > EXACT_QUERIES:
-            raise ValueError(f"exact split-KV attention takes up to {EXACT_QUERIES} queries, got {t}")
+            raise ValueError(
+                f"exact split-KV attention takes up to {EXACT_QUERIES} queries, got {t}")
         block_m, chunk, block_n, num_warps, num_stages = exact_config(groups, q.element_size())
         splits = -(-kv_rows // chunk)
         if not use_triton or not exact_fits(hq, hkv, d):
             start = pos.reshape(-1)[0]
-            return chunked_attention(q, keys, values, start + torch.arange(t, device=q.device), kv_rows, scale)
+            positions = start + torch.arange(t, device=q.device)
+            return chunked_attention(q, keys, values, positions, kv_rows, scale)
     else:
         cfg = launch_config(groups * t, q.element_size())
         blocks_wanted, block_n = blocks_wanted or cfg[0], block_n or cfg[1]

@@ -148,8 +148,8 @@ if triton is not None:
                       stride_xm, stride_wn, stride_rm, stride_ym,
                       K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_ACT: tl.constexpr, HAS_RES: tl.constexpr,
                       EVEN: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
-                      LOG2_J: tl.constexpr):
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      VEC: tl.constexpr, LOG2_J: tl.constexpr):
         # EVEN: N and K divide the blocks.  PDL: the first weight tile is read before waiting
         # for the previous kernel (triton_support.pdl); everything else after.
         pdl_release(PDL)
@@ -165,7 +165,8 @@ if triton is not None:
         if HAS_NORM:
             rstd = row_rstd(X, stride_xm, m, m_ok, eps, K, BLOCK_M)
         acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K // VEC], tl.float32)
-        acc = accumulate(acc, x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT), w0, VEC)
+        x0 = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_xm, K, HAS_NORM, HAS_ACT)
+        acc = accumulate(acc, x0, w0, VEC)
         for k0 in tl.range(BLOCK_K, K, BLOCK_K, num_stages=NUM_STAGES):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
@@ -173,7 +174,8 @@ if triton is not None:
             acc = accumulate(acc, xk, w_tile(W, n, n_ok, k, k_ok, stride_wn, EVEN), VEC)
         y = tree_sum(acc, LOG2_J).to(Y.dtype.element_ty)  # [BLOCK_M, BLOCK_N]
         if HAS_RES:
-            r = tl.load(RES + m[:, None] * stride_rm + n[None, :], mask=m_ok[:, None] & n_ok[None, :], other=0.0)
+            ok = m_ok[:, None] & n_ok[None, :]
+            r = tl.load(RES + m[:, None] * stride_rm + n[None, :], mask=ok, other=0.0)
             y = (r.to(tl.float32) + y.to(tl.float32)).to(Y.dtype.element_ty)
         tl.store(Y + m[:, None] * stride_ym + n[None, :], y, mask=m_ok[:, None] & n_ok[None, :])
 

@@ -83,7 +83,8 @@ class FastLlama:
     ``head``: optional output projection (the wrapper's ``lm_head``) used by
     :meth:`logits`; ``fuse``: fuse q/k/v and gate/up in place and run the layers as the
     functions of :mod:`.layer` (see the module docstring); ``exact``: masked passes of up to
-    16 tokens (decode and score steps) attend row-invariantly (:class:`StepAttention`).  Raises ``TypeError`` for a
+    16 tokens (decode and score steps) attend row-invariantly (:class:`StepAttention`).
+    Raises ``TypeError`` for a
     decoder that is not LLaMA-shaped, ``NotImplementedError`` for RoPE types or attention
     variants it does not implement, ``ValueError`` when ``fuse`` meets unfusable weights.
     """
@@ -138,8 +139,8 @@ class FastLlama:
                 f"num_attention_heads {self.num_heads} must be a multiple of "
                 f"num_key_value_heads {self.num_kv_heads}"
             )
-        self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim, self.scale,
-                                  exact=exact)
+        self.attn = StepAttention(attention, self.num_heads, self.num_kv_heads, self.head_dim,
+                                  self.scale, exact=exact)
         self.fused: list[FusedLayer] | None = fuse_decoder(decoder, self.layers) if fuse else None
         if kernels == "triton":
             f = self.fused[0]
@@ -310,8 +311,9 @@ class FastLlama:
         """Whether :meth:`step_logits` of ``rows`` rows runs the final norm and the head as one
         row-invariant Triton GEMV (the Triton layer kernels, a plain bias-free head)."""
         head = self.head
-        return (self.kernels == "triton" and rows <= triton_layer.STEP_ROWS and triton_available(device)
-                and isinstance(head, nn.Linear) and head.bias is None and self.fused is not None)
+        return (self.kernels == "triton" and rows <= triton_layer.STEP_ROWS
+                and triton_available(device) and isinstance(head, nn.Linear) and head.bias is None
+                and self.fused is not None)
 
     def row_invariant_steps(self, device: torch.device | None = None) -> bool:
         """Whether every step of up to 16 tokens on ``device`` (default: the model's) runs
@@ -327,7 +329,8 @@ class FastLlama:
         GEMV where :meth:`triton_head` says so (the logits then do not depend on ``T``)."""
         hidden = self.final_norm(x)
         if self.triton_head(int(x.shape[0]), x.device):
-            return fused_linear(x, self.head.weight, self.decoder.norm.weight, self._final_eps).float(), hidden
+            logits = fused_linear(x, self.head.weight, self.decoder.norm.weight, self._final_eps)
+            return logits.float(), hidden
         return self.logits(hidden), hidden
 
     def _layer_modules(

@@ -48,13 +48,14 @@ class FastRuntime:
     """Static caches and step runners for one decoder (see the module docstring)."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module, config: FastConfig) -> None:
-        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse, kernels=config.kernels,
-                               exact=config.exact)
+        self.model = FastLlama(decoder, head, attention=config.attention, fuse=config.fuse,
+                               kernels=config.kernels, exact=config.exact)
         self.config = config
         if config.exact and len(config.step_buckets) > 1 and not self.model.row_invariant_steps():
             raise ValueError(
                 "FastConfig.exact without the row-invariant Triton kernels pads every step to one "
-                f"row bucket; got buckets {config.step_buckets} (pass buckets=({config.max_score_tokens},))"
+                f"row bucket; got buckets {config.step_buckets} "
+                f"(pass buckets=({config.max_score_tokens},))"
             )
         if config.compile:  # wraps only: tracing happens at each bucket's first step
             self.model.compile(mode=config.compile_mode, backend=config.compile_backend,

@@ -135,7 +135,8 @@ class StepAttention:
         """Attention of ``q`` over the attended cache rows per ``plan`` -> ``[Hq, T, D]``."""
         if plan.exact:
             q = q if q.stride(-1) == 1 else q.contiguous()
-            return split_kv_attention(q, keys, vals, plan.positions[:1], plan.kv_len, self.scale, exact=True)
+            return split_kv_attention(q, keys, vals, plan.positions[:1], plan.kv_len, self.scale,
+                                      exact=True)
         if plan.split_kv:  # key j visible to query i iff j <= positions[i]
             # the kernels take q's head and token strides: only the last dimension must be dense
             # (q of a score step is a [T, Hq, D] view: no copy, 0.09 ms a 7B score step)

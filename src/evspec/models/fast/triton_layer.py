@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 
 from evspec.models.fast.gemv import (
-    MAX_ROWS, accumulate, block_rows, fused_linear, launch_config, rounded, row_vec, tree_sum, w_tile, x_tile,
+    MAX_ROWS, accumulate, block_rows, fused_linear, launch_config, rounded, row_vec, tree_sum,
+    w_tile, x_tile,
 )
 from evspec.models.fast.layer import attention_inputs, attention_output_and_mlp
 from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_wait, row_rstd, tl, triton
@@ -82,8 +83,8 @@ if triton is not None:
                         stride_x, stride_w, stride_cs, stride_qh, stride_qt, stride_ch, stride_cr,
                         K: tl.constexpr, D: tl.constexpr, HQ: tl.constexpr, HKV: tl.constexpr,
                         SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr,
-                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
-                        LOG2_J: tl.constexpr):
+                        EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                        VEC: tl.constexpr, LOG2_J: tl.constexpr):
         HALF: tl.constexpr = D // 2
         BH: tl.constexpr = HALF // SPLIT
         pdl_release(PDL)
@@ -100,7 +101,8 @@ if triton is not None:
         w_hi = w_tile(W, row_lo + HALF, ones, k, k < K, stride_w, EVEN_K)
         pdl_wait(PDL)
         rstd = row_rstd(X, stride_x, m, m_ok, eps, K, BLOCK_M)
-        acc_lo = tl.zeros([BLOCK_M, BH, BLOCK_K // VEC], tl.float32)  # every row alike (gemv.accumulate)
+        # every row alike (gemv.accumulate)
+        acc_lo = tl.zeros([BLOCK_M, BH, BLOCK_K // VEC], tl.float32)
         acc_hi = tl.zeros([BLOCK_M, BH, BLOCK_K // VEC], tl.float32)
         xk = x_tile(X, NW, rstd, m, m_ok, k, k < K, stride_x, K, True, False)
         acc_lo = accumulate(acc_lo, xk, w_lo, VEC)
@@ -110,7 +112,8 @@ if triton is not None:
             k_ok = k < K
             xk = x_tile(X, NW, rstd, m, m_ok, k, k_ok, stride_x, K, True, False)
             acc_lo = accumulate(acc_lo, xk, w_tile(W, row_lo, ones, k, k_ok, stride_w, EVEN_K), VEC)
-            acc_hi = accumulate(acc_hi, xk, w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K), VEC)
+            w_hi = w_tile(W, row_lo + HALF, ones, k, k_ok, stride_w, EVEN_K)
+            acc_hi = accumulate(acc_hi, xk, w_hi, VEC)
         acc_lo = tree_sum(acc_lo, LOG2_J)  # [BLOCK_M, BH]
         acc_hi = tree_sum(acc_hi, LOG2_J)
         y_lo = acc_lo.to(Q.dtype.element_ty)  # the projection's output, rounded as F.linear's
@@ -121,11 +124,14 @@ if triton is not None:
             cos_hi = tl.load(COS + cs + HALF, mask=m_ok[:, None], other=0.0)
             sin_lo = tl.load(SIN + cs, mask=m_ok[:, None], other=0.0)
             sin_hi = tl.load(SIN + cs + HALF, mask=m_ok[:, None], other=0.0)
-            lo32, hi32 = y_lo.to(tl.float32), y_hi.to(tl.float32)  # bf16 math as float32, rounded as torch
-            out_lo = rounded(rounded(lo32 * cos_lo.to(tl.float32), y_lo) + rounded(hi32 * sin_lo.to(tl.float32), y_lo),
-                             y_lo).to(Q.dtype.element_ty)
-            out_hi = rounded(rounded(hi32 * cos_hi.to(tl.float32), y_lo) + rounded(lo32 * sin_hi.to(tl.float32), y_lo),
-                             y_lo).to(Q.dtype.element_ty)
+            # bf16 math as float32, rounded where torch rounds
+            lo32, hi32 = y_lo.to(tl.float32), y_hi.to(tl.float32)
+            a = rounded(lo32 * cos_lo.to(tl.float32), y_lo)
+            b = rounded(hi32 * sin_lo.to(tl.float32), y_lo)
+            out_lo = (a + b).to(Q.dtype.element_ty)
+            a = rounded(hi32 * cos_hi.to(tl.float32), y_lo)
+            b = rounded(lo32 * sin_hi.to(tl.float32), y_lo)
+            out_hi = (a + b).to(Q.dtype.element_ty)
         else:
             out_lo = y_lo
             out_hi = y_hi
@@ -168,8 +174,9 @@ def triton_attention_inputs(
         x.stride(0), qkv_weight.stride(0), cos.stride(0), q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1),
         K=hidden, D=head_dim, HQ=num_heads, HKV=num_kv_heads, SPLIT=split,
-        NUM_STAGES=num_stages, PDL=chained, BLOCK_M=block_rows(t), BLOCK_K=block_k, EVEN_K=hidden % block_k == 0,
-        VEC=vec, LOG2_J=(block_k // vec).bit_length() - 1, num_warps=num_warps, launch_pdl=chained,
+        NUM_STAGES=num_stages, PDL=chained, BLOCK_M=block_rows(t), BLOCK_K=block_k,
+        EVEN_K=hidden % block_k == 0, VEC=vec, LOG2_J=(block_k // vec).bit_length() - 1,
+        num_warps=num_warps, launch_pdl=chained,
         enable_fp_fusion=False,
     )
     return q
