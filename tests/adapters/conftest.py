@@ -55,7 +55,7 @@ def collected(tmp_path_factory, micro_world, target, eventgpt) -> Path:
 def trained(collected, tmp_path_factory) -> dict[str, Path]:
     """Every module kind trained for TRAIN_STEPS on the micro data: kind -> run folder
     (``best/``, ``last/``, ``history.jsonl``, ``loss.png``)."""
-    from evspec.adapters.checkpoint import MODULE_KINDS
+    from evspec.modules.checkpoint import MODULE_KINDS
     from evspec.adapters.train import train
 
     root = tmp_path_factory.mktemp("heads_runs")

@@ -9,7 +9,8 @@ TRAIN_STEPS = 40  # steps of the session's trained modules
 def train_config(kind: str, steps: int = TRAIN_STEPS):
     """The tests' training settings (small batches, a high learning rate; LoRA, whose steps
     run EventGPT over whole prompts, fewer and smaller)."""
-    from evspec.adapters.train import ModuleOptions, TrainConfig
+    from evspec.adapters.train import TrainConfig
+    from evspec.modules.options import ModuleOptions
 
     if kind == "lora":
         return TrainConfig(kind=kind, steps=min(steps, 24), batch_size=4, lr=5e-3, warmup_steps=3,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.head import DraftHead, HeadConfig, _ttt_mask
+from evspec.modules.head import DraftHead, HeadConfig, _ttt_mask
 
 
 def _head(memory: bool, layers: int = 2) -> DraftHead:

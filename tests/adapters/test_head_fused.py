@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.head import DraftHead, HeadConfig
-from evspec.adapters.head_fused import fold_memory, fold_pays, folded_cross, folded_cross_reference
-from evspec.adapters.head_static import StaticHeadRunner
+from evspec.modules.head import DraftHead, HeadConfig
+from evspec.modules.head_fused import fold_memory, fold_pays, folded_cross, folded_cross_reference
+from evspec.modules.head_static import StaticHeadRunner
 from evspec.models.fast.triton_support import available as triton_available
 
 
@@ -95,8 +95,8 @@ def test_folded_event_head_is_lossless(ckpts, requests, target, eventgpt, fold):
 
 
 def test_automatic_fold_falls_back_when_the_kernel_fails(monkeypatch):
-    import evspec.adapters.head_fused as fused
-    import evspec.adapters.head_static as static
+    import evspec.modules.head_fused as fused
+    import evspec.modules.head_static as static
 
     head = _head()
     monkeypatch.setattr(static, "triton_available", lambda device: True)

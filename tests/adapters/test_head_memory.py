@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.head import DraftHead
+from evspec.modules.head import DraftHead
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
 
@@ -96,7 +96,7 @@ def test_proposals_bitwise_those_of_a_head_computing_its_memory(
 ):
     """The drafter (precomputed keys/values, static runner or eager cache) against the
     head's own reference path: a cache built from the raw memory, extended step by step."""
-    from evspec.adapters.memory import event_memory
+    from evspec.modules.memory import event_memory
 
     drafter = make_drafter("event-head", target=target, draft_model=eventgpt,
                            head_path=ckpts["event-head"], static=static)

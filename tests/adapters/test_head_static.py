@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.head import DraftHead, HeadConfig
-from evspec.adapters.head_static import StaticHeadRunner
+from evspec.modules.head import DraftHead, HeadConfig
+from evspec.modules.head_static import StaticHeadRunner
 from evspec.decoding.drafters import DrafterError, make_drafter
 from evspec.decoding.engine import generate
 

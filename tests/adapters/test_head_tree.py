@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evspec.adapters.head import DraftHead, HeadConfig
-from evspec.adapters.layers import causal_mask
+from evspec.modules.head import DraftHead, HeadConfig
+from evspec.modules.layers import causal_mask
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
 from evspec.decoding.tree import HeadTreeDrafter, generate_tree

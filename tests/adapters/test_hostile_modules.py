@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evspec.adapters.checkpoint import load_checkpoint
+from evspec.modules.checkpoint import load_checkpoint
 from evspec.adapters.train import STATE_FILE, train
 from heads_helpers import train_config
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from evspec.adapters.batch import batches
-from evspec.adapters.checkpoint import MODULE_KINDS, fingerprint, load_checkpoint, same_fingerprint
+from evspec.modules.checkpoint import MODULE_KINDS, fingerprint, load_checkpoint, same_fingerprint
 from evspec.adapters.store import CollectedData
 from evspec.adapters.tasks import evaluate_task
-from evspec.adapters.train import ModuleOptions, TrainConfig, make_task, module_config, train
+from evspec.adapters.train import TrainConfig, make_task, train
+from evspec.modules.options import ModuleOptions, module_config
 from heads_helpers import fresh_eventgpt, fresh_target, train_config
 
 

@@ -25,7 +25,7 @@ def test_gradients_are_averaged_over_ranks(tmp_path: Path) -> None:
 
 
 def test_two_replicas_train_as_one(collected, tmp_path: Path) -> None:
-    from evspec.adapters.checkpoint import load_checkpoint
+    from evspec.modules.checkpoint import load_checkpoint
 
     mp.spawn(train_worker, args=(2, _free_port(), str(collected), str(tmp_path), "target-head"),
              nprocs=2, join=True)

@@ -11,8 +11,9 @@ import torch
 
 from evspec.adapters.store import CollectedData
 from evspec.adapters.train import (
-    CONFIG_FILE, TrainConfig, _batch_stream, make_task, module_config, train,
+    CONFIG_FILE, TrainConfig, _batch_stream, make_task, train,
 )
+from evspec.modules.options import module_config
 from heads_helpers import train_config
 
 

@@ -80,7 +80,7 @@ def test_one_answer_length_default_across_verbs():
 
 
 def test_typed_choices_match_the_libraries_lists():
-    from evspec.adapters.checkpoint import MODULE_KINDS
+    from evspec.modules.checkpoint import MODULE_KINDS
     from evspec.cli.choices import Amp, Module, Role
     from evspec.training.config import AMP_MODES, ROLES
 

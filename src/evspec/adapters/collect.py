@@ -28,9 +28,9 @@ import torch
 from tqdm.auto import tqdm
 from evspec.progress import bar_disable
 
-from evspec.adapters.checkpoint import fingerprint
+from evspec.modules.checkpoint import fingerprint
 from evspec.data.runlock import holds_run_lock
-from evspec.adapters.memory import eventgpt_pass
+from evspec.modules.memory import eventgpt_pass
 from evspec.adapters.requests import manifest_requests
 from evspec.adapters.store import ChunkWriter, Example, write_frozen
 from evspec.models.request import Request

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from evspec.adapters.checkpoint import HEAD_KINDS, load_checkpoint
+from evspec.modules.checkpoint import HEAD_KINDS, load_checkpoint
 from evspec.adapters.requests import manifest_requests
 
 PLAIN_DRAFTERS = ("eventgpt", "prompt-lookup", "self")
@@ -128,7 +128,7 @@ def offline_agreement(
 ) -> dict[str, float]:
     """Top-1 agreement of ``spec`` with the target's tokens on a collect folder."""
     from evspec.adapters.batch import batches
-    from evspec.adapters.lora import LoraSpec, apply_lora
+    from evspec.modules.lora import LoraSpec, apply_lora
     from evspec.adapters.store import CollectedData
     from evspec.adapters.tasks import LoraTask, evaluate_task
     from evspec.adapters.train import default_weights, make_task

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from evspec.adapters.checkpoint import load_checkpoint
+from evspec.modules.checkpoint import load_checkpoint
 
 
 def pack_heads(runs: list[Path], out: str | Path, *, notes: str = "") -> dict[str, dict]:

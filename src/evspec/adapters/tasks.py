@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evspec.adapters.adapter_base import HiddenAdapter
+from evspec.modules.adapter_base import HiddenAdapter
 from evspec.adapters.batch import Batch
-from evspec.adapters.head import DraftHead
+from evspec.modules.head import DraftHead
 from evspec.adapters.objectives import LossWeights, token_objective
 
 Stats = dict[str, float]
@@ -156,12 +156,12 @@ class LoraTask(Task):
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        from evspec.adapters.lora import lora_state_dict
+        from evspec.modules.lora import lora_state_dict
 
         return {k: v.cpu() for k, v in lora_state_dict(self.module).items()}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        from evspec.adapters.lora import load_lora_state
+        from evspec.modules.lora import load_lora_state
 
         load_lora_state(self.module, {k: v.to(self.module.lm_head.weight.device) for k, v in state.items()})
 

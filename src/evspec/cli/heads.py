@@ -144,7 +144,8 @@ def train_cmd(
     data-parallel replicas (N batches per step) and rank 0 writes."""
     from dataclasses import replace
 
-    from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
+    from evspec.adapters.train import TrainConfig, default_weights, train
+    from evspec.modules.options import ModuleOptions
     from evspec.session import load_eventgpt, resolve_device
 
     from evspec.cli.choices import given

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from evspec.adapters.layers import Block, RMSNorm, Rotary, causal_mask
+from evspec.modules.layers import Block, RMSNorm, Rotary, causal_mask
 
 MemorySource = Literal["none", "events", "prefill"]
 MEMORY_SOURCES: tuple[str, ...] = ("none", "events", "prefill")
@@ -255,9 +255,9 @@ class DraftHead(nn.Module):
         """The drafting pass over the blocks: ``store(i, k, v)`` writes block ``i``'s new
         keys/values ``[1, h, T, d]`` into a cache and returns the keys/values to attend to
         (the eager cache's valid rows, or a fixed-size buffer).  ``memory_kv[i]``: block
-        ``i``'s memory keys/values, or its :class:`~evspec.adapters.head_fused.FoldedMemory`
+        ``i``'s memory keys/values, or its :class:`~evspec.modules.head_fused.FoldedMemory`
         (the cross-attention as two fixed matrices).  Returns features ``[T, H]``."""
-        from evspec.adapters.head_fused import FoldedMemory, folded_cross
+        from evspec.modules.head_fused import FoldedMemory, folded_cross
 
         for i, blk in enumerate(self.blocks):
             attn = blk.attn

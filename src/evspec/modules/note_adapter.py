@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from evspec.adapters.adapter_base import HiddenAdapter, check_sizes, zero_
+from evspec.modules.adapter_base import HiddenAdapter, check_sizes, zero_
 
 
 @dataclass(frozen=True)

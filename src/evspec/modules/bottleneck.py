@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from evspec.adapters.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
+from evspec.modules.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from evspec.adapters.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
-from evspec.adapters.layers import CrossAttention, RMSNorm, SwiGLU
+from evspec.modules.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
+from evspec.modules.layers import CrossAttention, RMSNorm, SwiGLU
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ arithmetic with every shape fixed:
   ``capacity`` rows under a mask ``key <= query position`` (masked rows weigh exactly 0);
 * the event memory's keys/values are copied into fixed buffers at :meth:`begin`, or, where
   Triton runs and it pays (``fold_memory``), the cross-attention folded into two fixed
-  matrices per block (:mod:`~evspec.adapters.head_fused`): one kernel per drafted token
+  matrices per block (:mod:`~evspec.modules.head_fused`): one kernel per drafted token
   instead of about ten;
 * two step kinds: ``feed(P)`` appends ``P`` verified ``(hidden, token)`` pairs and keeps
   the last feature; ``chain(k)`` turns that feature into ``k`` greedy drafts, feeding each
@@ -33,9 +33,9 @@ from collections.abc import Callable
 
 import torch
 
-from evspec.adapters.head import DraftHead
-from evspec.adapters.head_fused import FoldedMemory, fold_pays
-from evspec.adapters.head_fused import fold_memory as fold_block_memory
+from evspec.modules.head import DraftHead
+from evspec.modules.head_fused import FoldedMemory, fold_pays
+from evspec.modules.head_fused import fold_memory as fold_block_memory
 from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.graphs import capture_graph
 
@@ -261,7 +261,7 @@ def _kernel_agrees(fold: FoldedMemory) -> bool:
     cross-attention (and says so)."""
     import warnings
 
-    from evspec.adapters.head_fused import folded_cross, folded_cross_reference
+    from evspec.modules.head_fused import folded_cross, folded_cross_reference
 
     x = torch.randn(1, 1, fold.a.shape[0], device=fold.a.device, dtype=fold.a.dtype)
     try:

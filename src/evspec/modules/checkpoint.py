@@ -20,13 +20,13 @@ from safetensors.torch import save_file
 from evspec.data.atomic import atomic_file, atomic_write_text
 from evspec.models.safe_load import load_safetensors, read_json_object
 
-from evspec.adapters.adapter_base import HiddenAdapter
-from evspec.adapters.aligner import AlignerConfig, CrossModalAligner
-from evspec.adapters.attention_adapter import AttentionAdapter, AttentionAdapterConfig
-from evspec.adapters.bottleneck import BottleneckAdapter, BottleneckConfig
-from evspec.adapters.head import DraftHead, HeadConfig
-from evspec.adapters.lora import LoraSpec
-from evspec.adapters.note_adapter import NoteAdapter, NoteAdapterConfig
+from evspec.modules.adapter_base import HiddenAdapter
+from evspec.modules.aligner import AlignerConfig, CrossModalAligner
+from evspec.modules.attention_adapter import AttentionAdapter, AttentionAdapterConfig
+from evspec.modules.bottleneck import BottleneckAdapter, BottleneckConfig
+from evspec.modules.head import DraftHead, HeadConfig
+from evspec.modules.lora import LoraSpec
+from evspec.modules.note_adapter import NoteAdapter, NoteAdapterConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "module.safetensors"
@@ -105,7 +105,7 @@ class Checkpoint:
         net = build_module(self.kind, self.config)
         if not isinstance(net, torch.nn.Module):
             raise TypeError(f"{self.path}: a {self.kind} checkpoint holds adapters for EventGPT; "
-                            "load it with evspec.adapters.lora.distilled_eventgpt")
+                            "load it with evspec.modules.lora.distilled_eventgpt")
         missing, unexpected = net.load_state_dict(self.state, strict=False)
         if missing or unexpected:
             raise ValueError(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evspec.adapters.layers import Block
+from evspec.modules.layers import Block
 from evspec.models.fast.triton_support import available as triton_available
 from evspec.models.fast.triton_support import tl, triton
 

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from evspec.adapters.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
-from evspec.adapters.layers import Block, causal_mask
+from evspec.modules.adapter_base import HiddenAdapter, check_sizes, input_projection, zero_
+from evspec.modules.layers import Block, causal_mask
 
 
 @dataclass(frozen=True)
