@@ -1,6 +1,6 @@
 """``eventgpt-adapter``: EventGPT drafts, but its next-token logits come from a trained
 adapter that maps EventGPT's hidden state into the target's space, read out by the
-target's own ``lm_head`` (research note §3.1/§3.2; adapters in ``evspec.adapters``).
+target's own ``lm_head`` (research note §3.1/§3.2; adapters in ``evspec.modules``).
 
 Built by composition: :class:`AdaptedEventGPT` wraps EventGPT behind the ``Target``
 calls (prefill / score / rollback) and replaces the logits; :class:`ModelDrafter` does the
