@@ -1,5 +1,7 @@
 """Training every trainable thing, as tasks over one schedule, checkpoint and resume rule.
 
+* ``loop``       -- the step core both loops run: ``apply_gradients`` (backward, replica
+  reduce, clip, optimiser and schedule step) and ``due`` (periodic actions).
 * ``schedule``   -- ``warmup_cosine``: linear warm-up, then cosine decay to a floor.
 * ``checkpoint`` -- ``TrainState`` (``train_state.pt``: optimiser, schedule, step, RNG),
   the run folder's files, and the resume rule (``refuse_other_settings``).

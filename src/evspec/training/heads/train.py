@@ -39,6 +39,7 @@ from evspec.training.heads.distributed import DataParallel, is_main_process
 from evspec.training.heads.objectives import LossWeights
 from evspec.training.heads.store import CollectedData
 from evspec.training.heads.tasks import AdapterTask, HeadTask, LoraTask, Task, evaluate_task
+from evspec.training.loop import apply_gradients, due
 from evspec.training.schedule import warmup_cosine
 
 RESUME_FIX = "delete it (and last/) or use --no-resume to start over"
@@ -301,29 +302,24 @@ def _train(
         for g in opt.param_groups:
             g["lr"] = lr
         loss, stats = task.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dp.average_gradients(params)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        apply_gradients(loss, opt, params, cfg.grad_clip, reduce=dp.average_gradients)
         step += 1
         value = float(loss.detach())
         running = value if step == 1 else 0.9 * running + 0.1 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}")
-        if step % cfg.log_every == 0 or step == 1:
+        if due(step, cfg.log_every, step == 1):
             n = stats.get("n", 0) or 1
             history.append({"kind": "train", "step": step, "loss": value,
                             "top1": stats.get("correct", 0) / n, "lr": lr})
-        if dp.is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if dp.is_main and due(step, cfg.eval_every, step == cfg.steps):
             last_metrics = evaluate()
             history.append({"kind": "val", "step": step, **last_metrics})
             bar.write(f"step {step}: val loss {last_metrics['loss']:.4f} top-1 {last_metrics.get('top1', 0):.3f}")
             if not best or (last_metrics.get("top1", 0), -last_metrics["loss"]) > (best.get("top1", 0), -best["loss"]):
                 best = {"step": step, **last_metrics}
                 save("best", last_metrics)
-        if dp.is_main and step % cfg.save_every == 0:
+        if dp.is_main and due(step, cfg.save_every):
             save_last(last_metrics)
     bar.close()
     if not dp.is_main:  # the replicas' weights equal rank 0's, which writes them

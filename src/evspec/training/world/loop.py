@@ -35,6 +35,7 @@ from evspec.training.checkpoint import (
     save_checkpoint,
     write_json,
 )
+from evspec.training.loop import apply_gradients, due
 from evspec.training.schedule import warmup_cosine
 from evspec.training.world.config import WorldTrainConfig
 from evspec.training.world.dataset import WorldSplit, load_split
@@ -299,11 +300,7 @@ def train_world_model(
                         device=device)
         with autocast():
             loss, _ = fwd.loss(batch, train_px, train_labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        apply_gradients(loss, opt, params, cfg.grad_clip, scheduler=sched)
         run_loss += loss.detach()
         for key, value in fwd.last_parts.items():
             run_parts[key] = run_parts.get(key, 0.0) + value
@@ -321,7 +318,7 @@ def train_world_model(
         last = step >= plan.steps or (cfg.stop_at is not None and step >= cfg.stop_at)
         if step < cfg.log_interval and step & (step - 1) == 0:  # steps 1, 2, 4, ...: early news
             bar.set_postfix(batch_loss=f"{float(loss.detach()):.4f}")
-        if step % cfg.log_interval == 0 or last:
+        if due(step, cfg.log_interval, last):
             sync()
             now = time.perf_counter()
             entry = {"step": step, "loss": float(run_loss) / run_n, "lr": sched.get_last_lr()[0],
@@ -333,7 +330,7 @@ def train_world_model(
             bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
             run_loss, run_n, t_log = torch.zeros((), device=device), 0, now
             run_parts = {}
-        if step % cfg.eval_interval == 0 or last:
+        if due(step, cfg.eval_interval, last):
             result = {"step": step, **validate(autocast), "seconds": time.perf_counter() - t_start}
             log["val"].append(result)
             if planner is not None and not last:
@@ -344,7 +341,7 @@ def train_world_model(
                        f"exact {result['exact']:.3f} | {result['sample']!r}")
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / LOG_FILE, {**log, "config": replace(cfg, steps=plan.steps).to_dict()})
-        if step % cfg.checkpoint_interval == 0 or last:
+        if due(step, cfg.checkpoint_interval, last):
             log["timings"] = {"predecode_s": predecode_s,
                               "train_s": time.perf_counter() - t_train}
             checkpoint(step)
