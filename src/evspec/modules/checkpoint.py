@@ -1,7 +1,8 @@
 """Trained-module checkpoints: a folder with ``config.json`` (kind, module config, the
 dims and target fingerprint it was trained against, training settings and history) and
 ``module.safetensors`` (the trainable weights only: heads reuse the target's frozen
-``lm_head``/embedding, LoRA stores only its adapters).
+``lm_head``/embedding, LoRA stores only its adapters; a LoRA folder is a PEFT adapter
+folder too, ``peft.PeftModel.from_pretrained(eventgpt.model, folder)``).
 
 The table of module kinds lives here: kind -> config class, network class, and the
 drafter that decodes with it.
@@ -25,7 +26,7 @@ from evspec.modules.aligner import AlignerConfig, CrossModalAligner
 from evspec.modules.attention_adapter import AttentionAdapter, AttentionAdapterConfig
 from evspec.modules.bottleneck import BottleneckAdapter, BottleneckConfig
 from evspec.modules.head import DraftHead, HeadConfig
-from evspec.modules.lora import LoraSpec
+from evspec.modules.lora import LoraSpec, save_peft_adapter
 from evspec.modules.note_adapter import NoteAdapter, NoteAdapterConfig
 
 CONFIG_FILE = "config.json"
@@ -157,6 +158,8 @@ def save_checkpoint(
     drafter_for(kind)  # validates the kind
     with atomic_file(folder / WEIGHTS_FILE) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    if kind == "lora":  # also a PEFT adapter folder
+        save_peft_adapter(folder, LoraSpec.from_dict(config), state)
     body = {"format": CHECKPOINT_FORMAT, "kind": kind, "drafter": drafter_for(kind), "config": config, **meta}
     atomic_write_text(folder / CONFIG_FILE, json.dumps(body, indent=1) + "\n")
     return folder

@@ -11,13 +11,18 @@ EventGPT (the naive ``eventgpt`` drafter keeps its weights) and unwrapped to pla
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: the PEFT adapter folder's files (``PeftModel.from_pretrained(eventgpt.model, folder)``)
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,18 @@ def _pattern(spec: LoraSpec) -> str:
     return r"model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(spec.target_modules) + ")"
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
-    """Inject LoRA adapters into an :class:`~evspec.models.eventgpt.EventGPTModel` in place
-    and freeze everything else; returns ``model``."""
-    peft = _peft()
-    config = peft.LoraConfig(
+def peft_config(spec: LoraSpec) -> Any:
+    """``spec`` as a ``peft.LoraConfig`` (decoder projections only)."""
+    return _peft().LoraConfig(
         r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
         target_modules=_pattern(spec), bias="none",
     )
-    peft.inject_adapter_in_model(config, model)
+
+
+def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
+    """Inject LoRA adapters into an :class:`~evspec.models.eventgpt.EventGPTModel` in place
+    and freeze everything else; returns ``model``."""
+    _peft().inject_adapter_in_model(peft_config(spec), model)
     n = 0
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
@@ -92,6 +100,23 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights only (small), as PEFT names them."""
     return {k: v.detach().clone().contiguous() for k, v in _peft().get_peft_model_state_dict(model).items()}
+
+
+def save_peft_adapter(folder: Path, spec: LoraSpec, state: dict[str, torch.Tensor]) -> None:
+    """Write ``state`` (:func:`lora_state_dict`'s names) as a PEFT adapter folder:
+    ``adapter_config.json`` and ``adapter_model.safetensors``, which
+    ``peft.PeftModel.from_pretrained(eventgpt.model, folder)`` loads."""
+    from safetensors.torch import save_file
+
+    from evspec.data.atomic import atomic_file, atomic_write_text
+
+    body = peft_config(spec).to_dict()
+    body = {k: sorted(v) if isinstance(v, set) else v for k, v in body.items()}
+    with atomic_file(folder / PEFT_WEIGHTS_FILE) as tmp:
+        # PEFT names an adapter weight from its PeftModel: base_model.model.<the module's name>
+        save_file({f"base_model.model.{k}": v.detach().cpu().contiguous()
+                   for k, v in state.items()}, str(tmp))
+    atomic_write_text(folder / PEFT_CONFIG_FILE, json.dumps(body, indent=1) + "\n")
 
 
 def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -84,3 +84,23 @@ def test_train_config_errors():
         TrainConfig(kind="bottleneck", steps=0)
     with pytest.raises(ValueError, match="memory_source"):
         ModuleOptions(memory_source="video")
+
+
+def test_a_lora_checkpoint_is_a_peft_adapter_folder(trained) -> None:
+    """``PeftModel.from_pretrained`` loads the folder; its outputs equal the merged drafter's."""
+    from peft import PeftModel
+
+    from evspec.modules.lora import LoraSpec, distilled_eventgpt
+
+    folder = trained["lora"] / "best"
+    ckpt = load_checkpoint(folder)
+    base = fresh_eventgpt()
+    merged = distilled_eventgpt(base, LoraSpec.from_dict(ckpt.config), ckpt.state).model
+    peft_model = PeftModel.from_pretrained(fresh_eventgpt().model, folder).eval()
+    ids = torch.randint(3, 50, (1, 7))
+    with torch.no_grad():
+        want = merged.model(input_ids=ids).last_hidden_state
+        got = peft_model.base_model.model.model(input_ids=ids).last_hidden_state
+        plain = base.model.model(input_ids=ids).last_hidden_state
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(plain, want, atol=1e-5)  # the adapters do change the model
