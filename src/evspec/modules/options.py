@@ -31,7 +31,8 @@ class ModuleOptions:
 
     def __post_init__(self) -> None:
         if self.memory_source not in ("events", "prefill"):
-            raise ValueError(f"ModuleOptions.memory_source {self.memory_source!r}: use events or prefill")
+            raise ValueError(f"ModuleOptions.memory_source {self.memory_source!r}: "
+                             "use events or prefill")
         for name in ("num_layers", "num_heads", "intermediate_size", "rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModuleOptions.{name} must be >= 0 (0 = default)")
@@ -52,19 +53,24 @@ def module_config(kind: str, dims: dict[str, Any], options: ModuleOptions) -> di
     if kind == "note-adapter":
         return {"draft_size": hd, "target_size": ht, "expand": options.expand}
     if kind == "bottleneck":
-        return {"draft_size": hd, "target_size": ht, "rank": options.rank or min(256, max(8, ht // 4)),
+        return {"draft_size": hd, "target_size": ht,
+                "rank": options.rank or min(256, max(8, ht // 4)),
                 "num_blocks": options.num_layers}
     if kind == "attention":
         return {"draft_size": hd, "target_size": ht, "num_layers": options.num_layers,
-                "num_heads": _heads_for(ht, options.num_heads), "intermediate_size": options.intermediate_size}
+                "num_heads": _heads_for(ht, options.num_heads),
+                "intermediate_size": options.intermediate_size}
     if kind == "aligner":
-        return {"draft_size": hd, "target_size": ht, "num_heads": _heads_for(ht, options.num_heads),
+        return {"draft_size": hd, "target_size": ht,
+                "num_heads": _heads_for(ht, options.num_heads),
                 "intermediate_size": options.intermediate_size}
     if kind in HEAD_KINDS:
         event = kind == "event-head"
-        return {"hidden_size": ht, "num_layers": options.num_layers, "num_heads": _heads_for(ht, options.num_heads),
+        return {"hidden_size": ht, "num_layers": options.num_layers,
+                "num_heads": _heads_for(ht, options.num_heads),
                 "intermediate_size": options.intermediate_size,
-                "memory_source": options.memory_source if event else "none", "memory_size": hd if event else 0}
+                "memory_source": options.memory_source if event else "none",
+                "memory_size": hd if event else 0}
     if kind == "lora":
         rank = options.rank or 16
         return LoraSpec(rank=rank, alpha=options.lora_alpha or 2.0 * rank,

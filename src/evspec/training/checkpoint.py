@@ -68,7 +68,8 @@ class TrainState:
 
 
 def save_checkpoint(out: Path, wrapper: Any, state: TrainState) -> Path:
-    """Write ``out/model`` (a model's ``save_pretrained``, atomically) and ``out/train_state.pt``."""
+    """Write ``out/model`` (a model's ``save_pretrained``, atomically) and
+    ``out/train_state.pt``."""
     out.mkdir(parents=True, exist_ok=True)
     final, tmp, old = out / MODEL_DIR, out / f"{MODEL_DIR}.tmp", out / f"{MODEL_DIR}.old"
     for p in (tmp, old):

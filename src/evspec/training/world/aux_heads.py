@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evspec.training.world.aux_labels import IGNORE, MOTION_CLASSES, N_COLOUR, N_SHAPE, SPEED_CLASSES
+from evspec.training.world.aux_labels import (
+    IGNORE, MOTION_CLASSES, N_COLOUR, N_SHAPE, SPEED_CLASSES,
+)
 
 LabelTensors = dict[str, torch.Tensor]  # name -> [B, K, P] (centre [B, K, P, 2])
 

@@ -142,7 +142,8 @@ def _check_resume(cfg: WorldTrainConfig) -> WorldTrainConfig:
 class _Validator:
     """Validation loss over a few batches and greedy exact match on a few questions."""
 
-    def __init__(self, cfg: WorldTrainConfig, fwd: WorldForward, split: WorldSplit, pixels: torch.Tensor):
+    def __init__(self, cfg: WorldTrainConfig, fwd: WorldForward, split: WorldSplit,
+                 pixels: torch.Tensor):
         self.cfg, self.fwd, self.split, self.pixels = cfg, fwd, split, pixels
         self.device = fwd.wrapper.device
 
@@ -223,7 +224,8 @@ def train_world_model(
             aux = AuxHeads(cfg.role, wrapper.decoder.config.hidden_size).to(device)
         if state is not None:
             if state.aux is None:
-                raise ValueError(f"{out}: the checkpoint has no auxiliary heads; resume with --aux-weight 0")
+                raise ValueError(f"{out}: the checkpoint has no auxiliary heads; "
+                                 "resume with --aux-weight 0")
             aux.load_state_dict(state.aux)
     fwd = WorldForward(wrapper, aux=aux, aux_weight=cfg.aux_weight)
     fwd.module.train()
