@@ -52,3 +52,12 @@ def test_resume_rule_names_each_changed_setting_but_the_resumable_ones() -> None
     with pytest.raises(ValueError, match=r"run holds a run with other settings: seed = 1 "
                                          r"\(the run's: 0\); fix"):
         refuse_other_settings(ours, theirs, {"steps"}, Path("run"), "fix")
+
+
+def test_a_run_config_with_unknown_keys_is_refused_naming_them() -> None:
+    from evspec.training.heads.train import TrainConfig
+    from evspec.training.world.config import WorldTrainConfig
+
+    for cls in (TrainConfig, WorldTrainConfig):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: unknown key\(s\) \['colour'\]"):
+            cls.from_dict({"colour": "red"})

@@ -3,6 +3,8 @@
 * ``loop``       -- the step core both loops run: ``apply_gradients`` (backward, replica
   reduce, clip, optimiser and schedule step) and ``due`` (periodic actions).
 * ``schedule``   -- ``warmup_cosine``: linear warm-up, then cosine decay to a floor.
+* ``config``     -- ``config_keys``: a run's ``train_config.json`` read back, unknown keys
+  refused (torch-free).
 * ``checkpoint`` -- ``TrainState`` (``train_state.pt``: optimiser, schedule, step, RNG),
   the run folder's files, and the resume rule (``refuse_other_settings``).
 * ``world/``     -- the small world target (Video-LLaVA architecture) and drafter (EventGPT

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from evspec.modules.options import ModuleOptions, module_config
 from evspec.training.checkpoint import (
     CONFIG_FILE, STATE_FILE, TrainState, load_state, refuse_other_settings, save_state,
 )
+from evspec.training.config import config_keys
 from evspec.training.heads.batch import batches
 from evspec.training.heads.curves import plot_history
 from evspec.training.heads.distributed import DataParallel, is_main_process
@@ -110,11 +111,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict` (a run's ``train_config.json``)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        d = dict(d)
+        d = config_keys(cls, d)
         if isinstance(d.get("options"), dict):
             opts = dict(d["options"])
             if "lora_targets" in opts:

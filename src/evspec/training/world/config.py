@@ -4,9 +4,11 @@ folder and the seed, it fixes the result)."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from evspec.training.config import config_keys
 
 ROLES: tuple[str, ...] = ("target", "drafter")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
@@ -120,11 +122,7 @@ class WorldTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorldTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"WorldTrainConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        d = dict(d)
+        d = config_keys(cls, d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
