@@ -22,7 +22,7 @@ Phases:
    ``events_pay.md`` (speedups with 95 % bootstrap intervals over requests, paired).
 
 ``--budget-s`` caps the timed phases (whole requests only: pairs stay complete).  A CPU
-rehearsal at tiny size: ``tests/beyond/test_events_pay.py``.
+rehearsal at tiny size: ``tests/bench/test_events_pay_script.py``.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def world_manifest(a: argparse.Namespace, work: Path) -> Path:
     if a.world:
         return Path(a.world)
-    from evspec.adapters.world_subset import write_world_subset
+    from evspec.training.heads.world_subset import write_world_subset
 
     readme = (ASSETS / "README.md").read_text()
     m = re.search(r"world generate --out \S+ --clips (\d+) --seed (\d+)", readme)
@@ -292,7 +292,7 @@ def markdown(summary: dict, meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    from evspec.adapters.requests import manifest_requests
+    from evspec.training.heads.requests import manifest_requests
     from evspec.decoding.router import learn_qtype_table
 
     t0 = time.perf_counter()

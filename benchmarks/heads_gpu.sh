@@ -85,7 +85,7 @@ if [[ -z "$WORLD" ]]; then
   fi
   log "1/5 world subset of (clips=$WORLD_CLIPS, seed=$WORLD_SEED): $N_TRAIN_CLIPS/$N_VAL_CLIPS/$N_TEST_CLIPS clips"
   RES=(); [[ -n $WORLD_RESOLUTION ]] && RES=(--resolution "$WORLD_RESOLUTION")
-  $PY -m evspec.adapters.world_subset --out "$WORK/world" --clips "$WORLD_CLIPS" --seed "$WORLD_SEED" \
+  $PY -m evspec.training.heads.world_subset --out "$WORK/world" --clips "$WORLD_CLIPS" --seed "$WORLD_SEED" \
     --train "$N_TRAIN_CLIPS" --val "$N_VAL_CLIPS" --test "$N_TEST_CLIPS" "${RES[@]}" 2>&1 | tee -a "$LOG"
   WORLD=$WORK/world
 fi
@@ -143,7 +143,7 @@ log "5/5 package"
 cp "$WORK/eval/eval.md" "$OUT/heads_table.md" 2>/dev/null || echo "no evaluation table" >"$OUT/heads_table.md"
 $PY - <<EOF 2>&1 | tee -a "$LOG"
 import json, pathlib
-from evspec.adapters.ship import pack_heads
+from evspec.training.heads.ship import pack_heads
 work = pathlib.Path("$WORK")
 runs = sorted(p for p in (work / "runs").iterdir() if p.is_dir())
 runs = [r for r in runs if "prefill" not in r.name]  # ship the default (events-memory) heads

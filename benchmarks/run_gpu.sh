@@ -83,7 +83,7 @@ bench() {  # NAME ARGS...: one `evspec bench` into OUT/NAME, stopped cleanly aft
 world_clips() {  # the held-out clips of the world the models were trained on
   [[ $TINY == 1 || -f $MANIFEST ]] && return 0
   log "generating ${WORLD_TEST:-40} held-out world clips"
-  python3 -m evspec.adapters.world_subset --out /tmp/run_gpu_world --clips 16000 --seed 0 \
+  python3 -m evspec.training.heads.world_subset --out /tmp/run_gpu_world --clips 16000 --seed 0 \
     --train 0 --val 0 --test "${WORLD_TEST:-40}" >>"$LOG" 2>&1
 }
 
@@ -107,7 +107,8 @@ heads7b() {  # CACHE MODE...
 case $STAGE in
   tests)
     log "CUDA-only tests"
-    python3 -m pytest -p no:warnings -q tests/adapters/test_head_static.py tests/decoding/test_pipeline.py \
+    python3 -m pytest -p no:warnings -q tests/training/heads/test_head_static.py \
+      tests/decoding/test_pipeline.py \
       tests/models/test_fast_graphs.py tests/bench/test_bench_step_prepare.py tests/models/test_gemv.py \
       tests/models/test_triton_layer.py tests/models/test_decode_attention.py >"$OUT/tests.txt" 2>&1 \
       || log "some tests failed (tests.txt)"

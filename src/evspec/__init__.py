@@ -1,7 +1,7 @@
 """evspec: lossless speculative decoding for video LLMs, drafted from the event camera.
 
-Layers (nothing imports upward): ``data`` -> ``models`` -> ``adapters`` -> ``decoding``
--> ``bench`` -> ``cli``.  See the README's architecture section.
+Layers (nothing imports upward): ``data`` -> ``models`` -> ``modules`` -> ``decoding``
+-> ``training`` -> ``bench`` -> ``cli``.  See the README's architecture section.
 
 ``evspec.Pipeline`` (the Python API, :mod:`evspec.api.pipeline`) is imported on first use,
 so ``import evspec`` stays light.

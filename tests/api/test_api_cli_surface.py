@@ -80,9 +80,9 @@ def test_one_answer_length_default_across_verbs():
 
 
 def test_typed_choices_match_the_libraries_lists():
-    from evspec.adapters.checkpoint import MODULE_KINDS
+    from evspec.modules.checkpoint import MODULE_KINDS
     from evspec.cli.choices import Amp, Module, Role
-    from evspec.training.config import AMP_MODES, ROLES
+    from evspec.training.world.config import AMP_MODES, ROLES
 
     assert tuple(m.value for m in Module) == MODULE_KINDS
     assert tuple(a.value for a in Amp) == AMP_MODES

@@ -93,7 +93,7 @@ def test_generate_inputs_render_world_clips_like_the_bench() -> None:
 def test_collect_and_eval_requests_take_the_manifests_canvas(tmp_path: Path) -> None:
     """`evspec collect` / `eval` default to canvas auto: the world's sensor canvas for the
     world, the release's per-chunk canvas for any other manifest (e.g. DSEC clips)."""
-    from evspec.adapters.requests import manifest_requests
+    from evspec.training.heads.requests import manifest_requests
 
     manifest = load_manifest(WORLD / "manifest.json")
     entry = manifest.clips[0]

@@ -82,7 +82,7 @@ def test_accepted_histogram_labels_do_not_collide(run_dir, tmp_path, figures):
 
 
 def test_train_loss_curve_does_not_lag():
-    from evspec.adapters.curves import _smooth
+    from evspec.training.heads.curves import _smooth
 
     falling = [100.0 - i for i in range(60)]
     assert _smooth(falling)[30] == pytest.approx(falling[30])  # a trailing mean sits above

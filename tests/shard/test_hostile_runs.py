@@ -87,11 +87,11 @@ def test_second_bench_on_a_busy_folder_is_refused_naming_the_first(tmp_path: Pat
 
 
 def test_every_writer_takes_the_lock(tmp_path: Path) -> None:
-    from evspec.adapters.collect import CollectConfig, collect, collect_lock_name
-    from evspec.adapters.train import TrainConfig, train
+    from evspec.training.heads.collect import CollectConfig, collect, collect_lock_name
+    from evspec.training.heads.train import TrainConfig, train
     from evspec.data.dsec import DsecBuildConfig, build_dsec_clips
-    from evspec.training.config import WorldTrainConfig
-    from evspec.training.loop import train_world_model
+    from evspec.training.world.config import WorldTrainConfig
+    from evspec.training.world.loop import train_world_model
 
     busy = tmp_path / "busy"
     part = collect_lock_name(CollectConfig(split="train"))

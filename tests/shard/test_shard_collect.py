@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evspec.adapters.store import ChunkWriter, CollectedData, Example
+from evspec.training.heads.store import ChunkWriter, CollectedData, Example
 from evspec.bench.merge import MergeError
 from evspec.bench.merge_collect import verify_collect
 from evspec.bench.shard import Shard

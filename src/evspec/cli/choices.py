@@ -62,7 +62,7 @@ def given(ctx) -> set[str]:
 
 
 class Module(str, Enum):
-    """``evspec train --module`` (``evspec.adapters.checkpoint.MODULE_KINDS``)."""
+    """``evspec train --module`` (``evspec.modules.checkpoint.MODULE_KINDS``)."""
 
     note_adapter = "note-adapter"
     bottleneck = "bottleneck"

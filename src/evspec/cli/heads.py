@@ -1,6 +1,6 @@
 """``evspec collect | train | eval``: data for, training of, and evaluation of the trained
 drafters (adapters, LoRA-distilled EventGPT, event/target heads).  Thin wrappers over
-:mod:`evspec.adapters` (``collect``, ``train``, ``eval``)."""
+:mod:`evspec.training.heads` (``collect``, ``train``, ``eval``)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def collect_cmd(
     """For each (clip, question): the target's greedy answer, then both models
     teacher-forced on that same answer; hidden states, top-K log-probs and event memory
     into chunked safetensors (resumable)."""
-    from evspec.adapters.collect import CollectConfig, collect, collect_lock_name
+    from evspec.training.heads.collect import CollectConfig, collect, collect_lock_name
     from evspec.data.runlock import run_lock
     from evspec.bench.shard import select_device, shard_from_env_or_args
 
@@ -144,7 +144,8 @@ def train_cmd(
     data-parallel replicas (N batches per step) and rank 0 writes."""
     from dataclasses import replace
 
-    from evspec.adapters.train import ModuleOptions, TrainConfig, default_weights, train
+    from evspec.training.heads.train import TrainConfig, default_weights, train
+    from evspec.modules.options import ModuleOptions
     from evspec.session import load_eventgpt, resolve_device
 
     from evspec.cli.choices import given
@@ -184,7 +185,7 @@ def train_cmd(
             cfg = replace(base_cfg, **fields)
         else:
             cfg = TrainConfig(**fields)
-        from evspec.adapters.distributed import is_main_process, rank_device
+        from evspec.training.heads.distributed import is_main_process, rank_device
 
         dev = rank_device(resolve_device(device))  # under torchrun: this process's GPU
         dm = None
@@ -233,7 +234,7 @@ def eval_cmd(
 ) -> None:
     """Measure each drafter in the engine (α, τ per γ, per position, per question type, c,
     speedup over target-only, lossless check) beside its offline top-1 agreement."""
-    from evspec.adapters.eval import EvalConfig, evaluate, parse_drafter
+    from evspec.training.heads.eval import EvalConfig, evaluate, parse_drafter
     from evspec.cli.choices import parse_gammas
 
     try:

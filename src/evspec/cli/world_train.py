@@ -70,9 +70,9 @@ def train(
 
     from evspec.cli.choices import given
     from evspec.training.checkpoint import CONFIG_FILE
-    from evspec.training.config import WorldTrainConfig
-    from evspec.training.loop import train_world_model
-    from evspec.training.world_models import export_fp16 as export
+    from evspec.training.world.config import WorldTrainConfig
+    from evspec.training.world.loop import train_world_model
+    from evspec.training.world.world_models import export_fp16 as export
 
     try:
         values = dict(
@@ -132,9 +132,9 @@ def evaluate(
     per type, per position) of the eventgpt drafter; writes OUT/eval.md and OUT/eval.json."""
     import json
 
-    from evspec.training.evaluate import EvalConfig, evaluate_world
-    from evspec.training.report import to_markdown
-    from evspec.training.assets import _model_dir
+    from evspec.training.world.evaluate import EvalConfig, evaluate_world
+    from evspec.training.world.report import to_markdown
+    from evspec.training.world.assets import _model_dir
     from evspec.cli.choices import parse_gammas
 
     try:
@@ -166,7 +166,7 @@ def pack(
     notes: Annotated[Optional[Path], typer.Option(help="Markdown appended to the README.")] = None,
 ) -> None:
     """Export both models in fp16 with the tokenizer and a few test clips, for shipping."""
-    from evspec.training.assets import pack_world_assets
+    from evspec.training.world.assets import pack_world_assets
 
     try:
         text = notes.read_text() if notes is not None else ""

@@ -5,7 +5,7 @@ The head drafts node by node like the chain drafter (``decoding.drafters.head``)
 ``u`` with token ``x_u`` and parent ``p`` is fed the pair ``(f_p, x_u)`` -- the parent's
 feature stands in for the target state that would have predicted ``x_u`` -- and its output
 ``f_u`` gives the children's distribution through the target's ``lm_head``.  One level is
-one :meth:`~evspec.adapters.head.DraftHead.extend_tree` call: the level's nodes share the
+one :meth:`~evspec.modules.head.DraftHead.extend_tree` call: the level's nodes share the
 position ``committed + depth - 1`` and each sees the committed answer, its ancestors and
 itself.  After verification the tree rows are dropped and the target's own states along
 the accepted path (root included) are queued, exactly as the chain drafter re-synchronises.

@@ -13,7 +13,7 @@ images uploaded once (the smallest transfer):
 3. rescale by ``rescale_factor`` and normalise by the CLIP mean/std in float32.
 
 Same-size inputs give bitwise HF's pixels; real resizes differ from PIL's fixed-point
-arithmetic by at most one uint8 level on some pixels (tests/adapters/test_device_preprocess.py
+arithmetic by at most one uint8 level on some pixels (tests/models/test_device_preprocess.py
 measures it).
 """
 

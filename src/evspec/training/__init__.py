@@ -1,18 +1,17 @@
-"""Training whole models: the small world target (Video-LLaVA architecture) and drafter
-(EventGPT architecture) on a generated world (WORLD.md), their evaluation, and packing the
-shipped assets.
+"""Training every trainable thing, as tasks over one schedule, checkpoint and resume rule.
 
-Modules (one concept each):
+* ``loop``       -- the step core both loops run: ``apply_gradients`` (backward, replica
+  reduce, clip, optimiser and schedule step) and ``due`` (periodic actions).
+* ``schedule``   -- ``warmup_cosine``: linear warm-up, then cosine decay to a floor.
+* ``config``     -- ``config_keys``: a run's ``train_config.json`` read back, unknown keys
+  refused (torch-free).
+* ``checkpoint`` -- ``TrainState`` (``train_state.pt``: optimiser, schedule, step, RNG),
+  the run folder's files, and the resume rule (``refuse_other_settings``).
+* ``world/``     -- the small world target (Video-LLaVA architecture) and drafter (EventGPT
+  architecture) trained on a generated world (WORLD.md), their evaluation, and packing the
+  shipped assets (docs/world_training.md).
+* ``heads/``     -- drafter modules (``evspec.modules``) trained on pairs collected from both
+  models: collection, objectives, tasks, evaluation, reports, shipping (docs/heads.md).
 
-* ``config``       -- ``WorldTrainConfig``: role, preset, steps, optimiser, schedule, AMP.
-* ``world_models`` -- build fresh world models from the presets, load and export checkpoints.
-* ``dataset``      -- manifest -> tokenised examples; clips pre-decoded once to uint8 arrays.
-* ``batching``     -- deterministic batch order, padding, labels, pixel normalisation.
-* ``forward``      -- batched training forward of both architectures, loss, batched greedy.
-* ``checkpoint``   -- model folder + ``train_state.pt`` (optimiser, schedule, step, RNG).
-* ``loop``         -- ``train_world_model``: the training loop with validation and resume.
-* ``scoring``      -- world answers -> structured fields; exact and field-level match.
-* ``evaluate``     -- ``evaluate_world``: accuracy per question type and naive acceptance.
-* ``report``       -- the evaluation as markdown.
-* ``assets``       -- ``pack_world_assets``: checkpoints, tokenizer and sample clips to ship.
+Nothing here is imported by ``evspec`` at start-up, and ``evspec.decoding`` imports none of it.
 """

@@ -1,6 +1,6 @@
 """``eventgpt-adapter``: EventGPT drafts, but its next-token logits come from a trained
 adapter that maps EventGPT's hidden state into the target's space, read out by the
-target's own ``lm_head`` (research note §3.1/§3.2; adapters in ``evspec.adapters``).
+target's own ``lm_head`` (research note §3.1/§3.2; adapters in ``evspec.modules``).
 
 Built by composition: :class:`AdaptedEventGPT` wraps EventGPT behind the ``Target``
 calls (prefill / score / rollback) and replaces the logits; :class:`ModelDrafter` does the
@@ -28,7 +28,7 @@ _HISTORY, _CONTEXT = "adapter_history", "adapter_context"
 class AdaptedEventGPT:
     """EventGPT whose logits are ``lm_head(adapter(g))[slot 0]`` over the target's vocabulary.
 
-    ``adapter``: an :class:`~evspec.adapters.adapter_base.HiddenAdapter`; ``lm_head``: the
+    ``adapter``: an :class:`~evspec.modules.adapter_base.HiddenAdapter`; ``lm_head``: the
     target's (frozen).  ``vocab_size`` is the target's logits width; ``tokenizer`` stays
     EventGPT's (the drafter feeds EventGPT ids, within the shared vocabulary).
     """
@@ -112,7 +112,7 @@ def make_adapter_drafter(
 ) -> AdapterDrafter:
     """Load a trained adapter checkpoint (``evspec train --module note-adapter|bottleneck|
     attention|aligner``) and wrap ``draft_model`` with it."""
-    from evspec.adapters.checkpoint import ADAPTER_KINDS, load_checkpoint
+    from evspec.modules.checkpoint import ADAPTER_KINDS, load_checkpoint
 
     ckpt = load_checkpoint(adapter_path)
     if ckpt.kind not in ADAPTER_KINDS:

@@ -1,6 +1,6 @@
 """``event-head`` / ``target-head``: draft with a small trained head on the target's own
 hidden states (EAGLE-style), optionally cross-attending to EventGPT's event memory
-(``evspec.adapters.head``).  Cost per drafted token: 1–2 small blocks + the target's
+(``evspec.modules.head``).  Cost per drafted token: 1–2 small blocks + the target's
 ``lm_head``, so c ≈ 0.05 at 7B.
 
 Bookkeeping (position ``j`` = the target state ``h_j`` that predicted token ``x_j``).  The
@@ -17,11 +17,11 @@ head's cache holds positions built from *true* target states only; known-true pa
   ``(h, x) = zip(target_hidden, d_1..d_n, t)``: recomputed from true states next round.
 
 With the fast engine on CUDA graphs (``target.fast``) or ``static=True`` the same steps run over
-fixed-size buffers (:class:`~evspec.adapters.head_static.StaticHeadRunner`), captured as
+fixed-size buffers (:class:`~evspec.modules.head_static.StaticHeadRunner`), captured as
 CUDA graphs on a GPU: one replay feeds the verified pairs, one replay drafts the greedy
 chain.  A head over EventGPT's prompt states (varying memory length) stays eager.  For
 small heads the runner folds the memory cross-attention into one Triton kernel per step
-(:mod:`~evspec.adapters.head_fused`; ``fold_memory`` forces either way).
+(:mod:`~evspec.modules.head_fused`; ``fold_memory`` forces either way).
 
 The event side costs one thing per request and nothing per drafted token: EventGPT's event
 memory turned into the head's cross-attention keys/values (:meth:`DraftHead.drafting_memory`),
@@ -48,7 +48,7 @@ from evspec.models.state import TargetState
 
 
 class HeadDrafter:
-    """A :class:`~evspec.adapters.head.DraftHead` behind the ``Drafter`` protocol."""
+    """A :class:`~evspec.modules.head.DraftHead` behind the ``Drafter`` protocol."""
 
     needs_target_hidden = True
 
@@ -95,8 +95,8 @@ class HeadDrafter:
     @property
     def memory_folded(self) -> bool | None:
         """Whether the last request drafted with the folded memory cross-attention (the
-        static runner's :mod:`~evspec.adapters.head_fused` path); None off the static path."""
-        from evspec.adapters.head_fused import FoldedMemory
+        static runner's :mod:`~evspec.modules.head_fused` path); None off the static path."""
+        from evspec.modules.head_fused import FoldedMemory
 
         runner = self._runner if self._use_runner else None
         if runner is None or runner.mem is None:
@@ -141,7 +141,7 @@ class HeadDrafter:
         block (the only per-request work of the event side) and the milliseconds spent.
         ``untimed``: no device synchronisation around the stages (a side stream's work must
         not wait for the main stream's); the timings are then empty."""
-        from evspec.adapters.memory import event_memory
+        from evspec.modules.memory import event_memory
 
         if request.event_images is None:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
@@ -221,7 +221,7 @@ class HeadDrafter:
         with torch.inference_mode():
             if self._use_runner:
                 if self._runner is None:
-                    from evspec.adapters.head_static import StaticHeadRunner
+                    from evspec.modules.head_static import StaticHeadRunner
 
                     self._runner = StaticHeadRunner(self.head, self.embed, self.lm_head,
                                                     fold_memory=self.fold_memory)
@@ -328,7 +328,7 @@ def make_head_drafter(
     """Load a trained ``event-head`` / ``target-head`` checkpoint for ``target``;
     ``head_path="untrained"`` builds one with random weights and the shapes training would
     give (acceptance-controlled timing at real scale, where no trained head exists)."""
-    from evspec.adapters.checkpoint import load_checkpoint
+    from evspec.modules.checkpoint import load_checkpoint
     from evspec.decoding.drafters import UNTRAINED
 
     if str(head_path) == UNTRAINED:
@@ -356,8 +356,8 @@ def make_head_drafter(
 def _untrained_head(
     name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float, static: bool | None
 ) -> HeadDrafter:
-    from evspec.adapters.checkpoint import build_module
-    from evspec.adapters.train import ModuleOptions, module_config
+    from evspec.modules.checkpoint import build_module
+    from evspec.modules.options import ModuleOptions, module_config
 
     if name == "event-head" and draft_model is None:
         raise DrafterError("drafter 'event-head' needs a draft model for its event memory (--draft-model)")

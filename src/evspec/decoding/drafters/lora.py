@@ -25,8 +25,8 @@ def make_lora_drafter(
     ``copy_model=False`` merges into ``draft_model`` itself (saves memory at 7B, but the
     naive ``eventgpt`` drafter then uses the distilled weights too).
     """
-    from evspec.adapters.checkpoint import load_checkpoint
-    from evspec.adapters.lora import LoraSpec, distilled_eventgpt
+    from evspec.modules.checkpoint import load_checkpoint
+    from evspec.modules.lora import LoraSpec, distilled_eventgpt
 
     ckpt = load_checkpoint(lora_path)
     if ckpt.kind != "lora":
