@@ -22,7 +22,7 @@ from evspec.decoding.engine import generate
 from evspec.models.eventgpt import EventGPT
 from evspec.models.request import Request
 from evspec.models.target import VideoLlavaTarget
-from evspec.session import random_images
+from evspec.loading import random_images
 
 
 def env() -> dict:

@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from evspec.models.request import Request
 from evspec.models.timing import sync
-from evspec.session import random_images, resolve_device, resolve_dtype
+from evspec.loading import random_images, resolve_device, resolve_dtype
 from probe_common import median_ms, write_json  # a sibling module: benchmarks/ is the script's folder
 
 FAMILIES = (  # first match wins; names are lower-cased kernel / operator names

@@ -258,7 +258,7 @@ def journey(cfg: JourneyConfig, out: Path, work: Path) -> dict:
             "-m", "evspec", "eval", "--dataset", str(parts["test"]), "--out", str(work / "eval"),
             "--drafter", "eventgpt",
             *[a for m, p in trained.items() for a in ("--drafter", f"{labels.get(m, m)}={p}")],
-            "--gammas", ",".join(map(str, cfg.gammas)), "--report-gamma", str(cfg.gammas[-1]),
+            "--gamma", ",".join(map(str, cfg.gammas)), "--report-gamma", str(cfg.gammas[-1]),
             "--limit", str(cfg.questions["test"]), "--max-new-tokens", str(cfg.max_new_tokens),
             "--canvas", "chunk", "--warmup", "1", *models, *dev,
         ]  # fmt: skip

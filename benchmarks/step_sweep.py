@@ -32,7 +32,7 @@ import torch
 
 from evspec.models.fast import decode_attention, gemv, triton_layer
 from evspec.models.request import Request
-from evspec.session import random_images, resolve_device, resolve_dtype
+from evspec.loading import random_images, resolve_device, resolve_dtype
 from gemv_probe import parse_config  # siblings: benchmarks/ is the script's folder
 from probe_common import median_ms, write_json
 

@@ -99,6 +99,12 @@ def generate_cmd(
         from evspec.decoding.sampling import validate_sampling
 
         validate_sampling(temperature, top_p)  # before any model loads, like the paths
+        from evspec.loading import check_device
+
+        for option, value in (("--device", device), ("--target-device", target_device),
+                              ("--draft-device", draft_device)):
+            if value is not None:
+                check_device(value, option)
         for option, value in (("--video", video), ("--events", events)):
             if value not in (None, "random") and not Path(value).exists():
                 raise FileNotFoundError(f"{option} {value}: no such file or folder")
@@ -202,11 +208,6 @@ def _load(drafter, drafter_path, gamma, gamma_policy, temperature, top_p, seed, 
     """The :class:`~evspec.Pipeline` the options describe (models on their devices)."""
     from evspec.api.pipeline import Pipeline, PipelineConfig
 
-    if draft_model is None and needs_draft_model(drafter):
-        if Path(target).is_dir():
-            raise ValueError(f"--drafter {drafter} needs --draft-model (an EventGPT folder or "
-                             "preset) with a folder --target")
-        draft_model = target
     config = PipelineConfig(
         target=target, draft_model=draft_model, drafter=drafter, drafter_path=drafter_path,
         gamma=gamma, gamma_policy=gamma_policy.value, schedule=schedule.value,

@@ -115,7 +115,7 @@ def lr_factor(step: int, plan: Plan, warmup: int, min_ratio: float) -> float:
 
 
 def _device(name: str) -> torch.device:
-    from evspec.session import resolve_device
+    from evspec.loading import resolve_device
 
     return resolve_device(name)
 

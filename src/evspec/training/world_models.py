@@ -140,6 +140,8 @@ def export_fp16(src: str | Path, dst: str | Path) -> Path:
     """Write the checkpoint in ``src`` to ``dst`` with fp16 weights (same layout), for
     shipping.  ``dst`` must not hold another checkpoint's weights."""
     model = load_world_model(src)
+    if isinstance(model, EventGPT):
+        model.config.world = True  # declared: loaders render its clips as the world was trained
     model.model.to(torch.float16)
     dst = Path(dst)
     if (dst / "model.safetensors").exists():
