@@ -165,16 +165,11 @@ class Pipeline:
     # -- inputs --------------------------------------------------------------------------
     @property
     def sizes(self) -> ClipSizes:
-        """How clips must look to the loaded models (frames, event images, canvas)."""
+        """How clips must look to the loaded models: frames, event images, and whether the
+        drafter is a world model (events rendered over the whole clip on the sensor canvas)."""
         from evspec.loading import ClipSizes
 
         return ClipSizes.of(self.target, self.draft_model)
-
-    @property
-    def world(self) -> bool:
-        """Whether the drafter model is one of the synthetic world's (inputs rendered as the
-        world models were trained: the whole clip on the sensor canvas)."""
-        return self.sizes.world
 
     def load_clip(self, video: ClipInput, events: ClipInput = None):
         """The model inputs of one clip (:class:`evspec.loading.Inputs`); paths are read once

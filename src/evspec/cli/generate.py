@@ -96,6 +96,7 @@ def generate_cmd(
     next block while the target scores the current one (docs/two_gpu.md).
     """
     try:
+        drafter = _choose_drafter(drafter, target)  # before torch loads
         from evspec.decoding.sampling import validate_sampling
 
         validate_sampling(temperature, top_p)  # before any model loads, like the paths
@@ -108,7 +109,6 @@ def generate_cmd(
         for option, value in (("--video", video), ("--events", events)):
             if value not in (None, "random") and not Path(value).exists():
                 raise FileNotFoundError(f"{option} {value}: no such file or folder")
-        drafter = _choose_drafter(drafter, target)
         if drafter_path is not None and "=" in drafter_path:  # bench's NAME=FOLDER
             name, _, folder = drafter_path.partition("=")
             if name.strip() != drafter:
