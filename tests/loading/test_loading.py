@@ -36,6 +36,7 @@ def loaded():
     ({"target": None}, "names no model"),
     ({"target": " "}, "must be a preset name or a folder"),
     ({"seed": 1.5}, "seed must be an integer"),
+    ({"quant": "4bit", "fast": True}, "quant='4bit' runs on the dynamic path"),
 ])
 def test_a_bad_spec_says_what_to_change(fields, message) -> None:
     with pytest.raises(ValueError, match=message):

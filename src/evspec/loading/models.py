@@ -60,7 +60,6 @@ def is_preset(spec: str) -> bool:
     return spec == WORLD_SPEC or spec in TARGET_PRESETS
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Which models to load and how.
@@ -115,6 +114,9 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.seed must be an integer, got {self.seed!r}")
         check_quant_name(self.quant)
         check_fast_options(self.fast, self.compile, self.kernels)
+        if self.quant == "4bit" and self.fast:
+            raise ValueError("quant='4bit' runs on the dynamic path (the fast engine needs "
+                             "16-bit weights): drop --fast / fast=True, or use quant='none'")
 
     @property
     def placement(self) -> tuple[str, str]:
@@ -184,7 +186,7 @@ def load_models(spec: ModelSpec, *, score_sizes: tuple[int, ...] = ()) -> Loaded
     t_name, d_name = spec.placement
     device = resolve_device(t_name)
     draft_device = resolve_device(d_name)
-    dtype = resolve_dtype(spec.dtype, device)
+    dtype = resolve_dtype(spec.dtype, device if spec.target is not None else draft_device)
     check_quant(spec.quant, dtype)
     target = draft = None
     if spec.target is not None:
