@@ -63,6 +63,7 @@ def load_world_cases(
     different scenes), with their references."""
     from evspec.data.loading import load_clip_inputs
     from evspec.data.manifest import load_manifest
+    from evspec.loading import ClipSizes
 
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -85,13 +86,14 @@ def load_world_cases(
         chosen.append(pick)
         pending.remove(pick)
         seen.add(pick[1].qtype)
+    sizes = ClipSizes.of(target, drafter_model)
     inputs: dict[str, tuple] = {}
     cases = []
     for entry, qa in chosen:
         if entry.id not in inputs:
             inputs[entry.id] = load_clip_inputs(
-                entry, root, n_event_images=drafter_model.n_event_images,
-                num_frames=target.num_frames, canvas="sensor", warn_window=False,
+                entry, root, n_event_images=sizes.n_event_images, num_frames=sizes.num_frames,
+                canvas="sensor", warn_window=False,
             )
         video, events = inputs[entry.id]
         request = Request(qa.question, video=video, event_images=events, clip_id=entry.id, qtype=qa.qtype)

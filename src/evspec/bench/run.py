@@ -16,6 +16,7 @@ from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
 from evspec.data.runlock import check_folder_path, holds_run_lock
 from evspec.loading import ClipSizes, ModelSpec
 
+
 def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = "sequential",
                  score_sizes: tuple[int, ...] = (), hf_cache: str | None = None,
                  drafter_paths: tuple[tuple[str, str], ...] = ()) -> EngineBackend:
