@@ -19,10 +19,8 @@ import torch
 
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
-from evspec.models.eventgpt import EventGPT
 from evspec.models.request import Request
-from evspec.models.target import VideoLlavaTarget
-from evspec.session import random_images
+from evspec.loading import ModelSpec, load_models, random_images
 
 
 def env() -> dict:
@@ -44,11 +42,9 @@ def main() -> None:
     ap.add_argument("--preset", default="7b")
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
-    dev = torch.device(args.device)
-    dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     t0 = time.perf_counter()
-    target = VideoLlavaTarget.from_preset(args.preset, dtype=dt, device=dev, seed=0)
-    eventgpt = EventGPT.from_preset(args.preset, dtype=dt, device=dev, seed=1)
+    loaded = load_models(ModelSpec(target=args.preset, draft_model=args.preset, device=args.device))
+    target, eventgpt, dev = loaded.target, loaded.draft, loaded.device
     build_s = time.perf_counter() - t0
     req = Request(
         "What is happening in the scene?",

@@ -34,7 +34,7 @@ from evspec.bench.mdtable import md_table
 
 
 def load_setting(args) -> Setting | None:
-    from evspec.session import resolve_device
+    from evspec.loading import resolve_device
 
     if args.setting == "world":
         from evspec.demo import load_world_cases, load_world_models, world_available

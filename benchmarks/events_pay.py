@@ -119,13 +119,12 @@ def world_manifest(a: argparse.Namespace, work: Path) -> Path:
 
 
 # -- phase 2: models and drafters ----------------------------------------------------------------
-def load_models(a: argparse.Namespace):
-    from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
+def load_pair(a: argparse.Namespace):
+    from evspec.loading import ModelSpec, load_models
 
-    device = resolve_device(a.device)
-    dtype = resolve_dtype(a.dtype, device)
-    target = load_target(a.target, device=device, dtype=dtype, seed=0)
-    draft = load_eventgpt(a.draft_model, device=device, dtype=dtype, seed=1)
+    loaded = load_models(ModelSpec(target=a.target, draft_model=a.draft_model, device=a.device,
+                                   dtype=a.dtype, seed=0))
+    target, draft, device = loaded.target, loaded.draft, loaded.device
     on_device = a.device_preprocess if a.device_preprocess is not None else device.type == "cuda"
     for model in (target, draft):
         if on_device:
@@ -300,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="events_pay_"))
     manifest = world_manifest(a, work)
-    target, draft = load_models(a)
+    target, draft = load_pair(a)
     drafters = make_drafters(a, target, draft)
     kw = dict(num_frames=target.num_frames, n_event_images=draft.n_event_images, canvas=a.canvas)
     val = manifest_requests(manifest, ("val",), **kw)

@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from evspec.models.request import Request
 from evspec.models.timing import sync
-from evspec.session import random_images, resolve_device, resolve_dtype
+from evspec.loading import ModelSpec, load_models, random_images
 from probe_common import median_ms, write_json  # a sibling module: benchmarks/ is the script's folder
 
 FAMILIES = (  # first match wins; names are lower-cased kernel / operator names
@@ -199,11 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if min(args.steps, args.top, args.rows) < 1:
         p.error("--steps, --top and --rows must be >= 1")
-    from evspec.models.target import VideoLlavaTarget
-
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    target = VideoLlavaTarget.from_preset(args.preset, device=device, dtype=dtype, seed=0)
+    loaded = load_models(ModelSpec(target=args.preset, device=args.device, dtype=args.dtype))
+    target, device, dtype = loaded.target, loaded.device, loaded.dtype
     size = target.config.vision_config.image_size
     request = Request("What is moving in the scene?", video=random_images(target.num_frames, size, 0))
     where = "CUDA graphs" if device.type == "cuda" else "CPU"

@@ -27,8 +27,8 @@ from pathlib import Path
 from evspec.bench.backend import EngineBackend
 from evspec.bench.config import BenchConfig
 from evspec.bench.records import read_records
-from evspec.bench.run import ModelSpec, bench, load_backend
-from evspec.session import load_eventgpt, resolve_device, resolve_dtype
+from evspec.bench.run import bench, load_backend
+from evspec.loading import ModelSpec, load_models
 
 t_begin = time.perf_counter()
 out, tiny = Path(os.environ["OUT"]), os.environ["TINY"] == "1"
@@ -41,9 +41,8 @@ dev0, dev1 = ("cpu", "cpu") if tiny else ("cuda:0", "cuda:1")
 # -- models, once: target + draft on dev0 (sequential, pipelined-1gpu), a draft on dev1
 spec = ModelSpec(target=preset, dtype=dtype, device=dev0, fast=not tiny, seed=0)
 base = load_backend(spec, ("none", "eventgpt"))
-draft1 = load_eventgpt(preset, device=resolve_device(dev1), dtype=resolve_dtype(dtype, resolve_device(dev1)), seed=1)
-if not tiny:
-    draft1.enable_fast()
+draft1 = load_models(ModelSpec(target=None, draft_model=preset, device=dev1, dtype=dtype, seed=0,
+                               fast=not tiny)).draft
 print(f"models loaded in {time.perf_counter() - t_begin:.0f} s", flush=True)
 
 

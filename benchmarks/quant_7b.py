@@ -3,7 +3,7 @@
 Both ``7b`` presets (Video-LLaVA-7B target, EventGPT-7B drafter; random weights) in three
 configurations, one after the other on one GPU:
 
-``4bit``       decoders in bitsandbytes NF4 (``session.load_*(quant="4bit")``; vision
+``4bit``       decoders in bitsandbytes NF4 (``loading.load_models`` with ``quant="4bit"``; vision
                towers, projectors and LM heads in bf16), the dynamic path (the fast engine
                needs 16-bit weights)
 ``bf16``       the dynamic path (transformers modules, dynamic KV cache, eager)
@@ -49,7 +49,7 @@ from evspec.decoding.engine import generate
 from evspec.decoding.stats import Result
 from evspec.models.quant import quant_report
 from evspec.models.request import Request
-from evspec.session import load_eventgpt, load_target, random_images, resolve_device, resolve_dtype
+from evspec.loading import ModelSpec, load_models, random_images, resolve_device, resolve_dtype
 
 CONFIGS = ("4bit", "bf16", "bf16-fast")
 
@@ -219,8 +219,9 @@ def measure(name: str, target: Any, eventgpt: Any, req: Request, args: argparse.
 def load_pair(quant: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, dict]:
     _free(device)
     t0 = time.perf_counter()
-    target = load_target(args.preset, device=device, dtype=dtype, seed=0, quant=quant)
-    eventgpt = load_eventgpt(args.preset, device=device, dtype=dtype, seed=1, quant=quant)
+    loaded = load_models(ModelSpec(target=args.preset, draft_model=args.preset, device=str(device),
+                                   dtype=str(dtype).removeprefix("torch."), seed=0, quant=quant))
+    target, eventgpt = loaded.target, loaded.draft
     mem = _mem(device)
     load = {"load_s": time.perf_counter() - t0, "weights_gib": mem["resident_gib"],
             "load_peak_gib": mem["peak_gib"]}

@@ -32,7 +32,7 @@ import torch
 
 from evspec.models.fast import decode_attention, gemv, triton_layer
 from evspec.models.request import Request
-from evspec.session import random_images, resolve_device, resolve_dtype
+from evspec.loading import ModelSpec, load_models, random_images
 from gemv_probe import parse_config  # siblings: benchmarks/ is the script's folder
 from probe_common import median_ms, write_json
 
@@ -168,12 +168,9 @@ def _sweep(argv: list[str] | None) -> dict[str, Any]:
     unknown = set(kernels) - set(variants)
     if unknown or min(args.steps, args.repeats, args.check, args.ab) < 1:
         p.error(f"unknown kernels {sorted(unknown)}" if unknown else "--steps/--repeats/--check/--ab must be >= 1")
-    from evspec.models.target import VideoLlavaTarget
-
     t_start = time.perf_counter()
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    target = VideoLlavaTarget.from_preset(args.preset, device=device, dtype=dtype, seed=0)
+    loaded = load_models(ModelSpec(target=args.preset, device=args.device, dtype=args.dtype))
+    target, device, dtype = loaded.target, loaded.device, loaded.dtype
     request = Request("What is moving in the scene?",
                       video=random_images(target.num_frames, target.config.vision_config.image_size, 0))
     shipped = {k: variants[k][0] for k in variants}

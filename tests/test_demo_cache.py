@@ -21,7 +21,7 @@ def _models():
 
 
 def _cases(target, eventgpt):
-    from evspec.session import random_images
+    from evspec.loading import random_images
 
     size, n = target.config.vision_config.image_size, eventgpt.config.n_event_images
     ev_size = eventgpt.config.image_size

@@ -9,7 +9,6 @@ are then gibberish, but the losslessness and the statistics are real).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,10 +18,8 @@ import torch
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
 from evspec.decoding.stats import Result
+from evspec.loading import ASSETS_ENV, world_assets, world_available  # noqa: F401 (ASSETS_ENV)
 from evspec.models.request import Request
-
-ASSETS = Path(__file__).parent / "assets" / "world"
-ASSETS_ENV = "EVSPEC_ASSETS"  # an assets folder holding world/ (tests point it elsewhere)
 
 
 @dataclass
@@ -42,28 +39,10 @@ class DemoRow:
         return self.baseline.tokens == self.speculative.tokens
 
 
-def world_assets(assets: str | Path | None = None) -> Path:
-    """The world asset folder: ``assets`` (a folder holding ``world/``), else
-    ``$EVSPEC_ASSETS/world``, else the package's own ``evspec/assets/world``."""
-    if assets is None and os.environ.get(ASSETS_ENV):
-        assets = os.environ[ASSETS_ENV]
-    return ASSETS if assets is None else Path(assets) / "world"
-
-
-def world_available(assets: str | Path | None = None) -> bool:
-    """Whether the shipped world models and clips are there."""
-    root = world_assets(assets)
-    return all(
-        p.is_file()
-        for p in (root / "manifest.json", root / "target" / "config.json", root / "drafter" / "config.json")
-    )
-
-
 def load_world_models(assets: str | Path | None = None):
     """``(target, drafter_model)``: the shipped world checkpoints (fp16 on disk), loaded in
     float32 on the CPU, where the demo runs (float32 keeps greedy SD exactly lossless)."""
-    from evspec.models.eventgpt import EventGPT
-    from evspec.models.target import VideoLlavaTarget
+    from evspec.loading import ModelSpec, load_models
 
     root = world_assets(assets)
     if not world_available(assets):
@@ -71,9 +50,9 @@ def load_world_models(assets: str | Path | None = None):
             f"{root}: no shipped world models (expected manifest.json, target/, drafter/); "
             "run benchmarks/ship_world.sh or point EVSPEC_ASSETS at an assets folder"
         )
-    target = VideoLlavaTarget.from_pretrained(root / "target", dtype=torch.float32, device="cpu")
-    drafter = EventGPT.from_pretrained(root / "drafter", dtype=torch.float32, device="cpu")
-    return target, drafter
+    loaded = load_models(ModelSpec(target=root / "target", draft_model=root / "drafter",
+                                   device="cpu", dtype="float32"))
+    return loaded.target, loaded.draft
 
 
 def load_world_cases(
@@ -84,6 +63,7 @@ def load_world_cases(
     different scenes), with their references."""
     from evspec.data.loading import load_clip_inputs
     from evspec.data.manifest import load_manifest
+    from evspec.loading import ClipSizes
 
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -106,13 +86,14 @@ def load_world_cases(
         chosen.append(pick)
         pending.remove(pick)
         seen.add(pick[1].qtype)
+    sizes = ClipSizes.of(target, drafter_model)
     inputs: dict[str, tuple] = {}
     cases = []
     for entry, qa in chosen:
         if entry.id not in inputs:
             inputs[entry.id] = load_clip_inputs(
-                entry, root, n_event_images=drafter_model.n_event_images,
-                num_frames=target.num_frames, canvas="sensor", warn_window=False,
+                entry, root, n_event_images=sizes.n_event_images, num_frames=sizes.num_frames,
+                canvas="sensor", warn_window=False,
             )
         video, events = inputs[entry.id]
         request = Request(qa.question, video=video, event_images=events, clip_id=entry.id, qtype=qa.qtype)
@@ -121,13 +102,14 @@ def load_world_cases(
 
 
 def tiny_cases(target, drafter_model, n: int = 3, seed: int = 0) -> list[DemoCase]:
-    from evspec.session import random_images
+    from evspec.loading import ClipSizes, random_images
 
     questions = ["What is moving?", "Which direction does the object move?", "Describe the scene."]
+    sizes = ClipSizes.of(target, drafter_model)
     cases = []
     for i in range(n):
-        video = random_images(target.num_frames, target.config.vision_config.image_size, seed + i)
-        events = random_images(drafter_model.config.n_event_images, drafter_model.config.image_size, seed + 100 + i)
+        video = random_images(sizes.num_frames, sizes.frame_size, seed + i)
+        events = random_images(sizes.n_event_images, sizes.event_size, seed + 100 + i)
         cases.append(DemoCase(Request(questions[i % len(questions)], video, events, clip_id=f"random-{i}"), None))
     return cases
 

@@ -10,7 +10,7 @@ import pytest
 
 import evspec
 from evspec.decoding.engine import generate
-from evspec.session import make_request
+from evspec.loading import make_request
 
 from api_paths import EVENTS, HAVE_WORLD, ROOT, VIDEO
 

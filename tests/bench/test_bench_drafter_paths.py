@@ -17,7 +17,7 @@ from evspec.decoding.drafters import DrafterError, checkpoint_option, make_draft
 from evspec.decoding.engine import generate
 from evspec.models.eventgpt import EventGPT
 from evspec.models.target import VideoLlavaTarget
-from evspec.session import random_images
+from evspec.loading import random_images
 from evspec.models.request import Request
 
 
@@ -59,15 +59,16 @@ def test_untrained_heads_draft_losslessly_with_the_right_shapes() -> None:
 
 
 def test_untrained_needs_the_controlled_mode(tmp_path) -> None:
-    spec = ModelSpec(target="tiny-random", device="cpu", drafter_paths=(("target-head", "untrained"),))
+    spec = ModelSpec(target="tiny-random", device="cpu")
+    paths = (("target-head", "untrained"),)
     cfg = BenchConfig(drafters=("none", "target-head"), gammas=(2,), max_new_tokens=5, warmup=0,
                       hf_baseline=False, dataset="random:1")
     with pytest.raises(ValueError, match="controlled-alpha"):
-        bench(cfg, tmp_path / "a", spec, report=False, progress=False)
+        bench(cfg, tmp_path / "a", spec, report=False, progress=False, drafter_paths=paths)
     other = BenchConfig(drafters=("none",), gammas=(2,), max_new_tokens=5, warmup=0, hf_baseline=False,
                         dataset="random:1", controlled_alpha=0.5)
     with pytest.raises(ValueError, match="not in --drafters"):
-        bench(other, tmp_path / "b", spec, report=False, progress=False)
+        bench(other, tmp_path / "b", spec, report=False, progress=False, drafter_paths=paths)
 
 
 def test_cli_times_untrained_heads_under_controlled_acceptance(tmp_path) -> None:

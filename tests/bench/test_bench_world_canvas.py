@@ -67,7 +67,7 @@ def test_generate_inputs_render_world_clips_like_the_bench() -> None:
     the demo do (sensor canvas, no window warning); other drafters keep EventGPT's rendering."""
     from types import SimpleNamespace
 
-    from evspec.session import is_world_model, load_inputs
+    from evspec.loading import ClipSizes, is_world_model, load_inputs
 
     manifest = load_manifest(WORLD / "manifest.json")
     for entry in manifest.clips:  # a clip where the two canvases differ
@@ -77,15 +77,16 @@ def test_generate_inputs_render_world_clips_like_the_bench() -> None:
     events = WORLD / "clips" / entry.id / "events.npz"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the ~50 ms window warning would fail here
-        got = load_inputs(None, str(events), num_frames=8, n_event_images=5, world=True).event_images
+        got = load_inputs(None, str(events), ClipSizes(world=True)).event_images
     np.testing.assert_array_equal(got, sensor)
     with pytest.warns(Warning, match="window"):
-        plain = load_inputs(None, str(events), num_frames=8, n_event_images=5).event_images
+        plain = load_inputs(None, str(events), ClipSizes()).event_images
     assert not np.array_equal(plain, sensor)
 
-    assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-clip")))
-    assert is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="evspec/world-micro-clip")))
-    assert not is_world_model(SimpleNamespace(config=SimpleNamespace(mm_visual_tower="openai/clip-vit-large-patch14-336")))
+    # the world is declared by the checkpoint's config, whatever its tower is called
+    assert is_world_model(SimpleNamespace(config=SimpleNamespace(world=True)))
+    assert not is_world_model(SimpleNamespace(config=SimpleNamespace(
+        world=False, mm_visual_tower="evspec/world-clip")))
     assert not is_world_model(SimpleNamespace(config=SimpleNamespace()))
 
 

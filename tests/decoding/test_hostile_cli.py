@@ -14,13 +14,12 @@ from evspec.cli.errors import ErrorGroup
 
 @pytest.fixture()
 def no_models(monkeypatch):
-    import evspec.session as session
+    import evspec.loading as loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model loaded before the input was checked")
 
-    monkeypatch.setattr(session, "load_target", refuse)
-    monkeypatch.setattr(session, "load_eventgpt", refuse)
+    monkeypatch.setattr(loading, "load_models", refuse)
 
 
 @pytest.mark.parametrize("args, message", [

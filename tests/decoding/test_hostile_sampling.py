@@ -15,7 +15,7 @@ from evspec.decoding.engine import generate
 from evspec.decoding.sampling import token_limit
 from evspec.models.request import Request
 from evspec.models.target import VideoLlavaTarget
-from evspec.session import random_images
+from evspec.loading import random_images
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,12 @@ def test_non_finite_settings_are_refused(target, request_, temperature, top_p) -
 
 
 def test_cli_refuses_them_before_loading_models(monkeypatch) -> None:
-    import evspec.session as session
+    import evspec.loading as loading
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model loaded before the sampling settings were checked")
 
-    monkeypatch.setattr(session, "load_target", no_loading)
+    monkeypatch.setattr(loading, "load_models", no_loading)
     res = CliRunner().invoke(app, ["generate", "-q", "hi", "--device", "cpu",
                                    "--temperature", "inf"])
     assert res.exit_code == 2 and "error: --temperature must be a finite number" in res.output

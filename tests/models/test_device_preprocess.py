@@ -50,7 +50,7 @@ def test_pixels_match_the_hf_processor(name, processor):
 
 def test_models_switch_to_device_pixels():
     from evspec.models.eventgpt import EventGPT
-    from evspec.session import random_images
+    from evspec.loading import random_images
 
     model = EventGPT.from_preset("tiny-random", seed=1)
     size = model.config.image_size

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from evspec import session
+from evspec.loading import ModelSpec, load_models
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
 from evspec.models.eventgpt import EventGPT
@@ -20,6 +20,14 @@ from evspec.models.request import Request
 from evspec.models.target import VideoLlavaTarget
 
 CPU = torch.device("cpu")
+
+
+def _load(target: str | None = "tiny-random", draft: str | None = "tiny-random",
+          quant: str = "4bit"):
+    """The models through the one loader, on the CPU in float32."""
+    spec = ModelSpec(target=target, draft_model=draft, device="cpu", dtype="float32", seed=0,
+                     quant=quant)
+    return load_models(spec)
 
 
 def _request(n_event: int, event_size: int) -> Request:
@@ -37,11 +45,10 @@ def _bnb():
 
 @pytest.fixture(scope="module")
 def pair_4bit() -> tuple[VideoLlavaTarget, EventGPT]:
-    """The tiny target and EventGPT, both loaded 4-bit through the session functions."""
+    """The tiny target and EventGPT, both loaded 4-bit through the one loader."""
     _bnb()
-    target = session.load_target("tiny-random", device=CPU, dtype=torch.float32, seed=0, quant="4bit")
-    eventgpt = session.load_eventgpt("tiny-random", device=CPU, dtype=torch.float32, seed=0, quant="4bit")
-    return target, eventgpt
+    loaded = _load()
+    return loaded.target, loaded.draft
 
 
 # -- without bitsandbytes, and bad settings ----------------------------------------------------
@@ -60,15 +67,15 @@ def test_missing_bitsandbytes_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(VideoLlavaTarget, "load", must_not_build)
     monkeypatch.setattr(EventGPT, "load", must_not_build)
     with pytest.raises(ImportError, match=r"evspec\[quant\]"):
-        session.load_target("tiny-random", device=CPU, dtype=torch.float32, quant="4bit")
+        _load(draft=None)
     with pytest.raises(ImportError, match=r"evspec\[quant\]"):
-        session.load_eventgpt("tiny-random", device=CPU, dtype=torch.float32, quant="4bit")
+        _load(target=None)
 
 
 def test_bad_quant_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(VideoLlavaTarget, "load", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match="quant '8bit' is not supported; choose one of none, 4bit"):
-        session.load_target("tiny-random", device=CPU, dtype=torch.float32, quant="8bit")
+        _load(quant="8bit")
     _bnb()
     layer = nn.Sequential(nn.Linear(64, 64))
     with pytest.raises(ValueError, match="quant_type 'int4' is not supported; choose one of nf4, fp4"):
@@ -188,8 +195,8 @@ def test_4bit_models_decode_and_sd_stays_lossless(pair_4bit: tuple[VideoLlavaTar
 def test_folder_loaded_checkpoint_quantizes_like_a_preset(tmp_path) -> None:
     _bnb()
     folder = VideoLlavaTarget.from_preset("tiny-random", seed=0).save_pretrained(tmp_path / "vl")
-    preset = session.load_target("tiny-random", device=CPU, dtype=torch.float32, seed=0, quant="4bit")
-    loaded = session.load_target(str(folder), device=CPU, dtype=torch.float32, quant="4bit")
+    preset = _load(draft=None).target
+    loaded = _load(target=str(folder), draft=None).target
     assert quant_report(loaded.model).replaced == quant_report(preset.model).replaced
     request = _request(1, 8)
     a = generate(preset, request, None, max_new_tokens=6, stop_at_eos=False).tokens

@@ -78,7 +78,7 @@ def answer_manifest(
     out.parent.mkdir(parents=True, exist_ok=True)
     total = sum(len(c.questions) for c in clips)
     answered = skipped = 0
-    dm = pipe.draft_model
+    sizes = pipe.sizes
     with open(out, "a", encoding="utf-8") as fh:
         for clip in clips:
             todo = [(i, qa) for i, qa in enumerate(clip.questions) if (clip.id, i) not in done]
@@ -86,9 +86,8 @@ def answer_manifest(
             if not todo:
                 continue
             video, events = load_clip_inputs(
-                clip, m.root, n_event_images=dm.n_event_images if dm is not None else 5,
-                num_frames=pipe.target.num_frames, canvas="sensor" if pipe.world else "chunk",
-                warn_window=not pipe.world,
+                clip, m.root, n_event_images=sizes.n_event_images, num_frames=sizes.num_frames,
+                canvas="sensor" if sizes.world else "chunk", warn_window=not sizes.world,
             )
             if video is None:
                 raise ValueError(f"{manifest}: clip {clip.id!r} has no video; the target needs one")

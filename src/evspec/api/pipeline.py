@@ -17,13 +17,16 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from evspec.api.streaming import TextCallback, TextEmitter, TokenStream
 from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 from evspec.decoding.stats import Result
+
+if TYPE_CHECKING:
+    from evspec.loading import ClipSizes, ModelSpec
 
 #: a clip input: a path (mp4, folder of frames, event stream file, folder of event images),
 #: ``"random"`` (random images, for random-weight presets), or uint8 images ``[n, H, W, 3]``
@@ -74,6 +77,20 @@ class PipelineConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
+    @property
+    def models(self) -> ModelSpec:
+        """The :class:`~evspec.loading.ModelSpec` of the models this config loads (the draft
+        model only when the drafter runs EventGPT)."""
+        from evspec.loading import ModelSpec
+
+        needed = needs_draft_model(self.drafter)
+        spec = ModelSpec(
+            target=self.target, draft_model=self.draft_model if needed else None,
+            dtype=self.dtype, device=self.device, draft_device=self.draft_device,
+            seed=self.seed, quant=self.quant, fast=self.fast, compile=self.compile,
+            kernels=self.kernels)
+        return spec.for_drafters((self.drafter,))
+
 
 class Pipeline:
     """Loaded models + a drafter; call it with a clip and a question (or several).
@@ -119,49 +136,24 @@ class Pipeline:
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
                             f"{', '.join(sorted(PipelineConfig.__dataclass_fields__))}")
-        target = os.fspath(target)
-        if draft_model is None and needs_draft_model(drafter):
-            if os.path.isdir(target):
-                raise ValueError(f"drafter {drafter!r} needs draft_model= (an EventGPT folder or "
-                                 "preset) when the target is a folder")
-            draft_model = target
-        config = PipelineConfig(target=target, drafter=drafter,
+        config = PipelineConfig(target=os.fspath(target), drafter=drafter,
                                 draft_model=None if draft_model is None else os.fspath(draft_model),
                                 **options)
+        if config.draft_model is None:  # the one the drafter needs, recorded in the config
+            config = replace(config, draft_model=config.models.draft_model)
         return cls.from_config(config)
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> Pipeline:
         """Load the models a :class:`PipelineConfig` names."""
         from evspec.decoding.drafters import checkpoint_option, make_drafter
-        from evspec.models.fast.config import check_fast_options
-        from evspec.session import (
-            apply_threads, load_eventgpt, load_target, resolve_device, resolve_dtype,
-        )
+        from evspec.loading import apply_threads, load_models, resolve_device
 
-        check_fast_options(config.fast, config.compile, config.kernels)
-        dev = resolve_device(config.device)
-        draft_dev = dev if config.draft_device is None else resolve_device(config.draft_device)
-        apply_threads(config.threads, dev)
-        dt = resolve_dtype(config.dtype, dev)
-        tgt = load_target(config.target, device=dev, dtype=dt,
-                          seed=config.seed, quant=config.quant)
-        dm = None
-        if needs_draft_model(config.drafter):
-            if config.draft_model is None:
-                raise ValueError(f"drafter {config.drafter!r} needs a draft model")
-            dm = load_eventgpt(config.draft_model, device=draft_dev,
-                               dtype=dt, seed=config.seed + 1, quant=config.quant)
-        if config.fast:
-            if config.compile:
-                from evspec.models.fast.compile_cache import enable_compile_cache
-
-                enable_compile_cache()  # a second process reuses this one's compiled work
-            for model in (tgt, dm):
-                if model is not None:
-                    sizes = (config.gamma + 1,) if model is tgt and config.drafter != "none" else ()
-                    model.enable_fast(compile=config.compile, kernels=config.kernels,
-                                      score_sizes=sizes)
+        spec = config.models
+        apply_threads(config.threads, resolve_device(spec.placement[0]))
+        sizes = (config.gamma + 1,) if config.drafter != "none" else ()
+        loaded = load_models(spec, score_sizes=sizes)
+        tgt, dm = loaded.target, loaded.draft
         options = {}
         if config.drafter_path is not None:
             options[checkpoint_option(config.drafter)] = config.drafter_path
@@ -172,15 +164,15 @@ class Pipeline:
 
     # -- inputs --------------------------------------------------------------------------
     @property
-    def world(self) -> bool:
-        """Whether the drafter model is one of the synthetic world's (inputs rendered as the
-        world models were trained: the whole clip on the sensor canvas)."""
-        from evspec.session import is_world_model
+    def sizes(self) -> ClipSizes:
+        """How clips must look to the loaded models: frames, event images, and whether the
+        drafter is a world model (events rendered over the whole clip on the sensor canvas)."""
+        from evspec.loading import ClipSizes
 
-        return self.draft_model is not None and is_world_model(self.draft_model)
+        return ClipSizes.of(self.target, self.draft_model)
 
     def load_clip(self, video: ClipInput, events: ClipInput = None):
-        """The model inputs of one clip (:class:`evspec.session.Inputs`); paths are read once
+        """The model inputs of one clip (:class:`evspec.loading.Inputs`); paths are read once
         and kept for the next questions about the same clip."""
         if video is None:
             raise ValueError("video is required: a path (mp4 or folder of frames), uint8 frames "
@@ -206,20 +198,13 @@ class Pipeline:
             return self._read_clip(paths, arrays)
 
     def _read_clip(self, paths: dict[str, str | None], arrays: dict[str, np.ndarray]):
-        from evspec.session import Inputs, load_inputs
+        from evspec.loading import Inputs, load_inputs
 
         key = (paths["video"], paths["events"], self.config.window_ms)
         loaded = self._clips.get(key) if not arrays else None
         if loaded is None:
-            dm = self.draft_model
-            loaded = load_inputs(
-                paths["video"], paths["events"],
-                num_frames=self.target.num_frames,
-                n_event_images=dm.config.n_event_images if dm is not None else 5,
-                image_size=self.target.config.vision_config.image_size,
-                event_image_size=dm.config.image_size if dm is not None else 336,
-                window_ms=self.config.window_ms, seed=self.config.seed, world=self.world,
-            )
+            loaded = load_inputs(paths["video"], paths["events"], self.sizes,
+                                 window_ms=self.config.window_ms, seed=self.config.seed)
             if not arrays:
                 self._clips[key] = loaded
                 while len(self._clips) > self._max_clips:
@@ -277,7 +262,7 @@ class Pipeline:
         engine, a fixed γ and the sequential schedule (:attr:`can_batch`)."""
         from evspec.decoding.batch import generate_batch
         from evspec.decoding.drafters import make_drafter
-        from evspec.session import make_request
+        from evspec.loading import make_request
 
         if not self.can_batch:
             raise ValueError("batched answers run on the default engine (no fast), with a fixed "
@@ -317,7 +302,7 @@ class Pipeline:
 
     def _answer(self, question: str, inputs, on_text: TextCallback | None,
                 decode: dict[str, Any]) -> Result:
-        from evspec.session import make_request
+        from evspec.loading import make_request
 
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string")

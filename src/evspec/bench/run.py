@@ -3,7 +3,7 @@ harness, write the report.  The CLI module only parses arguments into these type
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,94 +14,32 @@ from evspec.bench.harness import BenchOutcome, run_bench
 from evspec.bench.shard import Shard, partition, select_device
 from evspec.bench.shard_plan import shard_run_dir, write_bench_plan
 from evspec.data.runlock import check_folder_path, holds_run_lock
-from evspec.decoding.names import needs_draft_model
-
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which models to benchmark.
-
-    ``target``: a Video-LLaVA preset (``tiny-random``, ``7b``) or a local checkpoint folder.
-    ``draft_model``: an EventGPT preset or release folder; defaults to the target's preset
-    name when the target is a preset and a drafter needs a draft model.  ``dtype``: ``auto``
-    = bfloat16 on CUDA, float32 on CPU.  ``device``: ``auto`` = CUDA when available.
-    ``seed``: of random preset weights.  ``hf_cache``: ``cache_implementation`` of the HF
-    generate baseline (None = the default dynamic cache; ``static`` = compiled).
-    ``fast``: both models on evspec's fast engine (static KV cache, CUDA graphs on GPU).
-    ``compile``: with ``fast``, ``torch.compile`` the fast engine's layers.
-    ``kernels``: with ``fast``, the step layer kernels (``torch`` or ``triton``).
-    ``prefix_cache``: reuse each clip's video/event prefix across its questions.
-    ``target_device`` / ``draft_device``: place the two models apart (e.g. ``cuda:0`` and
-    ``cuda:1``, for the pipelined schedule); None = ``device``.  ``drafter_paths``:
-    ``(drafter name, checkpoint folder)`` pairs for the trained drafters (default: the
-    modules shipped with the world checkpoints); ``untrained`` for a head = random weights of
-    the right shapes, allowed with an acceptance-controlled or -replayed run only.
-    """
-
-    target: str = "tiny-random"
-    draft_model: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    hf_cache: str | None = None
-    fast: bool = False
-    compile: bool = False
-    kernels: str = "torch"
-    prefix_cache: bool = False
-    target_device: str | None = None
-    draft_device: str | None = None
-    drafter_paths: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        from evspec.models.fast.config import check_fast_options
-
-        check_fast_options(self.fast, self.compile, self.kernels)
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        for name in ("device", "target_device", "draft_device"):
-            value = getattr(self, name)
-            if value is not None and (not value or value != value.strip()):
-                raise ValueError(f"ModelSpec.{name} must be auto, cpu, cuda or cuda:N; got {value!r}")
-
-    @property
-    def placement(self) -> tuple[str, str]:
-        """(target device, draft device) as given: each defaults to ``device``."""
-        return self.target_device or self.device, self.draft_device or self.device
+from evspec.loading import ClipSizes, ModelSpec
 
 
 def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = "sequential",
-                 score_sizes: tuple[int, ...] = ()) -> EngineBackend:
-    """Load the target (and the draft model when a drafter needs one), each on its device
-    (``spec.placement``); ``schedule`` picks the decoding loop (``BenchConfig.schedule``);
-    ``score_sizes``: the target's scores of γ + 1 tokens, compiled as they are with
-    ``--compile`` (``enable_fast(score_sizes=...)``)."""
-    from evspec.models.presets.target import TARGET_PRESETS
-    from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
+                 score_sizes: tuple[int, ...] = (), hf_cache: str | None = None,
+                 drafter_paths: tuple[tuple[str, str], ...] = ()) -> EngineBackend:
+    """Load the models of ``spec`` (the draft model too when a drafter needs one:
+    :meth:`ModelSpec.for_drafters`) through :func:`evspec.loading.load_models`; ``schedule``
+    picks the decoding loop (``BenchConfig.schedule``); ``score_sizes``: the target's scores
+    of γ + 1 tokens, compiled as they are with ``compile``.  ``hf_cache``:
+    ``cache_implementation`` of the HF generate baseline (None = the default dynamic cache;
+    ``static`` = compiled).  ``drafter_paths``: ``(drafter name, checkpoint folder)`` pairs
+    for the trained drafters (default: the modules shipped with the world checkpoints);
+    ``untrained`` for a head = random weights of the right shapes, allowed with an
+    acceptance-controlled or -replayed run only."""
+    from evspec.loading import load_models
 
-    t_name, d_name = spec.placement
-    device = resolve_device(t_name)
-    draft_device = resolve_device(d_name)
-    dtype = resolve_dtype(spec.dtype, device)
-    target = load_target(spec.target, device=device, dtype=dtype, seed=spec.seed)
-    draft_name = spec.draft_model
-    if draft_name is None and spec.target in TARGET_PRESETS and any(map(needs_draft_model, drafters)):
-        draft_name = spec.target
-    draft = None
-    if draft_name is not None:
-        draft = load_eventgpt(draft_name, device=draft_device, dtype=dtype, seed=spec.seed + 1)
-    for model in (target, draft):
-        if model is not None and spec.fast:
-            model.enable_fast(compile=spec.compile, kernels=spec.kernels,
-                              score_sizes=score_sizes if model is target else ())
-        if model is not None and spec.prefix_cache:
-            model.enable_prefix_cache()
-    info = {"target_spec": spec.target, "draft_spec": draft_name, "dtype": str(dtype).removeprefix("torch."),
-            "fast": spec.fast, "prefix_cache": spec.prefix_cache}
+    options = drafter_options(drafter_paths)
+    spec = spec.for_drafters(drafters)
+    loaded = load_models(spec, score_sizes=score_sizes)
+    info = {"target_spec": spec.target, "draft_spec": spec.draft_model,
+            "dtype": str(loaded.dtype).removeprefix("torch."), "fast": spec.fast,
+            "prefix_cache": spec.prefix_cache}
     if spec.fast:  # the numerics contract (absent on the plain engine, which never keeps it)
-        info["exact"] = bool(target.numerics["exact"])
-    numerics = target.numerics  # what the records' provenance states
+        info["exact"] = bool(loaded.target.numerics["exact"])
+    numerics = loaded.target.numerics  # what the records' provenance states
     info["numerics"] = ("exact" if numerics["exact"] else "not exact") + (
         f" ({numerics['engine']} engine, {numerics['dtype']})")
     if spec.compile:  # absent when off: older run folders still resume
@@ -109,12 +47,11 @@ def load_backend(spec: ModelSpec, drafters: tuple[str, ...], *, schedule: str = 
     if spec.kernels != "torch":  # likewise
         info["kernels"] = spec.kernels
     if spec.target_device or spec.draft_device:  # absent by default: older run folders still resume
-        info["placement"] = {"target": str(device), "draft": str(draft_device)}
-    options = drafter_options(spec.drafter_paths)
+        info["placement"] = {"target": str(loaded.device), "draft": str(loaded.draft_device)}
     if options:  # likewise
-        info["drafter_paths"] = dict(spec.drafter_paths)
-    return EngineBackend(target, draft, info=info, hf_cache=spec.hf_cache, schedule=schedule,
-                         drafter_options=options)
+        info["drafter_paths"] = dict(drafter_paths)
+    return EngineBackend(loaded.target, loaded.draft, info=info, hf_cache=hf_cache,
+                         schedule=schedule, drafter_options=options)
 
 
 def drafter_options(paths: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Any]]:
@@ -132,15 +69,13 @@ def drafter_options(paths: tuple[tuple[str, str], ...]) -> dict[str, dict[str, A
 
 
 def _shapes(backend: EngineBackend) -> dict[str, Any]:
-    """Request shapes the models expect (used by the random dataset and clip loading)."""
+    """Request shapes the models expect (used by the random dataset and clip loading); a
+    stand-in backend without model configs (tests) gets the default sizes."""
     target, draft = backend.target, getattr(backend, "draft_model", None)
-    size = int(getattr(getattr(getattr(target, "config", None), "vision_config", None), "image_size", 224))
-    shapes: dict[str, Any] = {"num_frames": int(getattr(target, "num_frames", 8)), "frame_size": size}
-    if draft is not None:
-        shapes["n_event_images"] = int(getattr(draft, "n_event_images", 5))
-        s = int(draft.config.image_size)
-        shapes["event_size"] = (s, s)
-    return shapes
+    sizes = ClipSizes.of(target, draft) if hasattr(target, "num_frames") else ClipSizes()
+    return {"num_frames": sizes.num_frames, "frame_size": sizes.frame_size,
+            "n_event_images": sizes.n_event_images,
+            "event_size": (sizes.event_size, sizes.event_size)}
 
 
 def _use_device(device: str) -> None:
@@ -149,7 +84,7 @@ def _use_device(device: str) -> None:
     if device.startswith("cuda:"):
         import torch
 
-        from evspec.session import resolve_device
+        from evspec.loading import resolve_device
 
         torch.cuda.set_device(resolve_device(device))
 
@@ -175,10 +110,13 @@ def bench(
     argv: list[str] | None = None,
     backend: EngineBackend | None = None,
     shard: Shard | None = None,
+    hf_cache: str | None = None,
+    drafter_paths: tuple[tuple[str, str], ...] = (),
 ) -> BenchOutcome:
     """Run the benchmark described by ``config`` on ``models`` into ``out``; resumable.
 
-    ``backend`` skips model loading (tests, notebooks).  ``report`` builds ``report.md``
+    ``backend`` skips model loading (tests, notebooks); ``hf_cache`` and ``drafter_paths``
+    are :func:`load_backend`'s.  ``report`` builds ``report.md``
     (and plots when matplotlib is installed) at the end, also after an interrupt.
 
     ``shard`` (see :mod:`evspec.bench.shard`): measure only this shard's requests into
@@ -188,11 +126,11 @@ def bench(
     """
     from evspec.decoding.drafters import UNTRAINED
 
-    untrained = [name for name, path in models.drafter_paths if path == UNTRAINED]
+    untrained = [name for name, path in drafter_paths if path == UNTRAINED]
     if untrained and not config.forced:
         raise ValueError(f"--drafter-path {untrained[0]}={UNTRAINED} drafts noise: use it with "
                          "--controlled-alpha or --replay (timing at a set acceptance) only")
-    unused = [name for name, _ in models.drafter_paths if name not in config.drafters]
+    unused = [name for name, _ in drafter_paths if name not in config.drafters]
     if unused:
         raise ValueError(f"--drafter-path names {unused[0]!r}, which is not in --drafters")
     shard = shard or Shard()
@@ -201,7 +139,8 @@ def bench(
         models = replace(models, device=select_device(models.device, shard))
         _use_device(models.placement[0])
         backend = load_backend(models, config.drafters, schedule=config.schedule,
-                               score_sizes=tuple(g + 1 for g in config.gammas))
+                               score_sizes=tuple(g + 1 for g in config.gammas),
+                               hf_cache=hf_cache, drafter_paths=drafter_paths)
     elif getattr(backend, "schedule", "sequential") != config.schedule:
         raise ValueError(
             f"bench: the config asks for the {config.schedule!r} schedule but the given backend runs "

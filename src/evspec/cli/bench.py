@@ -123,8 +123,8 @@ def bench(
     its shard into OUT/shard-IIIII-of-NNNNN; `evspec merge OUT` then combines them.
     """
     from evspec.bench.config import BenchConfig
-    from evspec.bench.run import ModelSpec
     from evspec.bench.run import bench as run
+    from evspec.loading import ModelSpec
     from evspec.bench.shard import shard_from_env_or_args
 
     try:
@@ -149,14 +149,14 @@ def bench(
             schedule=schedule,
         )
         models = ModelSpec(
-            target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed, hf_cache=hf_cache,
-            fast=fast, compile=compile_engine, kernels=kernels, prefix_cache=prefix_cache, target_device=target_device,
-            draft_device=draft_device,
-            drafter_paths=_pairs(drafter_path or [], "drafter-path"),
+            target=target, draft_model=draft_model, dtype=dtype, device=device, seed=seed,
+            fast=fast, compile=compile_engine, kernels=kernels, prefix_cache=prefix_cache,
+            target_device=target_device, draft_device=draft_device,
         )
         outcome = run(
             config, out, models, limit=limit, split=None if split == "all" else split,
-            report=report, argv=["evspec", *sys.argv[1:]], shard=shard,
+            report=report, argv=["evspec", *sys.argv[1:]], shard=shard, hf_cache=hf_cache,
+            drafter_paths=_pairs(drafter_path or [], "drafter-path"),
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))

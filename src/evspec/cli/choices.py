@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
 from evspec.decoding.names import DRAFTER_NAMES
@@ -101,12 +100,3 @@ class Amp(str, Enum):
     bf16 = "bf16"
     off = "off"
 
-
-_DEVICE_NAME = re.compile(r"auto|cpu|meta|mps|cuda(:\d+)?")
-
-
-def check_device_name(option: str, device: str | None) -> None:
-    """Refuse a device name no machine has, before torch or a model is imported (whether the
-    GPU exists is checked when the models load)."""
-    if device is not None and not _DEVICE_NAME.fullmatch(device):
-        raise ValueError(f"{option} {device!r}: not a device: use auto, cpu, cuda or cuda:N")

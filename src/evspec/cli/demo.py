@@ -30,12 +30,11 @@ def demo_cmd(
         cases = load_world_cases(target, drafter_model, limit=limit)
         typer.echo("evspec demo: shipped world checkpoints on held-out sample clips\n")
     else:
-        from evspec.session import load_eventgpt, load_target
-        import torch
+        from evspec.loading import ModelSpec, load_models
 
-        cpu = torch.device("cpu")
-        target = load_target("tiny-random", device=cpu, dtype=torch.float32, seed=0)
-        drafter_model = load_eventgpt("tiny-random", device=cpu, dtype=torch.float32, seed=1)
+        loaded = load_models(ModelSpec(target="tiny-random", draft_model="tiny-random",
+                                       device="cpu", dtype="float32", seed=0))
+        target, drafter_model = loaded.target, loaded.draft
         cases = demo.tiny_cases(target, drafter_model, n=min(limit, 3))
         typer.echo(
             "evspec demo: world checkpoints not shipped yet -> tiny-random presets on random clips\n"

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from evspec.cli.choices import DType, GammaPolicy, Kernels, Quant, Schedule, check_device_name
+from evspec.cli.choices import DType, GammaPolicy, Kernels, Quant, Schedule
 from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 
 #: ``--drafter auto``: the trained event head with the world models, else target-only
@@ -105,13 +105,16 @@ def generate_cmd(
     next block while the target scores the current one (docs/two_gpu.md).
     """
     try:
-        drafter = _choose_drafter(drafter, target)  # before torch is imported
-        for option, name in (("--device", device), ("--target-device", target_device),
-                             ("--draft-device", draft_device)):
-            check_device_name(option, name)
+        drafter = _choose_drafter(drafter, target)  # before torch loads
         from evspec.decoding.sampling import validate_sampling
 
         validate_sampling(temperature, top_p)  # before any model loads, like the paths
+        from evspec.loading import check_device
+
+        for option, value in (("--device", device), ("--target-device", target_device),
+                              ("--draft-device", draft_device)):
+            if value is not None:
+                check_device(value, option)
         for option, value in (("--video", video), ("--events", events)):
             if value not in (None, "random") and not Path(value).exists():
                 raise FileNotFoundError(f"{option} {value}: no such file or folder")
@@ -216,11 +219,6 @@ def _load(drafter, drafter_path, gamma, gamma_policy, temperature, top_p, seed, 
     """The :class:`~evspec.Pipeline` the options describe (models on their devices)."""
     from evspec.api.pipeline import Pipeline, PipelineConfig
 
-    if draft_model is None and needs_draft_model(drafter):
-        if Path(target).is_dir():
-            raise ValueError(f"--drafter {drafter} needs --draft-model (an EventGPT folder or "
-                             "preset) with a folder --target")
-        draft_model = target
     config = PipelineConfig(
         target=target, draft_model=draft_model, drafter=drafter, drafter_path=drafter_path,
         gamma=gamma, gamma_policy=gamma_policy.value, schedule=schedule.value,

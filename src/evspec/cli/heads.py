@@ -17,15 +17,13 @@ def _fail(message: str, code: int = 1) -> None:
     fail(message, code)
 
 
-def _models(target: str, draft_model: str | None, device: str, dtype: str, seed: int, *, draft_dtype: str | None = None):
-    from evspec.session import load_eventgpt, load_target, resolve_device, resolve_dtype
+def _models(target: str, draft_model: str | None, device: str, dtype: str, seed: int):
+    """The target and draft model, loaded by :func:`evspec.loading.load_models`."""
+    from evspec.loading import ModelSpec, load_models
 
-    dev = resolve_device(device)
-    tgt = load_target(target, device=dev, dtype=resolve_dtype(dtype, dev), seed=seed)
-    dm = None
-    if draft_model is not None:
-        dm = load_eventgpt(draft_model, device=dev, dtype=resolve_dtype(draft_dtype or dtype, dev), seed=seed + 1)
-    return tgt, dm, dev
+    loaded = load_models(ModelSpec(target=target, draft_model=draft_model, device=device,
+                                   dtype=dtype, seed=seed))
+    return loaded.target, loaded.draft
 
 
 TargetOpt = Annotated[str, typer.Option(help="Video-LLaVA: preset (tiny-random, 7b) or checkpoint folder.")]
@@ -85,7 +83,7 @@ def collect_cmd(
             num_shards=num_shards, time_budget_s=time_budget,
         )
         with run_lock(out, "collect", name=collect_lock_name(cfg)):  # before the models load
-            tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+            tgt, dm = _models(target, draft_model, device, dtype, seed)
             report = collect(cfg, tgt, dm, dataset, out,
                              models={"target": target, "draft": draft_model})
     except (ValueError, FileNotFoundError) as exc:
@@ -146,7 +144,7 @@ def train_cmd(
 
     from evspec.training.heads.train import TrainConfig, default_weights, train
     from evspec.modules.options import ModuleOptions
-    from evspec.session import load_eventgpt, resolve_device
+    from evspec.loading import ModelSpec, load_models, resolve_device
 
     from evspec.cli.choices import given
 
@@ -192,9 +190,9 @@ def train_cmd(
         if module == "lora":
             if draft_model is None:
                 _fail("train: --module lora needs --draft-model (the EventGPT to distil)")
-            import torch
-
-            dm = load_eventgpt(draft_model, device=dev, dtype=torch.float32, seed=seed + 1)
+            spec = ModelSpec(target=None, draft_model=draft_model, device=str(dev),
+                             dtype="float32", seed=seed)
+            dm = load_models(spec).draft
         result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume,
                        allow_changes=allow_changes, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
@@ -244,7 +242,7 @@ def eval_cmd(
                          max_new_tokens=max_new_tokens, canvas=canvas.value, warmup=warmup,
                          seed=seed,
                          time_budget_s=time_budget)
-        tgt, dm, _ = _models(target, draft_model, device, dtype, seed)
+        tgt, dm = _models(target, draft_model, device, dtype, seed)
         import sys
 
         evaluate(cfg, tgt, dm, dataset, specs, out, offline_data=offline_data, argv=sys.argv)

@@ -37,7 +37,9 @@ class EventGPTConfig:
     (the tags are ordinary text unless the tokenizer holds them): what a real EventGPT
     checkpoint was trained on.  ``"bare"`` writes ``<event>\n`` (wrapped in the tags only
     when ``mm_use_im_start_end`` is set): the prompt evspec's own small models (the tiny
-    preset, the synthetic world's drafters) were trained on.
+    preset, the synthetic world's drafters) were trained on.  ``world``: trained on
+    evspec's synthetic world (WORLD.md), whose event images show the whole clip on the
+    sensor-sized canvas; clips are rendered that way for it (``evspec.loading.ClipSizes``).
     """
 
     llama: LlamaConfig
@@ -49,6 +51,7 @@ class EventGPTConfig:
     mm_visual_tower: str = "openai/clip-vit-large-patch14-336"
     max_context: int = CONTEXT_CAP
     prompt_style: str = "release"
+    world: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_style not in PROMPT_STYLES:

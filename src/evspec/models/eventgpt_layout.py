@@ -23,6 +23,8 @@ from evspec.models.eventgpt_modules import EventGPTModel
 OFFICIAL_MODEL_TYPE = "EventChat_llama"
 #: our key for :attr:`EventGPTConfig.prompt_style` (the release's code ignores it)
 PROMPT_STYLE_KEY = "evspec_prompt_style"
+#: our key for :attr:`EventGPTConfig.world` (written only when true)
+WORLD_KEY = "evspec_world"
 _OUR_KEYS = frozenset(
     {
         "mm_visual_tower",
@@ -34,6 +36,7 @@ _OUR_KEYS = frozenset(
         "vision_config",
         "num_event_images",
         PROMPT_STYLE_KEY,
+        WORLD_KEY,
     }
 )
 _LLAMA_KEYS = (set(LlamaConfig().to_dict()) | {"rope_theta", "rope_scaling"}) - {
@@ -69,6 +72,8 @@ def config_to_dict(config: EventGPTConfig, *, dtype: torch.dtype | None = None) 
         num_event_images=config.n_event_images,
     )
     out[PROMPT_STYLE_KEY] = config.prompt_style
+    if config.world:
+        out[WORLD_KEY] = True
     if config.event_feature_adaptor:
         out["event_feature_adaptor"] = True
     if dtype is not None:
@@ -115,6 +120,7 @@ def config_from_dict(
         mm_visual_tower=tower,
         max_context=min(max_context, int(llama.max_position_embeddings)),
         prompt_style=str(style),
+        world=raw.get(WORLD_KEY, False) is True,
     )
 
 

@@ -163,7 +163,7 @@ def test_static_heads_on_the_fast_engine_are_lossless(device: str) -> None:
     from evspec.models.eventgpt import EventGPT
     from evspec.models.request import Request
     from evspec.models.target import VideoLlavaTarget
-    from evspec.session import random_images
+    from evspec.loading import random_images
 
     dtype = torch.float32
     tgt = VideoLlavaTarget.from_preset("tiny-random", seed=0, device=device, dtype=dtype)

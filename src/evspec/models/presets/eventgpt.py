@@ -70,7 +70,8 @@ class EventGPTPreset:
     """One named EventGPT shape.
 
     ``prompt_style``: see :class:`EventGPTConfig` (``"release"`` for the 7B shapes, ``"bare"``
-    for evspec's own small models).
+    for evspec's own small models); ``world``: see :class:`EventGPTConfig` (true for the
+    world presets).
 
     ``tokenizer_kind``: ``"byte"`` (259 ids) or ``"llama-standin"`` (32000 ids, LLaMA's
     specials); :meth:`tokenizer` builds it.  Invalid shapes fail at definition, with the
@@ -87,6 +88,7 @@ class EventGPTPreset:
     max_context: int = CONTEXT_CAP
     initializer_range: float = 0.02
     prompt_style: str = "release"
+    world: bool = False
 
     def __post_init__(self) -> None:
         if self.tokenizer_kind not in ("byte", "llama-standin"):
@@ -137,6 +139,7 @@ class EventGPTPreset:
             mm_visual_tower=CLIP_L14_336_NAME if v.image_size == 336 else f"evspec/{self.name}-clip",
             max_context=min(self.max_context, t.max_positions),
             prompt_style=self.prompt_style,
+            world=self.world,
         )
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
@@ -239,6 +242,7 @@ class WorldEventGPTPreset(EventGPTPreset):
 
     tokenizer_kind: str = "world"  # type: ignore[assignment]
     prompt_style: str = "bare"  # the prompt the shipped world drafters were trained on
+    world: bool = True  # declared in the checkpoint's config (EventGPTConfig.world)
 
     def __post_init__(self) -> None:
         if self.tokenizer_kind != "world":

@@ -30,6 +30,7 @@ from evspec.progress import bar_disable
 
 from evspec.modules.checkpoint import fingerprint
 from evspec.data.runlock import holds_run_lock
+from evspec.loading import ClipSizes
 from evspec.modules.memory import eventgpt_pass
 from evspec.training.heads.requests import manifest_requests
 from evspec.training.heads.store import ChunkWriter, Example, write_frozen
@@ -208,9 +209,10 @@ def collect(
     """
     out = Path(out)
     start = time.perf_counter()
+    sizes = ClipSizes.of(target, draft)
     items = manifest_requests(
-        dataset, (config.split,), num_frames=int(target.num_frames),
-        n_event_images=int(draft.n_event_images), canvas=config.canvas, limit=config.limit,
+        dataset, (config.split,), num_frames=sizes.num_frames,
+        n_event_images=sizes.n_event_images, canvas=config.canvas, limit=config.limit,
     )
     shared = shared_vocab(target, draft)
     dims = {

@@ -198,6 +198,7 @@ def evaluate(
     from evspec.bench.harness import run_bench
     from evspec.bench.records import RECORDS_FILE, read_records
     from evspec.bench.summary import summarize
+    from evspec.loading import ClipSizes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,10 +218,10 @@ def evaluate(
             except (ValueError, FileNotFoundError) as exc:
                 offline[spec.label] = {"error": str(exc)}  # type: ignore[dict-item]
 
-    n_frames = int(target.num_frames)
-    n_images = int(getattr(draft_model, "n_event_images", 5) or 5)
-    reqs = manifest_requests(dataset, (cfg.split,), num_frames=n_frames, n_event_images=n_images,
-                             canvas=cfg.canvas, limit=cfg.limit)  # type: ignore[arg-type]
+    sizes = ClipSizes.of(target, draft_model)
+    reqs = manifest_requests(dataset, (cfg.split,), num_frames=sizes.num_frames,
+                             n_event_images=sizes.n_event_images, canvas=cfg.canvas,
+                             limit=cfg.limit)  # type: ignore[arg-type]
     items = [BenchItem(r.key, r.load, clip_id=r.clip_id, qtype=r.qtype, question=r.question) for r in reqs]
     names = {d.label: d.engine_name for d in drafters}
     bench_cfg = BenchConfig(

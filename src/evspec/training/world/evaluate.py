@@ -115,7 +115,7 @@ def _greedy_texts(wrapper: Any, split: Any, cfg: EvalConfig, desc: str) -> list[
 
 def accuracy_pass(cfg: EvalConfig) -> list[QuestionResult]:
     """Answer and score every question of the split (first ``limit`` clips)."""
-    from evspec.session import resolve_device
+    from evspec.loading import resolve_device
 
     device = resolve_device(cfg.device)
     answers: dict[str, list[str]] = {}

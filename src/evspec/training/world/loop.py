@@ -109,7 +109,7 @@ class TrainResult:
 
 
 def _device(name: str) -> torch.device:
-    from evspec.session import resolve_device
+    from evspec.loading import resolve_device
 
     return resolve_device(name)
 

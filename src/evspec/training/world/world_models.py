@@ -131,15 +131,22 @@ def load_world_model(
     found = checkpoint_role(folder)
     if role is not None and role != found:
         raise ValueError(f"{folder} holds a {found} checkpoint, but a {role} was asked for")
-    if found == "target":
-        return VideoLlavaTarget.from_pretrained(folder, dtype=dtype, device=device)
-    return EventGPT.from_pretrained(folder, dtype=dtype, device=device)
+    from evspec.loading import ModelSpec, load_models
+
+    folder, name = str(folder), str(dtype).removeprefix("torch.")
+    spec = ModelSpec(target=folder if found == "target" else None,
+                     draft_model=folder if found == "drafter" else None,
+                     device=str(torch.device(device)), dtype=name)
+    loaded = load_models(spec)
+    return loaded.target if found == "target" else loaded.draft
 
 
 def export_fp16(src: str | Path, dst: str | Path) -> Path:
     """Write the checkpoint in ``src`` to ``dst`` with fp16 weights (same layout), for
     shipping.  ``dst`` must not hold another checkpoint's weights."""
     model = load_world_model(src)
+    if isinstance(model, EventGPT):
+        model.config.world = True  # declared: loaders render its clips as the world was trained
     model.model.to(torch.float16)
     dst = Path(dst)
     if (dst / "model.safetensors").exists():
