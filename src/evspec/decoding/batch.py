@@ -1,5 +1,5 @@
 """Batched speculative decoding: several requests verified by one target pass per round,
-each with its own drafter, acceptance and length (issue 8, "batch processing").
+each with its own drafter, acceptance and length ("batch processing").
 
 Layout, and why.  Rows of one KV tensor ``[B, heads, S, head_dim]`` must share S, but
 requests accept different numbers of drafts, so a row cannot be cropped on its own.

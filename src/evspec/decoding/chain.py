@@ -2,7 +2,7 @@
 
 The host loop of ``engine.generate`` reads every token back before it feeds it: one
 synchronisation per token, and the GPU idles while the host stages the next step
-(≈ 0.2 ms of a 4.4 ms 7B step on the H200, benchmarks/fast_engine.md round 5).  A target
+(≈ 0.2 ms of a 4.4 ms 7B step on the H200, benchmarks/fast_engine.md).  A target
 that offers ``greedy_chain`` (the fast path: :meth:`StepRunner.chain`) writes each argmax
 straight into the next step's input, so the host only queues launches.  Here the answer is
 queued in chunks of :data:`CHUNK` steps, one chunk ahead of the chunk being read, and the

@@ -1,4 +1,4 @@
-"""The fast engine (issue 6): a static KV cache with O(1) rollback, a compact LLaMA
+"""The fast engine: a static KV cache with O(1) rollback, a compact LLaMA
 forward sharing the transformers weights (optionally over fused q/k/v and gate/up
 weights, optionally compiled per layer), bucketed CUDA-graph steps, and the per-clip
 prefix cache.  Everything is opt-in through ``CausalLMWrapper.enable_fast`` and

@@ -144,7 +144,7 @@ def compile_buckets(max_score_tokens: int, sizes: tuple[int, ...] = ()) -> tuple
     ``max_score_tokens`` itself (each size is one ``torch.compile``; a score of 9 tokens
     pads to 16), plus ``sizes`` up to ``max_score_tokens`` (the scores a run will take,
     e.g. γ + 1: compiled as they are instead of padded; attention over 16 padded rows costs
-    a 7B score of 9 tokens ~0.1 ms, benchmarks/fast_engine.md round 6)."""
+    a 7B score of 9 tokens ~0.1 ms, benchmarks/fast_engine.md)."""
     if max_score_tokens < 1:
         raise ValueError(f"max_score_tokens must be >= 1, got {max_score_tokens}")
     out, b = {int(max_score_tokens)}, 1

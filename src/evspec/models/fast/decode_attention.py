@@ -37,7 +37,7 @@ MAX_ROWS = 64
 #: stage 1's launch configuration (blocks wanted, keys per iteration, warps, stages) for one
 #: query row per KV head (an MHA decode step) and for more: the fastest of
 #: ``attention_probe.py --splitkv-sweep`` on the H200 at 7B shapes (one row 0.484 ms against
-#: 0.532 for (264, 64, 4, 3), round 4 call 7; nine rows 0.502 against 0.576, round 5 call 3;
+#: 0.532 for (264, 64, 4, 3); nine rows 0.502 against 0.576;
 #: benchmarks/fast_engine.md).  Four-byte activations keep 64 keys (shared memory).
 STEP_CONFIGS = {"one": (264, 128, 8, 2), "several": (1056, 128, 4, 2)}
 #: row-invariant attention (:func:`exact_config`): cache rows per split, from position 0 (the

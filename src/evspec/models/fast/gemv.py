@@ -1,7 +1,7 @@
 """Skinny matrix products (a few token rows) with the layer's elementwise work folded in.
 
 A decode step is weight-bandwidth bound: on the H200 its GEMVs read 13.5 GB at 3.76 TB/s
-(benchmarks/fast_engine.md, round 3), and everything between them — the RMSNorm before
+(benchmarks/fast_engine.md), and everything between them — the RMSNorm before
 q/k/v and gate/up, the residual adds after o and down, cuBLAS's split-K reductions — adds
 kernels, and each kernel a launch gap.  :func:`fused_linear` computes
 

@@ -29,7 +29,7 @@ from evspec.models.fast.triton_support import available as triton_available
 #: ``splitkv`` = split-KV attention (:mod:`.decode_attention`: Triton kernels on CUDA, a torch
 #: reference elsewhere); ``auto`` = ``splitkv`` where Triton runs, else ``sdpa`` for one query
 #: and ``matmul`` for several.  On the H200 at 7B shapes, compiled step (benchmarks/
-#: fast_engine.md, round 4): decode 4.77 ms splitkv, 4.99 sdpa, 5.31 matmul; 9-token score
+#: fast_engine.md): decode 4.77 ms splitkv, 4.99 sdpa, 5.31 matmul; 9-token score
 #: 5.23 splitkv, 5.79 matmul, 6.25 sdpa.
 ATTENTION_KINDS = ("sdpa", "matmul", "auto", "splitkv")
 

@@ -3,7 +3,7 @@
 The compiled step (``layer.py`` under ``torch.compile``) runs about 13 kernels per layer on
 an H200: norm, GEMV, RoPE and cache writes, attention, GEMV, split-K reduce, norm, GEMV,
 activation, GEMV, split-K reduce; at batch 1 each costs a launch gap, and the elementwise
-ones add 0.4 ms per step (benchmarks/fast_engine.md, round 3).  Here, with the same
+ones add 0.4 ms per step (benchmarks/fast_engine.md).  Here, with the same
 signatures as :func:`~evspec.models.fast.layer.attention_inputs` and
 :func:`~evspec.models.fast.layer.attention_output_and_mlp`:
 
@@ -42,7 +42,7 @@ from evspec.models.fast.triton_support import available, pdl, pdl_release, pdl_w
 #: step, so that a position's logits do not depend on the step that computed it
 STEP_ROWS = MAX_ROWS
 #: columns of each rotary half one q/k/v program of a decode step takes (twice this many
-#: weight rows; 4: 8 rows, the best one-row GEMV block on the H200, round 4)
+#: weight rows; 4: 8 rows, the best one-row GEMV block on the H200)
 DECODE_HEAD_COLUMNS = 4
 #: the same for steps of more rows (a row's arithmetic does not depend on it; 2 keeps sixteen
 #: rows' accumulators in registers)

@@ -1,8 +1,8 @@
 """Per-patch training labels from the world's scene specs (training-only supervision).
 
 A from-scratch 64-pixel CLIP tower trained only through the answer tokens learns which
-colours are present and little else: shape, position and motion stay unread (issue 4,
-docs/world_training.md).  The world knows the truth behind every pixel, so each training
+colours are present and little else: shape, position and motion stay unread
+(docs/world_training.md).  The world knows the truth behind every pixel, so each training
 image gets dense labels that the auxiliary heads (:mod:`evspec.training.world.aux_heads`)
 predict from the model's own features, the way a pretrained vision encoder arrives
 already knowing what it sees.  Nothing here changes the shipped architecture: the heads

@@ -116,7 +116,7 @@ def _device(name: str) -> torch.device:
 
 #: parameters never decayed although they are matrices: the vision towers' position
 #: embeddings (decay pulls them back to zero, and with them the towers' only source of
-#: spatial layout; issue 4)
+#: spatial layout)
 NO_DECAY = ("position_embedding",)
 
 

@@ -34,7 +34,7 @@ N_EVENT_IMAGES = 5  # EventGPT's official n
 #: ``initializer_range``) leaves them ~15x smaller than a patch embedding (~0.3 for a
 #: CLIP-normalised 8x8 patch), so a tower trained from scratch stays nearly permutation-
 #: equivariant: the shipped models of 2026-11-29 kept a position std of 0.032 after 3158
-#: steps and answered from the bag of colours only (issue 4).  Pretrained CLIPs have
+#: steps and answered from the bag of colours only.  Pretrained CLIPs have
 #: learned position embeddings; 0.2 puts ours on the scale of the patch content.
 POSITION_INIT_STD = 0.2
 
