@@ -11,14 +11,10 @@ import typer
 from evspec.cli.errors import fail
 
 
-def _fail(message: str, code: int = 1) -> None:
-    fail(message, code)
-
-
 def _names(text: str, what: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
-        _fail(f"--{what} is empty; give a comma-separated list")
+        fail(f"--{what} is empty; give a comma-separated list")
     return names
 
 
@@ -26,8 +22,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in _names(text, what))
     except ValueError:
-        _fail(f"--{what} must be comma-separated integers such as 1,2,4,8; got {text!r}")
-        raise  # unreachable: _fail exits
+        fail(f"--{what} must be comma-separated integers such as 1,2,4,8; got {text!r}")
 
 
 def bench(
@@ -159,7 +154,7 @@ def bench(
             drafter_paths=_pairs(drafter_path or [], "drafter-path"),
         )
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     summary = (
         f"{outcome.written} measurements written ({outcome.failed} failed), "
@@ -168,7 +163,7 @@ def bench(
     if shard.sharded:
         summary = f"shard {shard.index} of {shard.count}: {summary}"
     if outcome.interrupted:
-        _fail(f"interrupted: {summary}; run the same command again to resume", code=130)
+        fail(f"interrupted: {summary}; run the same command again to resume", code=130)
     typer.echo(summary)
     if shard.sharded:
         typer.echo(f"when every shard is done: evspec merge {out}")
@@ -211,16 +206,16 @@ def report(
         from evspec.bench.results import write_results
 
         if run_dir is not None:
-            _fail("report: give a RUN_DIR or --results DIR, not both")
+            fail("report: give a RUN_DIR or --results DIR, not both")
         try:
             written = write_results(results, readme)
         except (ValueError, FileNotFoundError) as exc:
-            _fail(f"report: {exc}")
+            fail(f"report: {exc}")
             return
         typer.echo("wrote " + " and ".join(map(str, written)))
         return
     if run_dir is None:
-        _fail("report: give a RUN_DIR (a folder written by `evspec bench`) or --results DIR")
+        fail("report: give a RUN_DIR (a folder written by `evspec bench`) or --results DIR")
         return
     from evspec.bench.report import build_report
 
@@ -232,7 +227,7 @@ def report(
 
             typer.echo(f"wrote {write_records_csv(read_records(run_dir), run_dir / 'records.csv')}")
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(f"wrote {path}")
 
@@ -254,7 +249,7 @@ def trace(
     try:
         path = write_traces(run_dir, out, source)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(f"trace: {exc}")
+        fail(f"trace: {exc}")
         return
     typer.echo(f"wrote {path}")
 
@@ -279,7 +274,7 @@ def merge(
     try:
         if not shard_dirs(run_dir) and is_collect_folder(run_dir):
             if out is not None:
-                _fail("merge: collect shards share one data folder and are verified in place; omit --out")
+                fail("merge: collect shards share one data folder and are verified in place; omit --out")
             verified = verify_collect(run_dir)
             for split, n in verified.splits.items():
                 typer.echo(f"{split}: {n['examples']} examples from {n['shards']} shards, all planned present")
@@ -296,7 +291,7 @@ def merge(
             path = build_report(summary.out, plots=plots and _have_matplotlib())
             typer.echo(f"report: {path}")
     except (MergeError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _have_matplotlib() -> bool:

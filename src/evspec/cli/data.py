@@ -20,10 +20,6 @@ data_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    fail(message, code)
-
-
 @data_app.command("check")
 def check(
     manifest: Annotated[Path, typer.Argument(help="Manifest JSON to validate.")],
@@ -42,7 +38,7 @@ def check(
     for p in problems:
         typer.echo(str(p))
     if problems:
-        _fail(f"{len(problems)} problem(s) in {manifest}")
+        fail(f"{len(problems)} problem(s) in {manifest}")
     typer.echo(f"OK: {manifest}")
 
 
@@ -90,7 +86,7 @@ def dsec(
             typer.echo(f"warning: {w.message}", err=True)
         report = build_dsec_clips(root, out, cfg, progress=progress)
     except (DataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     summary = (
         f"{report.written} clip(s) written, {report.reused} reused, "
@@ -103,7 +99,7 @@ def dsec(
         if report.skipped_few_frames:
             hint = (f"; a {duration} window holds about {frames} image(s) at {fps} fps and "
                     f"--min-frames is {min_frames}: use a longer --duration or a lower --min-frames")
-        _fail(f"no clips: {summary}{hint}")
+        fail(f"no clips: {summary}{hint}")
     typer.echo(summary)
 
 
@@ -124,7 +120,7 @@ def import_eventgpt_cmd(
     try:
         manifest = import_eventgpt(json_file, root, out, split=split, video=video)
     except (DataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     n_q = sum(len(c.questions) for c in manifest.clips)
     typer.echo(f"{len(manifest.clips)} clip(s), {n_q} question(s) -> {out}")
@@ -160,7 +156,7 @@ def render(
     from evspec.data.images import write_event_pngs
 
     if (t0_us is None) != (t1_us is None):
-        _fail("give both --t0-us and --t1-us, or neither")
+        fail("give both --t0-us and --t1-us, or neither")
     window = (t0_us, t1_us) if t0_us is not None and t1_us is not None else None
     try:
         paths = write_event_pngs(
@@ -169,7 +165,7 @@ def render(
             overwrite=overwrite,
         )
     except (DataError, ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(f"{len(paths)} image(s) in {out}")
 

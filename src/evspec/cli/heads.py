@@ -13,10 +13,6 @@ from evspec.cli.choices import Canvas, Memory, Module, StoreDType
 from evspec.cli.errors import fail
 
 
-def _fail(message: str, code: int = 1) -> None:
-    fail(message, code)
-
-
 def _models(target: str, draft_model: str | None, device: str, dtype: str, seed: int):
     """The target and draft model, loaded by :func:`evspec.loading.load_models`."""
     from evspec.loading import ModelSpec, load_models
@@ -87,7 +83,7 @@ def collect_cmd(
             report = collect(cfg, tgt, dm, dataset, out,
                              models={"target": target, "draft": draft_model})
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     note = " (stopped at the time budget)" if report.stopped_early else ""
     typer.echo(
@@ -189,14 +185,14 @@ def train_cmd(
         dm = None
         if module == "lora":
             if draft_model is None:
-                _fail("train: --module lora needs --draft-model (the EventGPT to distil)")
+                fail("train: --module lora needs --draft-model (the EventGPT to distil)")
             spec = ModelSpec(target=None, draft_model=draft_model, device=str(dev),
                              dtype="float32", seed=seed)
             dm = load_models(spec).draft
         result = train(cfg, data, out, device=dev, draft_model=dm, resume=resume,
                        allow_changes=allow_changes, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if not is_main_process():
         return  # under torchrun rank 0 reports (the replicas hold the same weights)
@@ -247,7 +243,7 @@ def eval_cmd(
 
         evaluate(cfg, tgt, dm, dataset, specs, out, offline_data=offline_data, argv=sys.argv)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo((out / "eval.md").read_text(encoding="utf-8"))
 

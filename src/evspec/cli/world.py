@@ -21,10 +21,6 @@ world_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    fail(message, code)
-
-
 @world_app.command("generate")
 def generate(
     out: Annotated[Path, typer.Option(help="Output folder (manifest.json, clips/, tokenizer/).")],
@@ -64,7 +60,7 @@ def generate(
             out, clips, seed, cfg, workers=workers, overwrite=overwrite, tokenizer=tokenizer
         )
     except (ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     splits = ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
     typer.echo(

@@ -15,10 +15,6 @@ from evspec.cli.choices import Amp, Role
 from evspec.cli.errors import fail
 
 
-def _fail(message: str, code: int = 1) -> None:
-    fail(message, code)
-
-
 #: ``world train`` options -> the WorldTrainConfig fields they set (same name otherwise)
 _TRAIN_FIELDS = {"eval_every": "eval_interval", "save_every": "checkpoint_interval",
                  "time_budget": "time_budget_s"}
@@ -98,7 +94,7 @@ def train(
         if export_fp16 is not None:
             export(result.model_dir, export_fp16)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     val = (result.log.get("val") or [{}])[-1]
     typer.echo(
@@ -147,7 +143,7 @@ def evaluate(
         )
         summary = evaluate_world(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -172,7 +168,7 @@ def pack(
         text = notes.read_text() if notes is not None else ""
         folder = pack_world_assets(data, target, draft_model, out, clips=clips, notes=text)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     typer.echo(f"packed {folder} ({size / 1e6:.1f} MB)")
