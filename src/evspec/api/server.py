@@ -29,7 +29,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from evspec.api.chat import BadRequest, ChatQuestion, media_input, parse_chat_request
+from evspec.api.chat import (EVENTS_PART, VIDEO_PART, BadRequest, ChatQuestion, media_input,
+                             parse_chat_request)
 from evspec.api.pipeline import Pipeline
 from evspec.decoding.stats import Result
 
@@ -106,6 +107,12 @@ def _error(status: int, message: str, param: str | None = None,
     return JSONResponse(body, status_code=status)
 
 
+def _clip(chat: ChatQuestion, workdir: str) -> tuple[Any, Any]:
+    """The request's ``(video, events)`` as :meth:`Pipeline.load_clip` takes them."""
+    return (media_input(chat.video, workdir, VIDEO_PART),
+            media_input(chat.events, workdir, EVENTS_PART))
+
+
 def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``pipe``."""
     config = config or ServerConfig()
@@ -130,8 +137,7 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
     def run_question(chat: ChatQuestion, on_text=None) -> Result:
         """On the worker thread: decode the media, answer, count."""
         with tempfile.TemporaryDirectory(prefix="evspec-serve-") as tmp:
-            video = media_input(chat.video, tmp, "video_url")
-            events = media_input(chat.events, tmp, "events_url")
+            video, events = _clip(chat, tmp)
             return pipe(question=chat.question, video=video, events=events, on_text=on_text,
                         **chat.decode)
 
@@ -159,9 +165,7 @@ def build_app(pipe: Pipeline, config: ServerConfig | None = None) -> FastAPI:
             ready = []
             for chat, future in group:
                 try:
-                    video = media_input(chat.video, tmp, "video_url")
-                    events = media_input(chat.events, tmp, "events_url")
-                    ready.append((chat, future, pipe.load_clip(video, events)))
+                    ready.append((chat, future, pipe.load_clip(*_clip(chat, tmp))))
                 except Exception as exc:  # noqa: BLE001 - that request's error, not the batch's
                     future.set_exception(exc)
             if not ready:
