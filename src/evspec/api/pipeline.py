@@ -269,9 +269,7 @@ class Pipeline:
                              "γ and the sequential schedule; answer one by one instead")
         if not items or any(not isinstance(q, str) or not q.strip() for q, _ in items):
             raise ValueError("answer_batch needs (question, inputs) pairs with non-empty questions")
-        decode = dict(decode)
-        stop_at_eos = bool(decode.pop("stop_at_eos", True))
-        cfg = replace(self.config, **decode)
+        cfg, stop_at_eos = self._decoding(decode)
         requests = [make_request(q, inputs) for q, inputs in items]
 
         def drafter_for(i: int, _request):  # each row drafts with its own state
@@ -311,9 +309,7 @@ class Pipeline:
         if unknown:
             raise TypeError(f"unknown decoding option(s) {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(sorted(known))}")
-        decode = dict(decode)  # the caller's dict serves every question of a list
-        stop_at_eos = bool(decode.pop("stop_at_eos", True))
-        cfg = replace(self.config, **decode)  # validates gamma and max_new_tokens
+        cfg, stop_at_eos = self._decoding(decode)
         request = make_request(question, inputs)
         with self._lock:
             emit = TextEmitter(self.target, on_text) if on_text is not None else None
@@ -321,6 +317,13 @@ class Pipeline:
             if emit is not None:
                 emit.finish(result.text)
         return result
+
+    def _decoding(self, decode: dict[str, Any]) -> tuple[PipelineConfig, bool]:
+        """``(config, stop_at_eos)`` for one call's decoding overrides; the caller's dict is
+        left as it is (it serves every question of a list)."""
+        decode = dict(decode)
+        stop_at_eos = bool(decode.pop("stop_at_eos", True))
+        return replace(self.config, **decode), stop_at_eos  # validates gamma, max_new_tokens
 
     def _generate(self, request, cfg: PipelineConfig, stop_at_eos: bool, emit) -> Result:
         kwargs: dict[str, Any] = dict(
