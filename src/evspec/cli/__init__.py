@@ -46,7 +46,6 @@ def _root(
 ) -> None:
     """Lossless speculative decoding for Video-LLaVA with event-camera drafters."""
     import os
-    import warnings
 
     from evspec.progress import NO_PROGRESS_ENV
 
@@ -71,11 +70,7 @@ for _name in _VERB_MODULES:
     _mod.register(app)
 
 
-def _format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
-    return f"warning: {message}\n"
-
-
 def main() -> None:
     """The ``evspec`` console script: warnings as ``warning: ...`` lines, then the app."""
-    warnings.formatwarning = _format_warning
+    warnings.formatwarning = _warning_line
     app()
