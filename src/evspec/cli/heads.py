@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from evspec.cli.choices import Canvas, Memory, Module, StoreDType
+from evspec.cli.choices import Canvas, Memory, Module, StoreDType, given, parse_gammas
 from evspec.cli.errors import fail
 
 
@@ -142,8 +142,6 @@ def train_cmd(
     from evspec.modules.options import ModuleOptions
     from evspec.loading import ModelSpec, load_models, resolve_device
 
-    from evspec.cli.choices import given
-
     try:
         if lr is not None and lr <= 0:
             raise ValueError(f"--lr must be > 0, got {lr} (leave it out for the default)")
@@ -229,7 +227,6 @@ def eval_cmd(
     """Measure each drafter in the engine (α, τ per γ, per position, per question type, c,
     speedup over target-only, lossless check) beside its offline top-1 agreement."""
     from evspec.training.heads.eval import EvalConfig, evaluate, parse_drafter
-    from evspec.cli.choices import parse_gammas
 
     try:
         specs = [parse_drafter(d) for d in drafter]

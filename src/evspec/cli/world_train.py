@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from evspec.cli.choices import Amp, Role
+from evspec.cli.choices import Amp, Role, given, parse_gammas
 from evspec.cli.errors import fail
 
 
@@ -64,7 +64,6 @@ def train(
     import json
     from dataclasses import replace
 
-    from evspec.cli.choices import given
     from evspec.training.checkpoint import CONFIG_FILE
     from evspec.training.world.config import WorldTrainConfig
     from evspec.training.world.loop import train_world_model
@@ -131,7 +130,6 @@ def evaluate(
     from evspec.training.world.evaluate import EvalConfig, evaluate_world
     from evspec.training.world.report import to_markdown
     from evspec.training.world.assets import _model_dir
-    from evspec.cli.choices import parse_gammas
 
     try:
         cfg = EvalConfig(
