@@ -154,7 +154,7 @@ def generate_cmd(
             if video is None:
                 raise ValueError("--video is required: an mp4, a folder of frames, or 'random' "
                                  "for random frames")
-            if events is None and needs_draft_model(drafter) and drafter != "target-head":
+            if events is None and needs_draft_model(drafter):
                 raise ValueError(f"--drafter {drafter} reads the event recording: pass --events "
                                  "(a stream file, a folder of event images, or 'random')")
         pipe = _load(drafter, drafter_path, gamma, gamma_policy, temperature, top_p, seed,
