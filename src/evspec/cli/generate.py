@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from evspec.cli.choices import DType, GammaPolicy, Kernels, Quant, Schedule
+from evspec.cli.errors import fail
 from evspec.decoding.names import DRAFTER_NAMES, needs_draft_model
 
 #: ``--drafter auto``: the trained event head with the world models, else target-only
@@ -161,8 +162,7 @@ def generate_cmd(
                      max_new_tokens, target, draft_model, window_ms, device, target_device,
                      draft_device, schedule, quant, dtype, fast, compile_engine, kernels, threads)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(str(exc), code=2)
 
     if manifest is not None:
         _answer_manifest(pipe, manifest, out, split, resume, progress, not ignore_eos)
@@ -241,8 +241,7 @@ def _answer_manifest(pipe, manifest: Path, out: Path, split: Optional[str], resu
         summary = answer_manifest(pipe, manifest, out, split=split, resume=resume,
                                   on_record=lambda _: bar.update(), stop_at_eos=stop_at_eos)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(str(exc), code=2)
     finally:
         bar.close()
     typer.echo(f"{summary.answered} answers written to {summary.out} ({summary.skipped} already "

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from evspec.cli.choices import DType, Drafter, GammaPolicy, Kernels, Quant, Schedule
+from evspec.cli.errors import fail
 
 
 def serve_cmd(
@@ -62,8 +63,7 @@ def serve_cmd(
     try:
         from evspec.api.server import ServerConfig, serve
     except ModuleNotFoundError as exc:
-        typer.echo(f"error: evspec serve needs {exc.name}: pip install 'evspec[serve]'", err=True)
-        raise typer.Exit(2)
+        fail(f"evspec serve needs {exc.name}: pip install 'evspec[serve]'", code=2)
     from evspec.api.pipeline import Pipeline
 
     try:
@@ -76,12 +76,10 @@ def serve_cmd(
             max_new_tokens=max_new_tokens, device=device, dtype=dtype.value, quant=quant.value,
             fast=fast, compile=compile_engine, kernels=kernels.value, threads=threads)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        fail(str(exc), code=2)
     if max_batch > 1 and not pipe.can_batch:
-        typer.echo("error: --max-batch > 1 needs the default engine (no --fast), --gamma-policy "
-                   "fixed and --schedule sequential", err=True)
-        raise typer.Exit(2)
+        fail("--max-batch > 1 needs the default engine (no --fast), --gamma-policy fixed and "
+             "--schedule sequential", code=2)
     if warmup:
         pipe.warmup()
     serve(pipe, config, host=host, port=port, log_level=log_level)
