@@ -327,6 +327,8 @@ def report(
     cfg: JourneyConfig, stages: list[Stage], out: Path, work: Path, failure: str | None,
     *, complete: bool = True,
 ) -> dict:
+    from evspec.bench.mdtable import md_table  # here: the measured --exec children stay light
+
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for s in stages:
@@ -367,23 +369,25 @@ def report(
         f"{result['environment'].get('gpu', 'CPU')}, torch {result['environment'].get('torch')}, "
         f"transformers {result['environment'].get('transformers')}.",
         "",
-        "| stage | rc | wall s | peak RSS GiB | peak GPU alloc GiB | questions | s / 1000 q |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for s in stages:
-        per = f"{s.per_1000_s:.0f}" if s.per_1000_s else "–"
-        lines.append(
-            f"| {s.name} | {s.rc} | {s.wall_s:.1f} | {_gib(s.rss_peak_bytes)} | "
-            f"{_gib(s.gpu_max_allocated_bytes)} | {s.questions or '–'} | {per} |"
-        )
-    lines += ["", f"Total {result['total_wall_s']:.0f} s. 's / 1000 q' is the stage's wall time "
+    lines += md_table(
+        ["stage", "rc", "wall s", "peak RSS GiB", "peak GPU alloc GiB", "questions", "s / 1000 q"],
+        [
+            [
+                s.name, str(s.rc), f"{s.wall_s:.1f}", _gib(s.rss_peak_bytes),
+                _gib(s.gpu_max_allocated_bytes), str(s.questions or "–"),
+                f"{s.per_1000_s:.0f}" if s.per_1000_s else "–",
+            ]
+            for s in stages
+        ],
+    )  # fmt: skip
+    lines += [f"Total {result['total_wall_s']:.0f} s. 's / 1000 q' is the stage's wall time "
               "(model loading included) over the questions it handled."]
     for s in stages:
         if s.extra.get("loop_s_per_1000_questions"):
             lines.append(f"* {s.name}: its question loop alone "
                          f"{s.extra['loop_s_per_1000_questions']:.0f} s / 1000 q")
-    for drafter, per in (by["bench"].extra.get("answer_s_per_1000_questions", {})
-                         if "bench" in by else {}).items():
+    for drafter, per in answers.items():
         lines.append(f"* bench, {drafter}: {per:.0f} s / 1000 q (mean wall time per answer)")
     if projection:
         lines += ["", f"Projected ({result['projection_note']}):", ""]
