@@ -141,15 +141,13 @@ class HeadDrafter:
         block (the only per-request work of the event side) and the milliseconds spent.
         ``untimed``: no device synchronisation around the stages (a side stream's work must
         not wait for the main stream's); the timings are then empty."""
-        from evspec.modules.memory import event_memory
+        from evspec.modules.memory import event_embeds, event_memory
 
         if request.event_images is None:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
         try:
             if untimed and self.head.config.memory_source == "events":
-                with torch.inference_mode():
-                    pixels = self.draft_model.preprocess(request.event_images)  # [n, 3, S, S]
-                    memory, t = self.draft_model.model.encode_events(pixels), {}  # [n + P, H_d]
+                memory, t = event_embeds(self.draft_model, request, untimed=True)
             else:
                 memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
         except ValueError as exc:
