@@ -330,10 +330,8 @@ def make_head_drafter(
     from evspec.decoding.drafters import UNTRAINED
 
     if str(head_path) == UNTRAINED:
-        drafter = _untrained_head(name, target, draft_model, label=label, top_p=top_p,
-                                  static=static)
-        drafter.fold_memory = fold_memory
-        return drafter
+        return _untrained_head(name, target, draft_model, label=label, top_p=top_p,
+                               static=static, fold_memory=fold_memory)
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
         raise DrafterError(f"{head_path}: a {ckpt.kind} checkpoint, but drafter {name!r} was asked for")
@@ -352,7 +350,8 @@ def make_head_drafter(
 
 
 def _untrained_head(
-    name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float, static: bool | None
+    name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float,
+    static: bool | None, fold_memory: bool | None,
 ) -> HeadDrafter:
     from evspec.modules.checkpoint import build_module
     from evspec.modules.options import ModuleOptions, module_config
@@ -367,4 +366,5 @@ def _untrained_head(
         head = build_module(name, module_config(name, dims, ModuleOptions()))
     dtype = w.dtype if w.dtype != torch.float16 else torch.float32
     head = head.to(device=w.device, dtype=dtype).eval()
-    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p,
+                       static=static, fold_memory=fold_memory)
