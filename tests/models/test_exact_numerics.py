@@ -12,25 +12,22 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from llama_doubles import CharLM
 
 from evspec.decoding.drafters import make_drafter
 from evspec.decoding.engine import generate
-from evspec.models.causal_lm import CausalLMWrapper
 from evspec.models.request import Request
-from evspec.models.state import TargetState
 
 torch.set_num_threads(1)
-EOS = 2
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: (hidden, intermediate, layers, heads, kv heads): tiny, and LLaMA-7B's structure made narrow
 #: (MHA, head_dim 128, intermediate ≈ 2.7 × hidden)
 SHAPES = {"tiny": (32, 64, 2, 4, 2), "7b-like": (256, 688, 2, 2, 2)}
 
 
-class RandomLM(CausalLMWrapper):
-    """A random LLaMA in ``dtype`` reading the question one id per character (no sharpening:
-    near-ties in the greedy choice are common, as the contract must survive them)."""
+class RandomLM(CharLM):
+    """A random LLaMA of shape ``shape`` in ``dtype`` reading the question one id per
+    character."""
 
     def __init__(
         self,
@@ -42,31 +39,18 @@ class RandomLM(CausalLMWrapper):
         context: int = 200,
     ):
         hidden, inter, layers, heads, kv = SHAPES[shape]
-        torch.manual_seed(seed)
-        cfg = LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            intermediate_size=inter,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv,
-            max_position_embeddings=context,
-            bos_token_id=1,
-            eos_token_id=EOS,
+        super().__init__(
+            seed,
+            dtype,
+            vocab=vocab,
+            hidden=hidden,
+            intermediate=inter,
+            layers=layers,
+            heads=heads,
+            kv_heads=kv,
+            context=context,
+            chars=40,
         )
-        self.model = LlamaForCausalLM(cfg).eval().to(dtype)
-        self.decoder, self.lm_head = self.model.model, self.model.lm_head
-        self.tokenizer = None
-        self.eos_token_id, self.max_context, self.vocab_size = EOS, context, vocab
-
-    def prefill(self, request: Request, *, return_hidden: bool = False) -> TargetState:
-        ids = torch.tensor([1] + [3 + ord(c) % 40 for c in request.question])
-        with torch.inference_mode():
-            emb = self.decoder.embed_tokens(ids)
-        return self._prefill_embeds(emb, ids, return_hidden=return_hidden, timings={})
-
-    def decode_text(self, ids: list[int]) -> str:
-        return " ".join(map(str, ids))
 
 
 def _steps(model: RandomLM, prompt: str, tokens: list[int]) -> torch.Tensor:

@@ -11,16 +11,14 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from llama_doubles import CharLM
 
-from evspec.models.causal_lm import CausalLMWrapper
 from evspec.models.fast.decode_attention import EXACT_CHUNK, split_kv_attention
 from evspec.models.fast.gemv import fused_linear
 from evspec.models.fast.ops import rope_tables, rotation_sin
 from evspec.models.fast.triton_layer import triton_attention_inputs
 from evspec.models.fast.triton_support import available
 from evspec.models.request import Request
-from evspec.models.state import TargetState
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = [
@@ -143,37 +141,27 @@ def test_exact_split_kv_rows_do_not_depend_on_the_step(dtype: torch.dtype) -> No
             assert torch.equal(out[:, i], alone[:, 0]), f"T={t} query {i} at {start + i}"
 
 
-class _TritonLM(CausalLMWrapper):
-    def __init__(self, dtype: torch.dtype):
-        torch.manual_seed(0)
-        cfg = LlamaConfig(
-            vocab_size=40,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=96,
-            bos_token_id=1,
-            eos_token_id=2,
-            tie_word_embeddings=False,
-        )
-        self.model = LlamaForCausalLM(cfg).eval().to(dtype).to(DEVICE)
-        self.decoder, self.lm_head = self.model.model, self.model.lm_head
-        self.tokenizer, self.eos_token_id, self.max_context, self.vocab_size = None, 2, 96, 40
-
-    def prefill(self, request: Request, *, return_hidden: bool = False) -> TargetState:
-        ids = torch.tensor([1] + [3 + ord(c) % 30 for c in request.question], device=DEVICE)
-        with torch.inference_mode():
-            emb = self.decoder.embed_tokens(ids)
-        return self._prefill_embeds(emb, ids, return_hidden=return_hidden, timings={})
+def _triton_lm(dtype: torch.dtype) -> CharLM:
+    return CharLM(
+        0,
+        dtype,
+        vocab=40,
+        hidden=64,
+        intermediate=96,
+        layers=1,
+        heads=2,
+        kv_heads=2,
+        context=96,
+        chars=30,
+        device=DEVICE,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_engine_scores_equal_decode_steps(dtype: torch.dtype) -> None:
     """The engine with ``kernels="triton"`` keeps step sizes (no row bucket) and a score of k
     tokens gives the logits of k one-token steps, at random positions."""
-    model = _TritonLM(dtype)
+    model = _triton_lm(dtype)
     runtime = model.enable_fast(kernels="triton", cuda_graphs=False)
     assert runtime.exact and runtime.config.step_buckets == tuple(range(1, 17))
     assert model.fast.model.row_invariant_steps()
@@ -198,7 +186,7 @@ def test_cuda_greedy_speculative_output_is_target_only_output(dtype: torch.dtype
     from evspec.decoding.drafters import make_drafter
     from evspec.decoding.engine import generate
 
-    model = _TritonLM(dtype)
+    model = _triton_lm(dtype)
     assert model.enable_fast(kernels="triton").exact
     rng = random.Random(9)
     for case in range(40):

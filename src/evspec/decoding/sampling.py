@@ -47,14 +47,17 @@ def logits_to_probs(
     below it get mass (the ids a tokenizer has; see :func:`token_limit`)."""
     if temperature <= 0:
         raise ValueError("logits_to_probs needs temperature > 0; use argmax for greedy")
-    scaled = logits.float() / temperature
-    if n_ids is not None and n_ids < scaled.shape[-1]:
-        scaled[..., n_ids:] = float("-inf")
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        out = x / temperature
+        if n_ids is not None and n_ids < out.shape[-1]:
+            out[..., n_ids:] = float("-inf")
+        return out
+
+    x = logits.float()
+    scaled = scale(x)
     if not torch.isfinite(scaled.amax(dim=-1)).all():  # a tiny temperature overflowed
-        top = logits.float().amax(dim=-1, keepdim=True)
-        scaled = (logits.float() - top) / temperature  # <= 0, the best ids at 0
-        if n_ids is not None and n_ids < scaled.shape[-1]:
-            scaled[..., n_ids:] = float("-inf")
+        scaled = scale(x - x.amax(dim=-1, keepdim=True))  # <= 0, the best ids at 0
     probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
         sorted_p, idx = torch.sort(probs, dim=-1, descending=True)

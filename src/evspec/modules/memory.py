@@ -15,6 +15,7 @@ Event memory choice (``HeadConfig.memory_source``):
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -41,13 +42,21 @@ class EventGPTPass:
 
 
 @torch.inference_mode()
-def event_embeds(model: EventGPT, request: Request) -> tuple[torch.Tensor, dict[str, float]]:
+def event_embeds(
+    model: EventGPT, request: Request, *, untimed: bool = False
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The pooled event embedding ``[n + P, H_d]`` of ``request.event_images`` and the
-    milliseconds spent (``preprocess_ms``, ``vision_ms``)."""
+    milliseconds spent (``preprocess_ms``, ``vision_ms``).  ``untimed``: no device
+    synchronisation around the stages (a side stream's work must not wait for the main
+    stream's); the timings are then empty."""
     timings: dict[str, float] = {}
-    with timed(model.device, timings, "preprocess_ms"):
+
+    def stage(key: str) -> AbstractContextManager:
+        return nullcontext() if untimed else timed(model.device, timings, key)
+
+    with stage("preprocess_ms"):
         pixels = model.preprocess(request.event_images)  # [n, 3, S, S]
-    with timed(model.device, timings, "vision_ms"):
+    with stage("vision_ms"):
         emb = model.model.encode_events(pixels)  # [n + P, H_d]
     return emb, timings
 

@@ -141,15 +141,13 @@ class HeadDrafter:
         block (the only per-request work of the event side) and the milliseconds spent.
         ``untimed``: no device synchronisation around the stages (a side stream's work must
         not wait for the main stream's); the timings are then empty."""
-        from evspec.modules.memory import event_memory
+        from evspec.modules.memory import event_embeds, event_memory
 
         if request.event_images is None:
             raise DrafterError(f"drafter {self.name!r} needs Request.event_images (its event memory)")
         try:
             if untimed and self.head.config.memory_source == "events":
-                with torch.inference_mode():
-                    pixels = self.draft_model.preprocess(request.event_images)  # [n, 3, S, S]
-                    memory, t = self.draft_model.model.encode_events(pixels), {}  # [n + P, H_d]
+                memory, t = event_embeds(self.draft_model, request, untimed=True)
             else:
                 memory, t = event_memory(self.draft_model, request, self.head.config.memory_source)
         except ValueError as exc:
@@ -332,10 +330,8 @@ def make_head_drafter(
     from evspec.decoding.drafters import UNTRAINED
 
     if str(head_path) == UNTRAINED:
-        drafter = _untrained_head(name, target, draft_model, label=label, top_p=top_p,
-                                  static=static)
-        drafter.fold_memory = fold_memory
-        return drafter
+        return _untrained_head(name, target, draft_model, label=label, top_p=top_p,
+                               static=static, fold_memory=fold_memory)
     ckpt = load_checkpoint(head_path)
     if ckpt.kind != name:
         raise DrafterError(f"{head_path}: a {ckpt.kind} checkpoint, but drafter {name!r} was asked for")
@@ -354,7 +350,8 @@ def make_head_drafter(
 
 
 def _untrained_head(
-    name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float, static: bool | None
+    name: str, target: Any, draft_model: Any, *, label: str | None, top_p: float,
+    static: bool | None, fold_memory: bool | None,
 ) -> HeadDrafter:
     from evspec.modules.checkpoint import build_module
     from evspec.modules.options import ModuleOptions, module_config
@@ -369,4 +366,5 @@ def _untrained_head(
         head = build_module(name, module_config(name, dims, ModuleOptions()))
     dtype = w.dtype if w.dtype != torch.float16 else torch.float32
     head = head.to(device=w.device, dtype=dtype).eval()
-    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p, static=static)
+    return HeadDrafter(head, target, name=label or name, draft_model=draft_model, top_p=top_p,
+                       static=static, fold_memory=fold_memory)
