@@ -289,7 +289,7 @@ class _Request:
             for position, (name, gamma) in enumerate(order):
                 if (name, gamma) not in self.done:
                     continue  # recorded by an earlier session
-                done = self.done.setdefault((name, gamma), _Done(runs=[]))
+                done = self.done[(name, gamma)]
                 if done.error is not None:
                     continue  # it failed on an earlier repeat
                 self.bar.set_postfix_str(f"{self.item.request_id} {name} γ={gamma}")
@@ -432,8 +432,7 @@ def run_bench(
                 current = _Request(backend, drafters, config, bar, index, item, request, reference)
                 clip = item.clip_id or item.request_id
                 if config.cache == "warm" and clip not in warm_clips:
-                    current.untimed([(TARGET_ONLY, 0)] + [r for r in plan if r != (TARGET_ONLY, 0)],
-                                    "warm pass")
+                    current.untimed(plan, "warm pass")  # the plan runs target-only first
                     warm_clips.add(clip)
                 if config.forced and current.reference is None:
                     current.untimed([(TARGET_ONLY, 0)], "reference pass")
