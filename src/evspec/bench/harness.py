@@ -97,10 +97,10 @@ def _open_run(run_dir: Path, config: BenchConfig, backend: BenchBackend) -> dict
 class _Drafters:
     """Drafters built once per name (a build error is remembered and re-raised)."""
 
-    def __init__(self, backend: BenchBackend, config: BenchConfig) -> None:
+    def __init__(self, backend: BenchBackend, config: BenchConfig, traces: Any = None) -> None:
         self.backend, self.config = backend, config
         self._made: dict[str, Drafter | None | Exception] = {}
-        self._traces: Any = None  # the replay traces, read on first use
+        self._traces = traces  # the replay traces, read on first use unless given
 
     def get(self, name: str) -> Drafter | None:
         if name not in self._made:
@@ -365,10 +365,12 @@ def run_bench(
     # -- phase 1: open the run folder -------------------------------------------------
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _open_run(run_dir, config, backend)
+    traces = None  # read here once when the run records their source, else on first use
     if config.replay is not None and "replay_source" not in run:
         from evspec.bench.replay import load_traces
 
-        run["replay_source"] = load_traces(config.replay).source  # printed with the label
+        traces = load_traces(config.replay)
+        run["replay_source"] = traces.source  # printed with the label
     session = {
         "index": len(run["sessions"]),
         "started": _now(),
@@ -400,7 +402,7 @@ def run_bench(
                 todo.append((index, item, pending))
         total = sum(len(p) for _, _, p in todo)
 
-        drafters = _Drafters(backend, config)
+        drafters = _Drafters(backend, config, traces)
         desc = f"bench {tag} ({config.label})" if tag else f"bench ({config.label})"
         bar = tqdm(total=total, desc=desc, unit="run", disable=bar_disable(progress))
 
