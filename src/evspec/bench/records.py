@@ -70,18 +70,19 @@ class CorruptRecordWarning(UserWarning):
     """Complete lines of ``records.jsonl`` that are not records (skipped, or quarantined)."""
 
 
-def _problem(raw: bytes, fields: dict[str, type]) -> str | None:
-    """Why one complete line is not a record (with a string ``key`` and ``fields``), or None."""
+def _parse(raw: bytes, fields: dict[str, type]) -> tuple[dict | None, str | None]:
+    """One complete line as (record, None), or (None, why it is not a record: one with a
+    string ``key`` and ``fields``)."""
     try:
         rec = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"not JSON ({exc})"
+        return None, f"not JSON ({exc})"
     if not isinstance(rec, dict):
-        return f"a JSON {type(rec).__name__}, not an object"
+        return None, f"a JSON {type(rec).__name__}, not an object"
     for name, kind in {"key": str, **fields}.items():
         if not isinstance(rec.get(name), kind) or isinstance(rec.get(name), bool):
-            return f"no {name!r} ({kind.__name__})"
-    return None
+            return None, f"no {name!r} ({kind.__name__})"
+    return rec, None
 
 
 def _scan(
@@ -104,9 +105,9 @@ def _scan(
         good_end += len(raw) + 1
         if not raw.strip():
             continue
-        reason = _problem(raw, fields or {})
-        if reason is None:
-            records.append(json.loads(raw))
+        rec, reason = _parse(raw, fields or {})
+        if rec is not None:
+            records.append(rec)
         else:
             bad.append((i + 1, raw, reason))
     return records, good_end, bool(lines[-1]), bad
