@@ -243,13 +243,17 @@ class RecordLog:
             raise RuntimeError(f"{self.path}: record log is closed")
         if "key" not in record:
             raise ValueError("a record needs a 'key' (see record_key)")
-        line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":")) + "\n"
-        data = line.encode("utf-8")
+        data = _line(record)
         written = os.write(self._fd, data)
         while written < len(data):  # a short write to a regular file is rare but legal
             written += os.write(self._fd, data[written:])
         os.fsync(self._fd)
         self._latest[record["key"]] = record
+
+
+def _line(record: dict) -> bytes:
+    """``record`` as one line of ``records.jsonl`` (compact JSON, no NaN, newline-ended)."""
+    return (json.dumps(_clean(record), allow_nan=False, separators=(",", ":")) + "\n").encode()
 
 
 def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str]]) -> None:
@@ -262,9 +266,7 @@ def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str
         f.flush()
         os.fsync(f.fileno())
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        for rec in records:
-            line = json.dumps(_clean(rec), allow_nan=False, separators=(",", ":")) + "\n"
-            f.write(line.encode("utf-8"))
+        f.write(b"".join(_line(rec) for rec in records))
         f.flush()
         os.fsync(f.fileno())
     warnings.warn(f"{_describe_bad(path, bad)} moved to {aside}; they are measured again",
