@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from itertools import chain, cycle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ class DrafterTrace:
     rounds: dict[int, list[list[tuple[int, int]]]] = field(default_factory=dict)
 
     def stream(self, gamma: int, start: int) -> Iterator[tuple[int, int]]:
-        """The recorded rounds of γ from recorded request ``start mod M`` on, endlessly."""
+        """The recorded rounds of γ from recorded request ``start mod M`` on, endlessly
+        (raises at once where γ has no recorded rounds)."""
         if gamma not in self.rounds:
             have = ", ".join(map(str, sorted(self.rounds))) or "none"
             raise ValueError(
@@ -55,9 +57,7 @@ class DrafterTrace:
                 f"the acceptance trace of {self.drafter!r} at γ = {gamma} has no rounds"
             )
         i = start % len(answers)
-        while True:
-            yield from answers[i]
-            i = (i + 1) % len(answers)
+        return chain.from_iterable(cycle(answers[i:] + answers[:i]))
 
 
 @dataclass
