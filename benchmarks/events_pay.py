@@ -182,7 +182,7 @@ def measure(
         for it in group:
             if time.perf_counter() > deadline:
                 break
-            req = it.load()
+            req = first if it is group[0] else it.load()
             order = configs[n % len(configs):] + configs[: n % len(configs)]
             got = {}
             for cfg in order:
@@ -328,10 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     val_records = measure(target, val, val_cfgs, lambda c: drafters[c.drafter], a,
                           time.perf_counter() + 0.3 * a.budget_s, "val")
     routers, router_meta = {}, {}
+    keys = sorted({r["key"] for r in val_records})
+    qtypes = {r["key"]: r["qtype"] for r in val_records}
     for g in a.gammas:
-        keys = sorted({r["key"] for r in val_records})
-        qtypes = {r["key"]: r["qtype"] for r in val_records}
-        times = {h: [_times(val_records, Config(h, g).label)[k] for k in keys] for h in HEADS}
+        by_head = {h: _times(val_records, Config(h, g).label) for h in HEADS}
+        times = {h: [by_key[k] for k in keys] for h, by_key in by_head.items()}
         table = learn_qtype_table([qtypes[k] for k in keys], times, default="target-head",
                                   margin=a.router_margin)
         routers[g] = routed(table, drafters)

@@ -41,6 +41,7 @@ from evspec.decoding.engine import generate
 from evspec.models.eventgpt import EventGPT
 from evspec.models.request import Request
 from evspec.models.target import VideoLlavaTarget
+from evspec.models.timing import sync
 
 DRAFTERS = ("self", "target-head", "eventgpt")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -116,20 +117,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_ms(device: torch.device, fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -154,7 +150,7 @@ def answers(
 ) -> tuple[list[list[int]], float]:
     """Every request's answer tokens with ``drafter`` (None: target-only) and the wall seconds."""
     out = []
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for req in requests:
         res = generate(
@@ -166,7 +162,7 @@ def answers(
             stop_at_eos=False,
         )
         out.append(res.tokens)
-    _sync(device)
+    sync(device)
     return out, time.perf_counter() - t0
 
 

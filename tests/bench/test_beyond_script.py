@@ -3,26 +3,13 @@ lossless (float32), the tables and the JSON record are written."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "beyond.py"
+from bench_scripts import load_script  # imports beyond.py's sibling beyond_features too
 
 
-def _load():
-    if str(SCRIPT.parent) not in sys.path:  # the script imports its sibling beyond_features
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("beyond_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["beyond_bench"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiny_run_writes_tables_and_is_lossless(tmp_path):
-    bench = _load()
+def test_tiny_run_writes_tables_and_is_lossless(tmp_path, monkeypatch):
+    bench = load_script("beyond", monkeypatch)
     out = bench.main([
         "--setting", "tiny", "--requests", "3", "--max-new-tokens", "6", "--gammas", "1,3",
         "--tree-shapes", "2x1", "--batch-sizes", "1,3", "--no-warmup", "--out", str(tmp_path),
@@ -45,14 +32,14 @@ def test_tiny_run_writes_tables_and_is_lossless(tmp_path):
 
 def test_world_setting_skips_without_assets(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EVSPEC_ASSETS", str(tmp_path))  # an assets folder without world/
-    bench = _load()
+    bench = load_script("beyond", monkeypatch)
     assert bench.main(["--setting", "world"]) is None
     assert "skipping" in capsys.readouterr().err
 
 
-def test_acceptance_controlled_path_runs_at_tiny_size():
+def test_acceptance_controlled_path_runs_at_tiny_size(monkeypatch):
     """The 7b setting's logic (controlled α per request, forced references) on the tiny preset."""
-    bench = _load()
+    bench = load_script("beyond", monkeypatch)
     out = bench.main([
         "--setting", "7b", "--preset", "tiny-random", "--device", "cpu", "--requests", "2",
         "--max-new-tokens", "8", "--gammas", "2,4", "--features", "gamma,cascade,router,tree,batch",

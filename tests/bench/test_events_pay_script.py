@@ -4,24 +4,16 @@ configuration measured on every test request, answers identical, tables and rout
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "events_pay.py"
 
-
-@pytest.fixture(scope="module")
-def events_pay():
-    spec = importlib.util.spec_from_file_location("events_pay", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["events_pay"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("events_pay", None)
+@pytest.fixture
+def events_pay(monkeypatch):
+    return load_script("events_pay", monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evspec.data.atomic import atomic_file
+
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     """One record -> a flat row."""
@@ -36,10 +38,8 @@ def write_records_csv(records: list[dict[str, Any]], path: str | Path) -> Path:
     for row in rows:
         columns.update(dict.fromkeys(row))
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
     return path

@@ -70,18 +70,19 @@ class CorruptRecordWarning(UserWarning):
     """Complete lines of ``records.jsonl`` that are not records (skipped, or quarantined)."""
 
 
-def _problem(raw: bytes, fields: dict[str, type]) -> str | None:
-    """Why one complete line is not a record (with a string ``key`` and ``fields``), or None."""
+def _parse(raw: bytes, fields: dict[str, type]) -> tuple[dict | None, str | None]:
+    """One complete line as (record, None), or (None, why it is not a record: one with a
+    string ``key`` and ``fields``)."""
     try:
         rec = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"not JSON ({exc})"
+        return None, f"not JSON ({exc})"
     if not isinstance(rec, dict):
-        return f"a JSON {type(rec).__name__}, not an object"
+        return None, f"a JSON {type(rec).__name__}, not an object"
     for name, kind in {"key": str, **fields}.items():
         if not isinstance(rec.get(name), kind) or isinstance(rec.get(name), bool):
-            return f"no {name!r} ({kind.__name__})"
-    return None
+            return None, f"no {name!r} ({kind.__name__})"
+    return rec, None
 
 
 def _scan(
@@ -104,9 +105,9 @@ def _scan(
         good_end += len(raw) + 1
         if not raw.strip():
             continue
-        reason = _problem(raw, fields or {})
-        if reason is None:
-            records.append(json.loads(raw))
+        rec, reason = _parse(raw, fields or {})
+        if rec is not None:
+            records.append(rec)
         else:
             bad.append((i + 1, raw, reason))
     return records, good_end, bool(lines[-1]), bad
@@ -242,13 +243,17 @@ class RecordLog:
             raise RuntimeError(f"{self.path}: record log is closed")
         if "key" not in record:
             raise ValueError("a record needs a 'key' (see record_key)")
-        line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":")) + "\n"
-        data = line.encode("utf-8")
+        data = _line(record)
         written = os.write(self._fd, data)
         while written < len(data):  # a short write to a regular file is rare but legal
             written += os.write(self._fd, data[written:])
         os.fsync(self._fd)
         self._latest[record["key"]] = record
+
+
+def _line(record: dict) -> bytes:
+    """``record`` as one line of ``records.jsonl`` (compact JSON, no NaN, newline-ended)."""
+    return (json.dumps(_clean(record), allow_nan=False, separators=(",", ":")) + "\n").encode()
 
 
 def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str]]) -> None:
@@ -261,9 +266,7 @@ def _quarantine(path: Path, records: list[dict], bad: list[tuple[int, bytes, str
         f.flush()
         os.fsync(f.fileno())
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        for rec in records:
-            line = json.dumps(_clean(rec), allow_nan=False, separators=(",", ":")) + "\n"
-            f.write(line.encode("utf-8"))
+        f.write(b"".join(_line(rec) for rec in records))
         f.flush()
         os.fsync(f.fileno())
     warnings.warn(f"{_describe_bad(path, bad)} moved to {aside}; they are measured again",

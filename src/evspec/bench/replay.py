@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from itertools import chain, cycle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evspec.bench.records import read_json
 from evspec.decoding.drafters.controlled import ControlledDrafter
 from evspec.decoding.protocols import Drafter, Target
 
@@ -42,7 +44,8 @@ class DrafterTrace:
     rounds: dict[int, list[list[tuple[int, int]]]] = field(default_factory=dict)
 
     def stream(self, gamma: int, start: int) -> Iterator[tuple[int, int]]:
-        """The recorded rounds of γ from recorded request ``start mod M`` on, endlessly."""
+        """The recorded rounds of γ from recorded request ``start mod M`` on, endlessly
+        (raises at once where γ has no recorded rounds)."""
         if gamma not in self.rounds:
             have = ", ".join(map(str, sorted(self.rounds))) or "none"
             raise ValueError(
@@ -55,9 +58,7 @@ class DrafterTrace:
                 f"the acceptance trace of {self.drafter!r} at γ = {gamma} has no rounds"
             )
         i = start % len(answers)
-        while True:
-            yield from answers[i]
-            i = (i + 1) % len(answers)
+        return chain.from_iterable(cycle(answers[i:] + answers[:i]))
 
 
 @dataclass
@@ -109,7 +110,7 @@ def extract_traces(records: Iterable[dict[str, Any]], source: str) -> dict[str, 
 
 def write_traces(run_dir: Path, out: Path, source: str) -> Path:
     """Write the trace of the run in ``run_dir`` to ``out`` (JSON)."""
-    from evspec.bench.records import RUN_FILE, read_json, read_records
+    from evspec.bench.records import RUN_FILE, read_records
     from evspec.data.atomic import atomic_write_text
 
     doc = extract_traces(read_records(run_dir), source)
@@ -152,10 +153,7 @@ def load_traces(path: str | Path) -> Traces:
         raise FileNotFoundError(
             f"{path}: no acceptance trace (make one with `evspec trace RUN --out FILE`)"
         )
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
         raise ValueError(f"{path}: not an acceptance trace (format {TRACE_FORMAT!r} expected)")
     if doc.get("version") != TRACE_VERSION:

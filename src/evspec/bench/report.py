@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from evspec.bench.config import HF_GENERATE, HF_PROMPT_LOOKUP, HF_STATIC
 from evspec.bench.mdtable import md_table
 from evspec.bench.records import BENCH_FIELDS, RUN_FILE, read_json, read_records, write_json_atomic
 from evspec.bench.summary import STAGES, ConfigSummary, Speedup, summarize
@@ -39,9 +40,9 @@ def _mor(sp: Speedup | None) -> str:
 
 
 _HF_TITLES = {
-    "hf-generate": "HF generate",
-    "hf-static": "HF generate, static cache (+ compile on CUDA)",
-    "hf-prompt-lookup": "HF prompt lookup (assisted)",
+    HF_GENERATE: "HF generate",
+    HF_STATIC: "HF generate, static cache (+ compile on CUDA)",
+    HF_PROMPT_LOOKUP: "HF prompt lookup (assisted)",
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evspec.bench.mdtable import md_table
+from evspec.bench.records import read_json
 
 HEADLINES_FILE = "headlines.json"
 RESULTS_FILE = "RESULTS.md"
@@ -94,10 +95,7 @@ def load_rows(bench_dir: Path) -> list[Row]:
     path = bench_dir / HEADLINES_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the results page is generated from it")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    doc = read_json(path)
     rows = []
     for i, raw in enumerate(doc.get("rows", [])):
         where = f"{path} row {i + 1} ({raw.get('what', '?')!r})"
