@@ -202,17 +202,24 @@ class LearnedRouter:
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read a learned router ({exc})") from exc
-        if not isinstance(data, dict) or data.get("kind") != "evspec-learned-router":
-            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"{path}: not a learned router file (kind = {kind!r})")
+        data = _read_router_file(path, "evspec-learned-router", "a learned router")
         try:
             return cls(list(data["vocab"]), list(data["classes"]), data["weights"], data["bias"])
         except KeyError as exc:
             raise ValueError(f"{path}: learned router file lacks the field {exc}") from exc
+
+
+def _read_router_file(path: Path, kind: str, what: str) -> dict:
+    """The JSON object of a router file whose ``kind`` is ``kind`` (``what`` names it in the
+    ValueError for an unreadable file, a non-object or another kind)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: not {what} file (kind = {found!r})")
+    return data
 
 
 # -- a question-type table learned from timings ---------------------------------------------------
@@ -267,12 +274,7 @@ def save_qtype_table(
 def load_qtype_table(path: str | Path) -> HeuristicRouter:
     """Read a table written by :func:`save_qtype_table`."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read a question-type router ({exc})") from exc
-    if data.get("kind") != ROUTER_KIND:
-        raise ValueError(f"{path}: not a question-type router file (kind = {data.get('kind')!r})")
+    data = _read_router_file(path, ROUTER_KIND, "a question-type router")
     table, default = data.get("table"), data.get("default")
     if not isinstance(table, dict) or not isinstance(default, str):
         raise ValueError(f"{path}: a question-type router needs a 'table' object and a "
